@@ -1,0 +1,1 @@
+//! Packet security layer (work in progress).

@@ -1,0 +1,118 @@
+//! The crate's one error type.
+//!
+//! Every fallible public function returns [`Error`]. Datagram-level variants
+//! (`Truncated`, `Checksum`, ...) are what the pure layers report for input
+//! that is dropped and counted; argument variants (`InvalidConfig`,
+//! `InvalidKey`, ...) are what a caller gets for a bad argument.
+
+use std::io;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in kcp-session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- bad arguments -------------------------------------------------
+    /// A configuration value is out of range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A key has a length the cipher does not accept.
+    #[error("invalid key length {len} for {cipher} (accepted: {accepted})")]
+    InvalidKey {
+        /// Cipher name.
+        cipher: &'static str,
+        /// Length given.
+        len: usize,
+        /// Human-readable list of accepted lengths.
+        accepted: &'static str,
+    },
+    /// A cipher name (kcptun `--crypt`) that is not known.
+    #[error("unknown cipher {name:?}; valid names are: {valid}")]
+    UnknownCipher {
+        /// The name given.
+        name: String,
+        /// The valid names, comma separated.
+        valid: &'static str,
+    },
+    /// `send` was given an empty buffer (KCP cannot send a zero-length message).
+    #[error("cannot send an empty message")]
+    EmptyMessage,
+    /// A message would need more KCP fragments than the protocol allows.
+    #[error("message of {len} bytes needs {fragments} fragments; at most {max} are allowed")]
+    MessageTooLarge {
+        /// Message length in bytes.
+        len: usize,
+        /// Fragments it would need.
+        fragments: usize,
+        /// Maximum fragments (255 in kcp-go, or the receive window if smaller).
+        max: usize,
+    },
+    /// The caller's buffer is too small for the next message or datagram.
+    #[error("buffer too small: need {need} bytes, have {have}")]
+    BufferTooSmall {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+
+    // ---- dropped datagrams (counted, never panics) ----------------------
+    /// A datagram or segment is shorter than its headers say it must be.
+    #[error("truncated datagram: {0}")]
+    Truncated(&'static str),
+    /// The CRC32 of a non-AEAD datagram does not match (wrong key or corruption).
+    #[error("checksum mismatch")]
+    Checksum,
+    /// AEAD authentication failed (wrong key, tampering or corruption).
+    #[error("authentication failed")]
+    Authentication,
+    /// A datagram is structurally invalid (unknown command, bad FEC type, ...).
+    #[error("malformed datagram: {0}")]
+    Malformed(&'static str),
+    /// A KCP segment carries a conversation id other than the session's.
+    #[error("conversation id mismatch: expected {expected:#010x}, got {got:#010x}")]
+    ConvMismatch {
+        /// The session's conv.
+        expected: u32,
+        /// The conv in the segment.
+        got: u32,
+    },
+
+    // ---- session life --------------------------------------------------
+    /// The session or listener was closed.
+    #[error("closed")]
+    Closed,
+    /// A read or write deadline expired.
+    #[error("timed out")]
+    Timeout,
+    /// No datagram arrived from the peer within the idle timeout.
+    #[error("idle timeout: nothing received from the peer in time")]
+    IdleTimeout,
+    /// A segment was retransmitted too often: the peer is unreachable.
+    #[error("dead link: a segment was retransmitted {0} times without an acknowledgement")]
+    DeadLink(u32),
+    /// An I/O error from the socket.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Io(inner) => return io::Error::new(inner.kind(), e),
+            Error::Closed => io::ErrorKind::BrokenPipe,
+            Error::Timeout | Error::IdleTimeout => io::ErrorKind::TimedOut,
+            Error::DeadLink(_) => io::ErrorKind::ConnectionAborted,
+            Error::InvalidConfig(_)
+            | Error::InvalidKey { .. }
+            | Error::UnknownCipher { .. }
+            | Error::EmptyMessage
+            | Error::MessageTooLarge { .. }
+            | Error::BufferTooSmall { .. } => io::ErrorKind::InvalidInput,
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
+}

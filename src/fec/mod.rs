@@ -1,0 +1,1 @@
+//! Forward error correction (work in progress).

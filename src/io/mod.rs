@@ -1,0 +1,1 @@
+//! UDP batch I/O (work in progress).

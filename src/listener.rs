@@ -1,0 +1,1 @@
+//! listener (work in progress).

@@ -1,0 +1,1 @@
+//! Deterministic simulated link for tests (work in progress).
