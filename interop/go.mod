@@ -1,0 +1,3 @@
+module kcpsession/interop
+
+go 1.24.0
