@@ -35,6 +35,7 @@ mod cfb;
 mod gcm;
 mod kind;
 mod nonce;
+mod salsa;
 mod tea;
 
 use core::fmt;
@@ -45,7 +46,7 @@ use aes::{Aes128, Aes192, Aes256};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{AesGcm, Nonce, Tag};
 use cipher::consts::U12;
-use cipher::{KeyInit, KeyIvInit, StreamCipher};
+use cipher::KeyInit;
 
 use crate::error::{Error, Result};
 
@@ -548,11 +549,9 @@ impl Engine {
                     return;
                 }
                 let (nonce, data) = buf.split_at_mut(8);
-                let nonce: &[u8; 8] = match (&*nonce).try_into() {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                salsa20::Salsa20::new(key.into(), nonce.into()).apply_keystream(data);
+                if let Ok(nonce) = <&[u8; 8]>::try_from(&*nonce) {
+                    salsa::xor_keystream(key, nonce, data);
+                }
             }
             // §2.5: pad aligned to byte 0; bytes past the 1500-byte pad are
             // left as they are, like Go's subtle.XORBytes.
