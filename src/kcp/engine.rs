@@ -551,10 +551,13 @@ impl Kcp {
     /// shorter than 24 bytes (-1) or a segment's data is cut short (-2),
     /// [`Error::ConvMismatch`] (-1), [`Error::Malformed`] for an unknown
     /// command (-3). Segments before the bad one stay applied; RTT, cwnd and
-    /// the immediate flush are skipped, except that ACKs piled up to the
-    /// ack-clocking threshold are still flushed so that a stream of broken
-    /// datagrams cannot grow the ACK list without bound (kcp-go would wait
-    /// for the next timer flush).
+    /// the immediate flush are skipped.
+    ///
+    /// Only datagrams that end in an error can pile up ACKs between flushes
+    /// (a good one triggers ack clocking), so a flood of them could grow the
+    /// ACK list without bound until the next timer flush. It is capped at
+    /// `max(2·rcv_wnd, 2·mtu/24, 1024)` entries; further ACKs are dropped
+    /// until a flush (kcp-go has no cap; no well-formed traffic reaches it).
     pub fn input(
         &mut self,
         data: &[u8],
@@ -612,7 +615,9 @@ impl Kcp {
                 IKCP_CMD_PUSH => {
                     let mut repeat = true;
                     if itimediff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
-                        self.acklist.push((h.sn, h.ts));
+                        if self.acklist.len() < self.ack_limit() {
+                            self.acklist.push((h.sn, h.ts));
+                        }
                         if itimediff(h.sn, self.rcv_nxt) >= 0 {
                             repeat = self.parse_data(h.sn, h.frg, body);
                         }
@@ -628,12 +633,7 @@ impl Kcp {
             rest = &rest[body.len()..];
         };
         let fast_ack = self.apply_fastacks(!flush_segments && result.is_ok(), now_ms);
-        if let Err(e) = result {
-            if self.acklist.len() >= self.mtu / IKCP_OVERHEAD {
-                self.flush(FlushKind::AckOnly, now_ms, out);
-            }
-            return Err(e);
-        }
+        result?;
         self.stats.in_segs += in_segs;
 
         if update_rtt && kind == PacketKind::Regular {
@@ -982,6 +982,12 @@ impl Kcp {
         self.last_now = now;
     }
 
+    fn ack_limit(&self) -> usize {
+        (2 * self.rcv_wnd as usize)
+            .max(2 * self.mtu / IKCP_OVERHEAD)
+            .max(1024)
+    }
+
     fn get_buf(&mut self) -> Vec<u8> {
         self.pool
             .pop()
@@ -1174,6 +1180,11 @@ impl Kcp {
             }
             let max_off = batch[b - 1].0;
             let thr = self.fastresend as u32;
+            // Ripe segments first: those that ripen in the sweep below have
+            // already had this batch counted exactly.
+            if check_ripe && self.r_count > 0 {
+                trigger = self.ripe_trigger(&batch, all_near, now);
+            }
 
             let mut idx = 0usize;
             let mut cur = 0u32;
@@ -1230,9 +1241,6 @@ impl Kcp {
                     seg.in_f = true;
                     self.f_bits.insert(sn);
                 }
-            }
-            if check_ripe && !trigger && self.r_count > 0 {
-                trigger = self.ripe_trigger(&batch, all_near, now);
             }
         }
         batch.clear();
@@ -1363,4 +1371,41 @@ fn put_header(
     }
     h.encode_to(buf);
     stats.out_segs += 1;
+}
+
+#[cfg(test)]
+impl Kcp {
+    /// (sn, fastack, xmit, ts) of unacknowledged send-buffer segments.
+    pub(crate) fn debug_unacked(&self) -> Vec<(u32, u32, u32, u32)> {
+        let una = self.snd_una;
+        self.snd_buf
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.acked)
+            .map(|(i, s)| (una.wrapping_add(i as u32), s.fastack, s.xmit, s.ts))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+impl Kcp {
+    /// (sn, fastack, in_t, in_r, ts_key, ts) of acknowledged segments.
+    pub(crate) fn debug_acked(&self) -> Vec<(u32, u32, bool, bool, i64, u32)> {
+        let una = self.snd_una;
+        self.snd_buf
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.acked)
+            .map(|(i, s)| {
+                (
+                    una.wrapping_add(i as u32),
+                    s.fastack,
+                    s.in_t,
+                    s.in_r,
+                    s.ts_key,
+                    s.ts,
+                )
+            })
+            .collect()
+    }
 }

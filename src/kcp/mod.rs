@@ -12,6 +12,8 @@
 
 mod bits;
 mod engine;
+#[cfg(test)]
+mod reference;
 mod segment;
 
 pub use engine::Kcp;
