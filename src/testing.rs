@@ -49,14 +49,15 @@ pub struct LinkConfig {
     /// Probability that a delivered datagram arrives twice (the copy has its
     /// own delay).
     pub duplicate: f64,
-    /// Probability that a datagram is held back by `reorder_delay_ms` extra,
-    /// so later datagrams overtake it.
+    /// Probability that a datagram is held back by up to `reorder_delay_ms`
+    /// extra, so later datagrams overtake it. Otherwise a direction keeps
+    /// its order (jitter does not reorder).
     pub reorder: f64,
-    /// Extra delay of a reordered datagram (ms).
+    /// Largest extra delay of a reordered datagram or a duplicate (ms).
     pub reorder_delay_ms: u64,
     /// Base one-way delay (ms).
     pub delay_ms: u64,
-    /// Uniform extra delay in `[0, jitter_ms]` (ms); also reorders.
+    /// Uniform extra delay in `[0, jitter_ms]` (ms).
     pub jitter_ms: u64,
 }
 
@@ -99,7 +100,7 @@ pub struct LinkStats {
     pub dropped: u64,
     /// Extra copies created.
     pub duplicated: u64,
-    /// Datagrams held back for reordering.
+    /// Datagrams held back for reordering (duplicates included).
     pub reordered: u64,
     /// Datagrams delivered (copies included).
     pub delivered: u64,
@@ -139,6 +140,8 @@ pub struct Link {
     rng: SmallRng,
     queue: BinaryHeap<InFlight>,
     seq: u64,
+    /// Latest in-order arrival time per direction (A→B, B→A).
+    last_at: [u64; 2],
     stats: LinkStats,
 }
 
@@ -156,6 +159,7 @@ impl Link {
             rng: SmallRng::seed_from_u64(seed),
             queue: BinaryHeap::new(),
             seq: 0,
+            last_at: [0; 2],
             stats: LinkStats::default(),
         }
     }
@@ -179,7 +183,7 @@ impl Link {
         } else {
             1
         };
-        for _ in 0..copies {
+        for copy in 0..copies {
             let cfg = match from {
                 Side::A => &self.a_to_b,
                 Side::B => &self.b_to_a,
@@ -194,9 +198,19 @@ impl Link {
             if jitter > 0 {
                 at += self.rng.gen_range(0..=jitter);
             }
-            if self.rng.gen_bool(reorder.clamp(0.0, 1.0)) {
+            let held_back = copy > 0 || self.rng.gen_bool(reorder.clamp(0.0, 1.0));
+            let last = match from {
+                Side::A => &mut self.last_at[0],
+                Side::B => &mut self.last_at[1],
+            };
+            if held_back {
                 self.stats.reordered += 1;
-                at += rdelay;
+                at += self.rng.gen_range(1..=rdelay.max(1));
+            } else {
+                // Jitter alone keeps a direction in order, like a real path's
+                // queue; only `reorder` (and copies) overtake.
+                at = at.max(*last);
+                *last = at;
             }
             self.seq += 1;
             self.queue.push(InFlight {
