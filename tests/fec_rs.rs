@@ -110,10 +110,15 @@ proptest! {
         let mut rng = seed;
         let mut byte = move || { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; rng as u8 };
         let mut shards: Vec<Vec<u8>> = (0..d + p).map(|i| (0..len).map(|_| if i < d { byte() } else { 0 }).collect()).collect();
-        let mut ours = flat(&shards);
-        ReedSolomon::new(d, p).unwrap().encode(&mut ours, len).unwrap();
+        let input = flat(&shards);
         Crate::new(d, p).unwrap().encode(&mut shards).unwrap();
-        prop_assert_eq!(ours, flat(&shards));
+        let mut rs = ReedSolomon::new(d, p).unwrap();
+        // Every kernel this CPU can run, including the portable fallback.
+        for path in KernelPath::available() {
+            let mut ours = input.clone();
+            rs.encode_with(path, &mut ours, len).unwrap();
+            prop_assert_eq!(&ours, &flat(&shards), "{:?}", path);
+        }
     }
 
     /// Erase up to `p` shards of a consistent codeword: both rebuild the

@@ -90,7 +90,7 @@ impl FecDecoder {
             )));
         }
         let shard_size = (data_shards + parity_shards) as u32;
-        Ok(FecDecoder {
+        let mut dec = FecDecoder {
             data_shards,
             parity_shards,
             shard_size,
@@ -108,7 +108,39 @@ impl FecDecoder {
             dst_offs: Vec::new(),
             missing: Vec::new(),
             stats: FecStats::default(),
-        })
+        };
+        dec.reserve_scratch();
+        Ok(dec)
+    }
+
+    /// Sizes the per-recovery scratch for the current layout up front, so
+    /// the first occurrence of a bigger loss pattern does not allocate.
+    fn reserve_scratch(&mut self) {
+        let (d, p) = (self.data_shards, self.parity_shards);
+        for v in [
+            &mut self.positions,
+            &mut self.src_offs,
+            &mut self.dst_offs,
+            &mut self.missing,
+        ] {
+            v.clear();
+            v.reserve_exact(d);
+        }
+        // Address space for the most shards ever held at once (fewer than d
+        // in each of 4 live sets, plus the packet being added); pages are
+        // only touched as chunks get used.
+        let arena = SET_SLOTS * d * SHARD_STRIDE;
+        self.arena
+            .reserve_exact(arena.saturating_sub(self.arena.len()));
+        self.free
+            .reserve_exact((SET_SLOTS * d).saturating_sub(self.free.len()));
+        for set in &mut self.sets {
+            set.held.reserve_exact(d.saturating_sub(set.held.len()));
+        }
+        let rec = d.min(p) * SHARD_STRIDE;
+        if self.recovered.len() < rec {
+            self.recovered.resize(rec, 0);
+        }
     }
 
     /// Data shards per group currently expected (after auto-tune).
@@ -261,6 +293,9 @@ impl FecDecoder {
                 self.free.clear();
                 self.arena.clear();
                 self.arena.shrink_to(SET_SLOTS * ds * SHARD_STRIDE);
+                self.recovered.clear();
+                self.recovered.shrink_to(ds.min(ps) * SHARD_STRIDE);
+                self.reserve_scratch();
             }
             self.should_tune = false;
         }

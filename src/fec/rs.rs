@@ -72,7 +72,7 @@ impl ReedSolomon {
             cache: vec![CacheEntry::default(); DECODE_CACHE_SLOTS],
             sub: Vec::new(),
             inv: Vec::new(),
-            missing: Vec::new(),
+            missing: Vec::with_capacity(data),
             offs: Vec::new(),
         })
     }
@@ -283,6 +283,9 @@ impl ReedSolomon {
         }
         let entry = &mut self.cache[slot];
         entry.rows.clear();
+        // Size each slot once for the most rows any pattern needs, so a new
+        // loss pattern later reuses the slot without allocating.
+        entry.rows.reserve_exact(self.parity.min(d) * d);
         for &m in &self.missing {
             entry.rows.extend_from_slice(&self.inv[m * d..(m + 1) * d]);
         }
