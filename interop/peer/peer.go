@@ -331,7 +331,7 @@ func (p *runner) echoServer() result {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	r := result{bytes: total, crc: crc.Sum32(), ok: ok, extra: fmt.Sprintf("sessions=%d stop=%q", sessions, why)}
+	r := result{bytes: total, crc: crc.Sum32(), ok: ok, extra: fmt.Sprintf("sessions=%d stop=%s", sessions, strings.ReplaceAll(why, " ", "-"))}
 	if !ok {
 		r.reason = fmt.Sprintf("timeout after %v", p.cfg.Timeout)
 	}
