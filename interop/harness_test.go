@@ -95,9 +95,10 @@ var (
 // set ("go" means the Go peer, for self-testing the harness), else the
 // examples/kcp_peer binary built once with cargo. A Rust peer that cannot be
 // built fails the test: the matrix never silently runs Go against Go.
-func rustPeer(t testing.TB) impl {
+func rustPeer(t testing.TB, summary string) impl {
 	rustOnce.Do(func() { rustImpl, rustErr = findRustPeer(t) })
 	if rustErr != nil {
+		fmt.Printf("%s (kcp-go %s): FAILED, no Rust peer to test\n", summary, kcpGoVersion())
 		t.Fatalf("interop: no Rust peer: %v", rustErr)
 	}
 	return rustImpl

@@ -539,7 +539,7 @@ var heavy = make(chan struct{}, 2)
 
 func TestInteropMatrix(t *testing.T) {
 	gp := goPeer(t)
-	rp := rustPeer(t)
+	rp := rustPeer(t, "interop matrix")
 	cells := buildMatrix()
 	if f := os.Getenv("KCP_INTEROP_FILTER"); f != "" {
 		var keep []*cell
@@ -628,7 +628,7 @@ func serverSide(c *cell) string {
 // implementation sits in the Rust slot.
 func TestHarnessDetectsCorruption(t *testing.T) {
 	gp := goPeer(t)
-	rp := rustPeer(t)
+	rp := rustPeer(t, "interop self-check")
 	cells := []*cell{
 		{dir: rustToGo, cipher: "null", fec: allFEC[0], stream: true, sizes: []int64{65536}},
 		{dir: goToRust, cipher: "null", fec: allFEC[2], stream: false, sizes: []int64{65536}},
