@@ -334,7 +334,7 @@ func (p *proc) exitCode() int {
 // rerun it and everything it printed.
 func (p *proc) describe() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "    %s [%s]\n      command: %s %s\n", p.label, p.im.desc, p.im.path, shellJoin(p.args))
+	fmt.Fprintf(&b, "    %s [%s]\n      command: %s\n", p.label, p.im.desc, p.commandLine())
 	select {
 	case <-p.done:
 		fmt.Fprintf(&b, "      exit: %d", p.exitCode())
@@ -350,6 +350,19 @@ func (p *proc) describe() string {
 		fmt.Fprintf(&b, "      stderr: %s\n", indent(tail(e, 3000)))
 	}
 	return b.String()
+}
+
+// commandLine is how to rerun the process by hand (the test binary that
+// plays the Go peer is deleted after the run, so name cmd/gopeer instead).
+func (p *proc) commandLine() string {
+	if len(p.im.env) > 0 && p.im.env[0] == asPeerEnv+"=1" {
+		mod := ""
+		if kcpGoVersion() == "v5.6.64" {
+			mod = "-modfile=go.v5664.mod "
+		}
+		return "(cd interop && go run " + mod + "./cmd/gopeer " + shellJoin(p.args) + ")"
+	}
+	return p.im.path + " " + shellJoin(p.args)
 }
 
 func shellJoin(args []string) string {

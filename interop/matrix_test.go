@@ -557,7 +557,9 @@ func TestInteropMatrix(t *testing.T) {
 	var mu sync.Mutex
 	var failures []string
 	var lossy []string
-	var fecC, fecS atomic.Uint64
+	var fecGo, fecRust atomic.Uint64
+	var slowMu sync.Mutex
+	slowest, slowestName := time.Duration(0), ""
 	start := time.Now()
 	t.Run("cells", func(t *testing.T) {
 		for _, c := range cells {
@@ -578,9 +580,20 @@ func TestInteropMatrix(t *testing.T) {
 					return
 				}
 				passed.Add(1)
+				took := time.Since(began)
+				slowMu.Lock()
+				if took > slowest {
+					slowest, slowestName = took, c.name()
+				}
+				slowMu.Unlock()
 				if c.loss != nil {
-					fecC.Add(res.fecRecoveredClient)
-					fecS.Add(res.fecRecoveredServer)
+					if c.dir == rustToGo {
+						fecRust.Add(res.fecRecoveredClient)
+						fecGo.Add(res.fecRecoveredServer)
+					} else {
+						fecGo.Add(res.fecRecoveredClient)
+						fecRust.Add(res.fecRecoveredServer)
+					}
 					line := fmt.Sprintf("%-45s FECRecovered client(%s)=%d server(%s)=%d RetransSegs client=%d server=%d  %v",
 						c.name(), clientSide(c), res.fecRecoveredClient, serverSide(c), res.fecRecoveredServer,
 						res.retransClient, res.retransServer, time.Since(began).Round(time.Millisecond))
@@ -598,8 +611,10 @@ func TestInteropMatrix(t *testing.T) {
 			fmt.Println("  lossy", l)
 		}
 	}
-	fmt.Printf("interop matrix (kcp-go %s, rust slot: %s): %d passed, %d failed, %d cells in %v; FECRecovered on lossy cells: clients %d, servers %d\n",
-		kcpGoVersion(), rp.desc, passed.Load(), failed.Load(), len(cells), elapsed, fecC.Load(), fecS.Load())
+	fmt.Printf("interop matrix (kcp-go %s, rust slot: %s): %d passed, %d failed, %d cells in %v; "+
+		"lossy cells FECRecovered: go side %d, rust side %d; slowest passing cell %s (%v)\n",
+		kcpGoVersion(), rp.desc, passed.Load(), failed.Load(), len(cells), elapsed,
+		fecGo.Load(), fecRust.Load(), slowestName, slowest.Round(time.Millisecond))
 	if len(failures) > 0 {
 		fmt.Printf("interop matrix failed cells: %s\n", strings.Join(failures, " "))
 	}
@@ -624,8 +639,9 @@ func serverSide(c *cell) string {
 
 // TestHarnessDetectsCorruption proves the matrix can fail: the relay damages
 // every datagram the Rust slot sends (what a peer with a wire bug would look
-// like) and each of these cells must be reported as failed, whichever
-// implementation sits in the Rust slot.
+// like) and each of these cells must then be reported as failed, naming the
+// cell. Each cell first runs through a clean relay as a control and must pass
+// there, so a Rust peer that fails everything cannot make this check pass.
 func TestHarnessDetectsCorruption(t *testing.T) {
 	gp := goPeer(t)
 	rp := rustPeer(t, "interop self-check")
@@ -640,10 +656,18 @@ func TestHarnessDetectsCorruption(t *testing.T) {
 	t.Run("cells", func(t *testing.T) {
 		for i, c := range cells {
 			c.id, c.key, c.kmode, c.mtuClient, c.mtuServer = 900+i, "corrupt", "fast3", 1350, 1350
-			c.wndClient, c.chunk, c.corrupt = [2]int{1024, 1024}, 8192, true
-			c.timeout = 4 * time.Second // every cell here is expected to fail
+			c.wndClient, c.chunk = [2]int{1024, 1024}, 8192
 			t.Run(c.name(), func(t *testing.T) {
 				t.Parallel()
+				control := *c
+				control.loss = &lossProfile{name: "0% (clean relay)"}
+				control.timeout = 20 * time.Second
+				if _, err := runCell(t, &control, gp, rp); err != nil {
+					t.Fatalf("control run through a clean relay failed, so the corruption check proves nothing:\n%v", err)
+				}
+				// Every cell here is expected to fail; a short timeout keeps
+				// the ones that fail by silence quick.
+				c.corrupt, c.timeout = true, 4*time.Second
 				_, err := runCell(t, c, gp, rp)
 				var ce *cellError
 				switch {
@@ -651,7 +675,7 @@ func TestHarnessDetectsCorruption(t *testing.T) {
 					t.Errorf("cell passed although every datagram from the Rust slot was corrupted: %s", c)
 				case !errors.As(err, &ce):
 					t.Errorf("cell failed without a cell description: %v", err)
-				case !strings.Contains(err.Error(), c.cipher) || !strings.Contains(err.Error(), c.dir.String()):
+				case !strings.Contains(err.Error(), "cipher="+c.cipher) || !strings.Contains(err.Error(), c.dir.String()):
 					t.Errorf("failure message does not name the cell: %v", err)
 				default:
 					detected.Add(1)
@@ -660,7 +684,7 @@ func TestHarnessDetectsCorruption(t *testing.T) {
 			})
 		}
 	})
-	fmt.Printf("interop self-check (kcp-go %s): %d of %d cells with a corrupting Rust side failed as they must\n",
+	fmt.Printf("interop self-check (kcp-go %s): %d of %d cells passed clean and failed with a corrupting Rust side, as they must\n",
 		kcpGoVersion(), detected.Load(), len(cells))
 }
 
