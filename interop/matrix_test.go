@@ -552,6 +552,10 @@ func TestInteropMatrix(t *testing.T) {
 	}
 	t.Logf("Go slot: %s", gp.desc)
 	t.Logf("Rust slot: %s", rp.desc)
+	if os.Getenv("KCP_INTEROP_CORRUPT") != "" {
+		runCorruptedMatrix(t, cells, gp, rp)
+		return
+	}
 
 	var passed, failed atomic.Int64
 	var mu sync.Mutex
@@ -620,6 +624,40 @@ func TestInteropMatrix(t *testing.T) {
 	}
 	if passed.Load()+failed.Load() != int64(len(cells)) {
 		t.Errorf("only %d of %d cells reported", passed.Load()+failed.Load(), len(cells))
+	}
+}
+
+// runCorruptedMatrix is the manual, whole-matrix form of the self-check
+// (KCP_INTEROP_CORRUPT=1): every cell runs with the relay damaging each
+// datagram the Rust slot sends and must FAIL. Cells fail by mismatch or by a
+// short timeout, so this takes a few minutes.
+func runCorruptedMatrix(t *testing.T, cells []*cell, gp, rp impl) {
+	var caught, missed atomic.Int64
+	var mu sync.Mutex
+	var passedWrongly []string
+	start := time.Now()
+	t.Run("corrupted", func(t *testing.T) {
+		for _, c := range cells {
+			t.Run(c.name(), func(t *testing.T) {
+				t.Parallel()
+				cc := *c
+				cc.corrupt, cc.timeout = true, 4*time.Second
+				if _, err := runCell(t, &cc, gp, rp); err != nil {
+					caught.Add(1)
+					return
+				}
+				missed.Add(1)
+				mu.Lock()
+				passedWrongly = append(passedWrongly, c.name())
+				mu.Unlock()
+				t.Errorf("cell passed although every datagram from the Rust slot was corrupted: %s", &cc)
+			})
+		}
+	})
+	fmt.Printf("interop matrix CORRUPTION MODE (kcp-go %s, rust slot: %s): %d of %d cells failed as they must, %d passed wrongly, in %v\n",
+		kcpGoVersion(), rp.desc, caught.Load(), len(cells), missed.Load(), time.Since(start).Round(100*time.Millisecond))
+	if len(passedWrongly) > 0 {
+		fmt.Printf("cells that passed under corruption: %s\n", strings.Join(passedWrongly, " "))
 	}
 }
 
