@@ -356,9 +356,13 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 	if err != nil {
 		return fail(0, err.Error(), server)
 	}
+	// Every cell goes through the relay, impairing or not: it measures the
+	// largest datagram each side sends, which must respect that side's mtu
+	// (§1.9). kcp-go accepts up to 1500 bytes whatever its own mtu, so a peer
+	// with wrong header arithmetic would otherwise go unnoticed.
 	target := addr
 	var rel *relay.Relay
-	if c.loss != nil || c.corrupt {
+	{
 		up, err := net.ResolveUDPAddr("udp", addr)
 		if err != nil {
 			return fail(0, fmt.Sprintf("server printed LISTENING %q: %v", addr, err), server)
@@ -383,9 +387,6 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 		target = rel.Addr().String()
 	}
 	relayInfo := func() string {
-		if rel == nil {
-			return ""
-		}
 		return fmt.Sprintf("relay client->server: %v; server->client: %v",
 			rel.Stats(relay.ClientToServer), rel.Stats(relay.ServerToClient))
 	}
@@ -468,15 +469,21 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 	if err := checkSNMP(c, srep, false, total); err != nil {
 		return failR(0, fmt.Sprintf("%s: %v", server.label, err), server)
 	}
+	if up, down := rel.Stats(relay.ClientToServer), rel.Stats(relay.ServerToClient); !c.corrupt {
+		if up.MaxSize > uint64(c.mtuClient) {
+			return failR(0, fmt.Sprintf("the %s client sent a %d-byte datagram, above its --mtu %d", clientImpl.name, up.MaxSize, c.mtuClient), server)
+		}
+		if down.MaxSize > uint64(c.mtuServer) {
+			return failR(0, fmt.Sprintf("the %s server sent a %d-byte datagram, above its --mtu %d", serverImpl.name, down.MaxSize, c.mtuServer), server)
+		}
+	}
 	for _, r := range clientReports {
 		res.fecRecoveredClient += r.snmp["FECRecovered"]
 		res.retransClient += r.snmp["RetransSegs"]
 	}
 	res.fecRecoveredServer = srep.snmp["FECRecovered"]
 	res.retransServer = srep.snmp["RetransSegs"]
-	if rel != nil {
-		res.relayUp, res.relayDown = rel.Stats(relay.ClientToServer), rel.Stats(relay.ServerToClient)
-	}
+	res.relayUp, res.relayDown = rel.Stats(relay.ClientToServer), rel.Stats(relay.ServerToClient)
 	return res, nil
 }
 

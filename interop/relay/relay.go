@@ -57,20 +57,21 @@ type Config struct {
 // Counters of one direction.
 type Counters struct {
 	Received, Forwarded, Dropped, Duplicated, Reordered, Corrupted uint64
+	MaxSize                                                        uint64 // largest datagram received, in bytes
 }
 
 func (c Counters) String() string {
-	return fmt.Sprintf("recv=%d fwd=%d drop=%d dup=%d reorder=%d corrupt=%d",
-		c.Received, c.Forwarded, c.Dropped, c.Duplicated, c.Reordered, c.Corrupted)
+	return fmt.Sprintf("recv=%d fwd=%d drop=%d dup=%d reorder=%d corrupt=%d maxsize=%d",
+		c.Received, c.Forwarded, c.Dropped, c.Duplicated, c.Reordered, c.Corrupted, c.MaxSize)
 }
 
 type counters struct {
-	received, forwarded, dropped, duplicated, reordered, corrupted atomic.Uint64
+	received, forwarded, dropped, duplicated, reordered, corrupted, maxSize atomic.Uint64
 }
 
 func (c *counters) snapshot() Counters {
 	return Counters{c.received.Load(), c.forwarded.Load(), c.dropped.Load(),
-		c.duplicated.Load(), c.reordered.Load(), c.corrupted.Load()}
+		c.duplicated.Load(), c.reordered.Load(), c.corrupted.Load(), c.maxSize.Load()}
 }
 
 // way is one direction: its impairment, its own seeded RNG and counters.
@@ -205,6 +206,12 @@ func (r *Relay) flow(client *net.UDPAddr) (*net.UDPConn, error) {
 // seed replays the same decisions for the same datagram sequence.
 func (r *Relay) pass(w *way, pkt []byte, send func([]byte)) {
 	w.stats.received.Add(1)
+	for size := uint64(len(pkt)); ; {
+		cur := w.stats.maxSize.Load()
+		if size <= cur || w.stats.maxSize.CompareAndSwap(cur, size) {
+			break
+		}
+	}
 	w.mu.Lock()
 	drop := w.rng.Float64() < w.imp.Loss
 	dup := w.rng.Float64() < w.imp.Dup

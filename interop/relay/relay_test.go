@@ -56,8 +56,8 @@ func TestRelayForwardsBothWaysAndCounts(t *testing.T) {
 		}
 	}
 	for _, d := range []Direction{ClientToServer, ServerToClient} {
-		if s := r.Stats(d); s.Received != 20 || s.Forwarded != 20 || s.Dropped != 0 {
-			t.Errorf("%v: %v, want 20 received and forwarded", d, s)
+		if s := r.Stats(d); s.Received != 20 || s.Forwarded != 20 || s.Dropped != 0 || s.MaxSize != 4 {
+			t.Errorf("%v: %v, want 20 received and forwarded, max size 4", d, s)
 		}
 	}
 }
