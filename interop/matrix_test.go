@@ -113,6 +113,7 @@ type cell struct {
 	chunk     int
 	loss      *lossProfile // nil: direct loopback
 	corrupt   bool         // self-check: the relay corrupts the Rust side's datagrams
+	ipv6      bool         // over ::1 instead of 127.0.0.1
 	timeout   time.Duration
 	// expectFECRecovery asserts FECRecovered > 0 wherever FEC traffic is received.
 	expectFECRecovery bool
@@ -145,6 +146,9 @@ func (c *cell) String() string {
 	s := fmt.Sprintf("#%d %s | cipher=%s | fec=%s | %s | mode=%s mtu=%d/%d | %s sizes=%s chunk=%d | loss=%s",
 		c.id, c.dir, c.cipher, c.fec, c.streamName(), c.kmode, c.mtuClient, c.mtuServer,
 		pat, strings.Join(sizes, ","), c.chunk, c.lossName())
+	if c.ipv6 {
+		s += " | IPv6 ::1"
+	}
 	if c.corrupt {
 		s += " | CORRUPTING RELAY"
 	}
@@ -158,6 +162,9 @@ func (c *cell) name() string {
 	}
 	if c.loss != nil {
 		n += "_loss" + strings.TrimSuffix(c.loss.name, "%")
+	}
+	if c.ipv6 {
+		n += "_ipv6"
 	}
 	return n
 }
@@ -259,6 +266,18 @@ func buildMatrix() []*cell {
 		}
 	}
 
+	// IPv6 loopback: kcp-go dials "udp" rather than "udp4" there (§6.1).
+	for _, v := range []struct {
+		cipher string
+		fec    fecPair
+		stream bool
+	}{{"aes", allFEC[1], true}, {"aes-128-gcm", allFEC[0], false}} {
+		for _, d := range []direction{rustToGo, goToRust} {
+			add(&cell{dir: d, cipher: v.cipher, fec: v.fec, stream: v.stream, pattern: echo,
+				sizes: []int64{1300, 300000}, ipv6: true})
+		}
+	}
+
 	// Lossy subset through the relay: loss, duplication and reordering both ways.
 	for _, ciph := range []string{"aes", "aes-128-gcm", "salsa20", "null"} {
 		for fi, f := range allFEC {
@@ -344,7 +363,11 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 	if c.pattern == bulk {
 		serverRole = peer.RoleSink
 	}
-	sargs := c.peerArgs(serverRole, "127.0.0.1:0", c.fec.server, c.mtuServer, [2]int{1024, 1024})
+	listen := "127.0.0.1:0"
+	if c.ipv6 {
+		listen = "[::1]:0"
+	}
+	sargs := c.peerArgs(serverRole, listen, c.fec.server, c.mtuServer, [2]int{1024, 1024})
 	if c.pattern == bulk {
 		sargs = append(sargs, "--bytes", strconv.FormatInt(c.sizes[0], 10), "--seed", strconv.FormatInt(c.seed(0), 10))
 	}
@@ -651,6 +674,7 @@ func runCorruptedMatrix(t *testing.T, cells []*cell, gp, rp impl) {
 				cc.corrupt, cc.timeout = true, 4*time.Second
 				if _, err := runCell(t, &cc, gp, rp); err != nil {
 					caught.Add(1)
+					t.Logf("failed as expected: %s", firstLines(err.Error(), 3))
 					return
 				}
 				missed.Add(1)

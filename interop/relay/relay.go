@@ -94,12 +94,13 @@ type Relay struct {
 	timers sync.WaitGroup // delayed sends still pending
 }
 
-// New starts a relay listening on 127.0.0.1 (ephemeral port).
+// New starts a relay listening on loopback (127.0.0.1, or ::1 for an IPv6
+// upstream), on an ephemeral port.
 func New(cfg Config) (*Relay, error) {
 	if cfg.Upstream == nil {
 		return nil, errors.New("relay: no upstream address")
 	}
-	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: loopbackFor(cfg.Upstream)})
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +117,15 @@ func New(cfg Config) (*Relay, error) {
 	r.wg.Add(1)
 	go r.frontLoop()
 	return r, nil
+}
+
+// loopbackFor is the loopback address of the upstream's family: the relay
+// never leaves the host.
+func loopbackFor(upstream *net.UDPAddr) net.IP {
+	if upstream.IP.To4() == nil {
+		return net.IPv6loopback
+	}
+	return net.IPv4(127, 0, 0, 1)
 }
 
 // Addr is where clients must send.
@@ -172,7 +182,7 @@ func (r *Relay) flow(client *net.UDPAddr) (*net.UDPConn, error) {
 		return nil, net.ErrClosed
 	default:
 	}
-	up, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, r.cfg.Upstream)
+	up, err := net.DialUDP("udp", &net.UDPAddr{IP: loopbackFor(r.cfg.Upstream)}, r.cfg.Upstream)
 	if err != nil {
 		return nil, err
 	}
