@@ -104,6 +104,27 @@ pub enum Error {
         /// Length the cipher needs (16, 12 for AEAD, 0 for no crypto).
         expected: usize,
     },
+
+    // ---- kcptun layers: smux and Snappy framing (§7.5, §7.6) -------------
+    /// The smux peer broke the protocol: wrong version byte, unknown command,
+    /// UPD on a v1 session, or a frame length its command does not allow.
+    /// Ends the smux session (smux `ErrInvalidProtocol`).
+    #[error("smux protocol error: {0}")]
+    SmuxProtocol(&'static str),
+    /// No smux frame arrived within the keepalive timeout: the peer is gone.
+    /// Ends the smux session.
+    #[error("smux keepalive timeout: nothing received from the peer in time")]
+    SmuxKeepaliveTimeout,
+    /// The smux stream id space is used up; open a new session (`ErrGoAway`).
+    #[error("smux stream ids exhausted; start a new session")]
+    SmuxGoAway,
+    /// A v2 peer acknowledged more bytes than were sent on a stream
+    /// (`ErrConsumed`). Fails writes on that stream.
+    #[error("smux peer consumed more than was sent")]
+    SmuxConsumed,
+    /// The Snappy framing stream is malformed (bad chunk, CRC-32C mismatch).
+    #[error("malformed snappy frame: {0}")]
+    SnappyFrame(&'static str),
 }
 
 impl From<Error> for io::Error {

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod comp;
 pub mod config;
 pub mod crypt;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod io;
 pub mod kcp;
 pub mod listener;
 pub mod session;
+pub mod smux;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
