@@ -1,1 +1,3 @@
-//! config (work in progress).
+//! tmp
+/// limit
+pub const MTU_LIMIT: usize = 1500;
