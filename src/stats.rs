@@ -91,6 +91,12 @@ macro_rules! snmp {
                 *published = *self;
             }
 
+            /// Adds every field of `other` to `self` and zeroes `other`.
+            pub(crate) fn absorb(&mut self, other: &mut Snmp) {
+                $( self.$field = self.$field.wrapping_add(other.$field); )*
+                *other = Snmp::default();
+            }
+
             fn reset_global() {
                 $( GLOBAL.$field.store(0, Ordering::Relaxed); )*
             }

@@ -157,6 +157,20 @@ impl SendBatch {
         self.bytes
     }
 
+    /// How many datagrams from the head fit in `budget` bytes.
+    pub fn count_within(&self, budget: usize) -> usize {
+        let mut used = 0usize;
+        let mut n = 0;
+        for p in &self.queue {
+            used += p.len();
+            if used > budget {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
     /// Length of the datagram at the head of the queue.
     pub fn front_len(&self) -> Option<usize> {
         self.queue.front().map(Packet::len)
@@ -268,9 +282,9 @@ mod linux {
 
         pub(super) fn recvmmsg(&mut self, sock: &UdpSocket, pkts: &mut [Packet]) -> io::Result<usize> {
             let n = pkts.len().min(self.hdrs.len());
-            for i in 0..n {
+            for (i, p) in pkts.iter_mut().enumerate().take(n) {
                 self.iovs[i] = libc::iovec {
-                    iov_base: pkts[i].buf_mut().as_mut_ptr().cast(),
+                    iov_base: p.buf_mut().as_mut_ptr().cast(),
                     iov_len: MTU_LIMIT,
                 };
                 let h = &mut self.hdrs[i];
@@ -406,7 +420,7 @@ mod tests {
         let mut got = Vec::new();
         while got.len() < 100 {
             let n = std::future::poll_fn(|cx| rx.poll_recv(&b, cx)).await.unwrap();
-            assert!(n >= 1 && n <= 16);
+            assert!((1..=16).contains(&n));
             for i in 0..n {
                 let (bytes, from) = rx.get_mut(i).unwrap();
                 assert_eq!(from, a.local_addr().unwrap());
