@@ -96,6 +96,14 @@ pub enum Error {
     /// An I/O error from the socket.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// A caller-supplied nonce (`Crypt::seal_with_nonce`) has the wrong length.
+    #[error("invalid nonce length {len} (expected {expected})")]
+    InvalidNonce {
+        /// Length given.
+        len: usize,
+        /// Length the cipher needs (16, 12 for AEAD, 0 for no crypto).
+        expected: usize,
+    },
 }
 
 impl From<Error> for io::Error {
@@ -110,7 +118,8 @@ impl From<Error> for io::Error {
             | Error::UnknownCipher { .. }
             | Error::EmptyMessage
             | Error::MessageTooLarge { .. }
-            | Error::BufferTooSmall { .. } => io::ErrorKind::InvalidInput,
+            | Error::BufferTooSmall { .. }
+            | Error::InvalidNonce { .. } => io::ErrorKind::InvalidInput,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)
