@@ -143,7 +143,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     if saw_message {
         a.stream = StreamMode::Message;
     }
-    if !matches!(a.role.as_str(), "echo-server" | "sink" | "echo-client" | "source") {
+    if !matches!(
+        a.role.as_str(),
+        "echo-server" | "sink" | "echo-client" | "source"
+    ) {
         return Err(format!("unknown --role {:?}", a.role));
     }
     if a.addr.is_empty() {
@@ -168,7 +171,9 @@ fn crypt_spec(name: &str, passphrase: &str) -> Result<CryptSpec, String> {
         "aes-192-gcm" => spec(CipherKind::AesGcm, 24),
         "aes-256-gcm" => spec(CipherKind::AesGcm, 32),
         other => {
-            let kind: CipherKind = other.parse().map_err(|e: kcp_session::Error| e.to_string())?;
+            let kind: CipherKind = other
+                .parse()
+                .map_err(|e: kcp_session::Error| e.to_string())?;
             spec(kind, kind.kcptun_key_len())
         }
     })
@@ -435,10 +440,7 @@ async fn echo_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
         bytes: total.load(Ordering::Relaxed),
         crc,
         ok,
-        extra: format!(
-            "sessions={} stop={why}",
-            sessions.load(Ordering::Relaxed)
-        ),
+        extra: format!("sessions={} stop={why}", sessions.load(Ordering::Relaxed)),
         reason: if ok {
             String::new()
         } else {

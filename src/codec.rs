@@ -225,7 +225,12 @@ impl Sealer {
 
     /// Header room in front of the KCP bytes (§1.2).
     pub fn header_len(&self) -> usize {
-        self.crypt.header_len() + if self.fec.is_some() { FEC_HEADER_SIZE_PLUS2 } else { 0 }
+        self.crypt.header_len()
+            + if self.fec.is_some() {
+                FEC_HEADER_SIZE_PLUS2
+            } else {
+                0
+            }
     }
 
     /// Turns one queued datagram into wire datagrams (itself, then any parity
@@ -368,11 +373,15 @@ impl Receiver {
                     c.in_errs += 1;
                     return rep;
                 };
-                let mut feed = |bytes: &[u8], kind: PacketKind| {
-                    match kcp.input(bytes, kind, ack_nodelay, now_ms, out) {
-                        Ok(()) => rep.kcp_ok += 1,
-                        Err(_) => rep.kcp_errors += 1,
-                    }
+                let mut feed = |bytes: &[u8], kind: PacketKind| match kcp.input(
+                    bytes,
+                    kind,
+                    ack_nodelay,
+                    now_ms,
+                    out,
+                ) {
+                    Ok(()) => rep.kcp_ok += 1,
+                    Err(_) => rep.kcp_errors += 1,
                 };
                 if dec.decode(plain, &mut feed).is_err() {
                     c.in_errs += 1;
@@ -384,10 +393,12 @@ impl Receiver {
                     oob(payload);
                 }
             }
-            PacketType::Kcp => match kcp.input(plain, PacketKind::Regular, ack_nodelay, now_ms, out) {
-                Ok(()) => rep.kcp_ok += 1,
-                Err(_) => rep.kcp_errors += 1,
-            },
+            PacketType::Kcp => {
+                match kcp.input(plain, PacketKind::Regular, ack_nodelay, now_ms, out) {
+                    Ok(()) => rep.kcp_ok += 1,
+                    Err(_) => rep.kcp_errors += 1,
+                }
+            }
         }
         c.kcp_in_errors += u64::from(rep.kcp_errors);
         rep
@@ -410,7 +421,13 @@ mod tests {
     fn demux_reads_conv_like_kcp_go() {
         let raw = kcp_header(0xAABBCCDD, 81, 7);
         assert_eq!(classify(&raw), PacketType::Kcp);
-        assert_eq!(demux(&raw), Demux::Conv(ConvInfo { conv: 0xAABBCCDD, sn: 7 }));
+        assert_eq!(
+            demux(&raw),
+            Demux::Conv(ConvInfo {
+                conv: 0xAABBCCDD,
+                sn: 7
+            })
+        );
         // Raw KCP shorter than a segment header is dropped.
         assert_eq!(demux(&raw[..20]), Demux::Drop);
 

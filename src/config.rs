@@ -668,10 +668,7 @@ impl ConfigBuilder {
         if self.dead_link == Some(0) {
             return bad("dead-link transmission count must be at least 1".into());
         }
-        for (name, b) in [
-            ("receive", self.recv_buffer),
-            ("send", self.send_buffer),
-        ] {
+        for (name, b) in [("receive", self.recv_buffer), ("send", self.send_buffer)] {
             if b == Some(0) {
                 return bad(format!("{name} socket buffer must be positive"));
             }

@@ -222,7 +222,9 @@ struct ListenTask {
 
 impl ListenTask {
     fn handle(&mut self, i: usize, now: u32) {
-        let Some((d, from)) = self.rx.get_mut(i) else { return };
+        let Some((d, from)) = self.rx.get_mut(i) else {
+            return;
+        };
         let range = match codec::open(self.shared.config.crypt(), d) {
             Ok(r) => r,
             Err(OpenError::Integrity) => {
@@ -274,7 +276,9 @@ impl ListenTask {
                 return;
             }
         }
-        let Ok(permit) = self.accept_tx.try_reserve() else { return };
+        let Ok(permit) = self.accept_tx.try_reserve() else {
+            return;
+        };
         let Ok((session, driver)) = Session::build(
             ci.conv,
             from,

@@ -186,7 +186,17 @@ impl State {
         rep
     }
 
+    /// An immediate `flush(FULL)` (writes, close); does not move the tick.
     fn flush(&mut self, now: u32) {
+        self.flush_with(now, false);
+    }
+
+    /// kcp-go's timer `update`: `flush(FULL)` and schedule the next tick.
+    fn tick(&mut self, now: u32) {
+        self.flush_with(now, true);
+    }
+
+    fn flush_with(&mut self, now: u32, tick: bool) {
         let State {
             kcp,
             pending,
@@ -199,7 +209,11 @@ impl State {
             pool,
             room: *room,
         };
-        kcp.flush(FlushKind::Full, now, &mut sink);
+        if tick {
+            kcp.update(now, &mut sink);
+        } else {
+            kcp.flush(FlushKind::Full, now, &mut sink);
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -244,9 +258,9 @@ impl State {
         s.early_retrans_segs = k.early_retrans_segs;
         s.lost_segs = k.lost_segs;
         s.repeat_segs = k.repeat_segs;
-        s.ring_buffer_snd_queue = k.snd_queue_len as u64;
-        s.ring_buffer_rcv_queue = k.rcv_queue_len as u64;
-        s.ring_buffer_snd_buffer = k.snd_buf_len as u64;
+        s.ring_buffer_snd_queue = self.kcp.snd_queue_len() as u64;
+        s.ring_buffer_rcv_queue = self.kcp.rcv_queue_len() as u64;
+        s.ring_buffer_snd_buffer = self.kcp.snd_buf_len() as u64;
         if let Some(dec) = self.rx.decoder() {
             let f = dec.stats();
             s.fec_full_shard_set = f.fec_full_shard_set;
@@ -432,12 +446,18 @@ impl Session {
     /// `NewConn3`). The session owns the socket: it reads every datagram
     /// arriving on it and counts those not from `peer` as `InErrs`. Socket
     /// options in `config` are applied. Must be called within a tokio runtime.
-    pub fn from_socket(socket: UdpSocket, peer: SocketAddr, conv: u32, config: &Config) -> Result<Session> {
+    pub fn from_socket(
+        socket: UdpSocket,
+        peer: SocketAddr,
+        conv: u32,
+        config: &Config,
+    ) -> Result<Session> {
         config.validate()?;
         uio::apply(&socket, &socket_options(config))?;
         let local = socket.local_addr()?;
         let socket = Arc::new(socket);
-        let (session, driver) = Session::build(conv, peer, local, socket, Origin::Dialed, None, config)?;
+        let (session, driver) =
+            Session::build(conv, peer, local, socket, Origin::Dialed, None, config)?;
         session.mark_opened();
         tokio::spawn(driver);
         Ok(session)
@@ -587,7 +607,10 @@ impl Session {
     }
     /// kcp-go `SetStreamMode`.
     pub fn set_stream_mode(&self, mode: StreamMode) {
-        self.shared.lock().kcp.set_stream_mode(mode == StreamMode::Stream);
+        self.shared
+            .lock()
+            .kcp
+            .set_stream_mode(mode == StreamMode::Stream);
     }
     /// kcp-go `SetACKNoDelay`.
     pub fn set_ack_nodelay(&self, nodelay: bool) {
@@ -663,7 +686,9 @@ impl Session {
     pub fn set_oob_handler(&self, handler: impl FnMut(&[u8]) + Send + 'static) -> Result<()> {
         let mut st = self.shared.lock();
         if !st.fec_enabled {
-            return Err(Error::InvalidConfig("OOB requires FEC to be enabled".into()));
+            return Err(Error::InvalidConfig(
+                "OOB requires FEC to be enabled".into(),
+            ));
         }
         st.oob_handler = Some(Box::new(handler));
         Ok(())
@@ -684,7 +709,9 @@ impl Session {
             return Err(f.error());
         }
         if !st.fec_enabled {
-            return Err(Error::InvalidConfig("OOB requires FEC to be enabled".into()));
+            return Err(Error::InvalidConfig(
+                "OOB requires FEC to be enabled".into(),
+            ));
         }
         let max = st.kcp.mtu().saturating_sub(CONV_SIZE);
         if data.len() > max {
@@ -907,7 +934,12 @@ fn poll_write_impl(
     Poll::Pending
 }
 
-fn poll_send_msg(shared: &Shared, wr: &mut Timeout, cx: &mut Context<'_>, msg: &[u8]) -> Poll<Result<()>> {
+fn poll_send_msg(
+    shared: &Shared,
+    wr: &mut Timeout,
+    cx: &mut Context<'_>,
+    msg: &[u8],
+) -> Poll<Result<()>> {
     if msg.is_empty() {
         return Poll::Ready(Err(Error::EmptyMessage));
     }
@@ -957,14 +989,22 @@ fn poll_flush_impl(shared: &Shared) -> Poll<io::Result<()>> {
 }
 
 impl AsyncRead for Session {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         poll_read_impl(&this.shared, &mut this.rd, cx, buf)
     }
 }
 
 impl AsyncWrite for Session {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         poll_write_impl(&this.shared, &mut this.wr, cx, buf)
     }
@@ -988,7 +1028,9 @@ pub struct OwnedReadHalf {
 
 impl std::fmt::Debug for OwnedReadHalf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OwnedReadHalf").field("conv", &self.shared.conv).finish()
+        f.debug_struct("OwnedReadHalf")
+            .field("conv", &self.shared.conv)
+            .finish()
     }
 }
 
@@ -1010,7 +1052,11 @@ impl OwnedReadHalf {
 }
 
 impl AsyncRead for OwnedReadHalf {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         poll_read_impl(&this.shared, &mut this.rd, cx, buf)
     }
@@ -1025,7 +1071,9 @@ pub struct OwnedWriteHalf {
 
 impl std::fmt::Debug for OwnedWriteHalf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OwnedWriteHalf").field("conv", &self.shared.conv).finish()
+        f.debug_struct("OwnedWriteHalf")
+            .field("conv", &self.shared.conv)
+            .finish()
     }
 }
 
@@ -1057,7 +1105,11 @@ impl OwnedWriteHalf {
 }
 
 impl AsyncWrite for OwnedWriteHalf {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         poll_write_impl(&this.shared, &mut this.wr, cx, buf)
     }
@@ -1083,7 +1135,9 @@ fn deadline_instant(deadline_ms: u32, now_ms: u32, now: Instant) -> Instant {
 fn transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
     )
 }
 
@@ -1178,7 +1232,11 @@ impl Driver {
 
     /// Sends what is queued, honouring the rate limit. Returns when to try
     /// again if rate-limited.
-    fn send(&mut self, cx: &mut Context<'_>, rate: u32) -> std::result::Result<Option<Instant>, io::Error> {
+    fn send(
+        &mut self,
+        cx: &mut Context<'_>,
+        rate: u32,
+    ) -> std::result::Result<Option<Instant>, io::Error> {
         while !self.out.is_empty() {
             if let Some(w) = self.writable.as_mut() {
                 match w.as_mut().poll(cx) {
@@ -1200,7 +1258,9 @@ impl Driver {
                 }
                 n
             };
-            let (pkts, bytes) = self.out.try_send(&self.shared.socket, self.shared.peer, max, &mut self.pool)?;
+            let (pkts, bytes) =
+                self.out
+                    .try_send(&self.shared.socket, self.shared.peer, max, &mut self.pool)?;
             self.c.out_pkts += pkts as u64;
             self.c.out_bytes += bytes as u64;
             if rate != 0 {
@@ -1248,15 +1308,16 @@ impl Driver {
                     }
                 }
                 if !st.closed {
-                    let due = st.flush_now
-                        || st
-                            .kcp
-                            .next_deadline(now)
-                            .is_some_and(|d| d.wrapping_sub(now) as i32 <= 0);
+                    let due = st
+                        .kcp
+                        .next_deadline(now)
+                        .is_some_and(|d| d.wrapping_sub(now) as i32 <= 0);
                     if due {
-                        st.flush_now = false;
+                        st.tick(now);
+                    } else if st.flush_now {
                         st.flush(now);
                     }
+                    st.flush_now = false;
                     if let Some(limit) = st.dead_link {
                         let x = st.kcp.max_xmit();
                         if x >= limit {
@@ -1297,7 +1358,8 @@ impl Driver {
                 return Poll::Ready(());
             }
             for item in self.taken.drain(..) {
-                self.sealer.seal(item, now, &mut self.pool, &mut self.out, &mut self.c);
+                self.sealer
+                    .seal(item, now, &mut self.pool, &mut self.out, &mut self.c);
             }
             let rate_wait = match self.send(cx, rate) {
                 Ok(w) => w,
@@ -1313,7 +1375,10 @@ impl Driver {
                 st.publish();
                 return Poll::Ready(());
             }
-            let next = [kcp_deadline, idle_deadline, rate_wait].into_iter().flatten().min();
+            let next = [kcp_deadline, idle_deadline, rate_wait]
+                .into_iter()
+                .flatten()
+                .min();
             let mut fired = false;
             if let Some(at) = next {
                 if self.timer_at != Some(at) {

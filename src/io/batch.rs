@@ -280,7 +280,11 @@ mod linux {
             }
         }
 
-        pub(super) fn recvmmsg(&mut self, sock: &UdpSocket, pkts: &mut [Packet]) -> io::Result<usize> {
+        pub(super) fn recvmmsg(
+            &mut self,
+            sock: &UdpSocket,
+            pkts: &mut [Packet],
+        ) -> io::Result<usize> {
             let n = pkts.len().min(self.hdrs.len());
             for (i, p) in pkts.iter_mut().enumerate().take(n) {
                 self.iovs[i] = libc::iovec {
@@ -376,7 +380,12 @@ mod linux {
             // bytes, all alive and unmoved until the call returns; the kernel
             // only reads them (and writes msg_len).
             let r = unsafe {
-                libc::sendmmsg(sock.as_raw_fd(), self.hdrs.as_mut_ptr(), n as libc::c_uint, 0)
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    0,
+                )
             };
             if r < 0 {
                 return Err(io::Error::last_os_error());
@@ -419,7 +428,9 @@ mod tests {
         let mut rx = RecvBatch::new(16);
         let mut got = Vec::new();
         while got.len() < 100 {
-            let n = std::future::poll_fn(|cx| rx.poll_recv(&b, cx)).await.unwrap();
+            let n = std::future::poll_fn(|cx| rx.poll_recv(&b, cx))
+                .await
+                .unwrap();
             assert!((1..=16).contains(&n));
             for i in 0..n {
                 let (bytes, from) = rx.get_mut(i).unwrap();
@@ -441,9 +452,13 @@ mod tests {
     async fn oversized_datagrams_are_truncated_to_the_limit() {
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        a.send_to(&[9u8; 2000], b.local_addr().unwrap()).await.unwrap();
+        a.send_to(&[9u8; 2000], b.local_addr().unwrap())
+            .await
+            .unwrap();
         let mut rx = RecvBatch::new(4);
-        let n = std::future::poll_fn(|cx| rx.poll_recv(&b, cx)).await.unwrap();
+        let n = std::future::poll_fn(|cx| rx.poll_recv(&b, cx))
+            .await
+            .unwrap();
         assert_eq!(n, 1);
         assert_eq!(rx.get_mut(0).unwrap().0.len(), MTU_LIMIT);
     }

@@ -88,9 +88,19 @@ pub fn set_send_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
 pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
     let sock = SockRef::from(socket);
     let v4 = sock.set_tos(u32::from(dscp) << 2);
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "freebsd"))]
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    ))]
     let v6 = sock.set_tclass_v6(u32::from(dscp));
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "freebsd")))]
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    )))]
     let v6: io::Result<()> = Err(io::Error::from(io::ErrorKind::Unsupported));
     match (v4, v6) {
         (Ok(()), _) | (_, Ok(())) => Ok(()),

@@ -32,7 +32,11 @@ pub struct Impairment {
 impl Impairment {
     /// Drop `loss` of all datagrams, nothing else.
     pub fn loss(seed: u64, loss: f64) -> Impairment {
-        Impairment { seed, loss, ..Impairment::default() }
+        Impairment {
+            seed,
+            loss,
+            ..Impairment::default()
+        }
     }
 }
 
@@ -66,7 +70,13 @@ impl Relay {
         let addr = front.local_addr().expect("relay addr");
         let stats = Arc::new(RelayStats::default());
         let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let t = tokio::spawn(front_loop(front, upstream, imp, stats.clone(), tasks.clone()));
+        let t = tokio::spawn(front_loop(
+            front,
+            upstream,
+            imp,
+            stats.clone(),
+            tasks.clone(),
+        ));
         tasks.lock().unwrap().push(t);
         Relay { addr, stats, tasks }
     }
@@ -186,7 +196,9 @@ async fn front_loop(
         };
         let Ok((n, from)) = r else { continue };
         if !clients.contains_key(&from) {
-            let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else { continue };
+            let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else {
+                continue;
+            };
             set_buffers(&up);
             let up = Arc::new(up);
             n_clients += 1;
@@ -195,7 +207,9 @@ async fn front_loop(
             tasks.lock().unwrap().push(t);
             clients.insert(from, (up, Lane::new(imp, n_clients * 2, stats.clone())));
         }
-        let Some((up, lane)) = clients.get_mut(&from) else { continue };
+        let Some((up, lane)) = clients.get_mut(&from) else {
+            continue;
+        };
         lane.process(&buf[..n], &mut out);
         for d in out.drain(..) {
             let _ = up.send_to(&d, upstream).await;
