@@ -382,7 +382,7 @@ impl Config {
         self.idle_timeout
     }
     /// Dead-link threshold: the session ends with [`Error::DeadLink`] when a
-    /// segment has been transmitted this many times without an ACK.
+    /// segment transmitted this many times is due again without an ACK.
     pub fn dead_link(&self) -> Option<u32> {
         self.dead_link
     }
@@ -540,8 +540,9 @@ impl ConfigBuilder {
         self.idle_timeout = timeout;
         self
     }
-    /// End the session with [`Error::DeadLink`] when a segment reaches this
-    /// many transmissions. kcp-go never acts on dead links (off by default).
+    /// End the session with [`Error::DeadLink`] when a segment sent this many
+    /// times is still unacknowledged when its next retransmission is due.
+    /// kcp-go never acts on dead links (off by default).
     pub fn dead_link(mut self, transmissions: Option<u32>) -> Self {
         self.dead_link = transmissions;
         self

@@ -301,6 +301,7 @@ impl ListenTask {
             }
         }
         session.mark_opened();
+        self.c.passive_opens += 1;
         lock(&self.shared.table).insert(from, shared.clone());
         permit.send(session);
         tokio::spawn(driver);

@@ -500,10 +500,9 @@ impl Session {
     pub(crate) fn mark_opened(&self) {
         if !self.shared.opened.swap(true, Ordering::AcqRel) {
             stats::session_opened();
-            let mut st = self.shared.lock();
-            match self.shared.origin {
-                Origin::Dialed => st.c.active_opens += 1,
-                Origin::Accepted => st.c.passive_opens += 1,
+            // PassiveOpens is the listener's counter (Listener::stats).
+            if self.shared.origin == Origin::Dialed {
+                self.shared.lock().c.active_opens += 1;
             }
         }
     }
@@ -649,8 +648,8 @@ impl Session {
         st.idle_timeout = timeout;
         st.wake_driver();
     }
-    /// End the session with [`Error::DeadLink`] when a segment reaches this
-    /// many transmissions.
+    /// End the session with [`Error::DeadLink`] when a segment sent this many
+    /// times is still unacknowledged when its next retransmission is due.
     pub fn set_dead_link(&self, transmissions: Option<u32>) {
         self.shared.lock().dead_link = transmissions;
     }
@@ -1319,9 +1318,10 @@ impl Driver {
                     }
                     st.flush_now = false;
                     if let Some(limit) = st.dead_link {
-                        let x = st.kcp.max_xmit();
-                        if x >= limit {
-                            fatal = fatal.or(Some(Fate::DeadLink(x)));
+                        // Dead once a segment sent `limit` times is due for
+                        // yet another transmission (that one is not sent).
+                        if st.kcp.max_xmit() > limit {
+                            fatal = fatal.or(Some(Fate::DeadLink(limit)));
                         }
                     }
                     if let Some(idle) = st.idle_timeout {
