@@ -14,6 +14,7 @@
 //! `RESULT role=.. bytes=N crc32=HEX ok=true|false ...` and `SNMP Name=value ...`
 //! at exit. Exit status: 0 ok, 1 transfer failed, 2 bad arguments or setup.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -320,12 +321,15 @@ fn report(role: &str, o: &Outcome) {
         line.push_str(" reason=");
         line.push_str(&o.reason.replace('\n', " "));
     }
-    println!("{line}");
     let mut snmp = String::from("SNMP");
     for (name, v) in stats::global().fields() {
         snmp.push_str(&format!(" {name}={v}"));
     }
-    println!("{snmp}");
+    // A closed stdout must not turn a finished run into a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{snmp}");
+    let _ = out.flush();
 }
 
 async fn write_all(s: &mut (impl AsyncWriteExt + Unpin), a: &Args) -> Result<u32, String> {
@@ -369,7 +373,9 @@ async fn listen(a: &Args, cfg: &Config) -> Result<Listener, String> {
     let l = Listener::listen(a.addr.as_str(), cfg)
         .await
         .map_err(|e| format!("listen {}: {e}", a.addr))?;
-    println!("LISTENING {}", l.local_addr());
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "LISTENING {}", l.local_addr());
+    let _ = out.flush();
     Ok(l)
 }
 

@@ -191,7 +191,6 @@ impl Output for KcpSink<'_> {
 pub struct Sealer {
     crypt: Crypt,
     fec: Option<FecEncoder>,
-    parity_shards: usize,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -211,11 +210,7 @@ impl Sealer {
         } else {
             None
         };
-        Ok(Sealer {
-            crypt,
-            fec,
-            parity_shards,
-        })
+        Ok(Sealer { crypt, fec })
     }
 
     /// Whether OOB can be sent (kcp-go requires a local FEC encoder).
@@ -249,16 +244,26 @@ impl Sealer {
         let mut parity = 0;
         let plain_len = match (&mut self.fec, item.kind) {
             (Some(fec), OutKind::Kcp) => {
-                parity = fec.encode(&mut p.buf_mut()[ch..], payload_len, now_ms);
+                match fec.encode(&mut p.buf_mut()[ch..], payload_len, now_ms) {
+                    Ok(n) => parity = n,
+                    Err(_) => {
+                        c.fec_errs += 1;
+                        pool.put(p);
+                        return;
+                    }
+                }
                 FEC_HEADER_SIZE_PLUS2 + payload_len
             }
             (Some(fec), OutKind::Oob) => {
                 let conv = le_u32(p.buf(), ch + FEC_HEADER_SIZE_PLUS2).unwrap_or(0);
-                fec.encode_oob(
-                    &mut p.buf_mut()[ch..],
-                    conv,
-                    payload_len.saturating_sub(CONV_SIZE),
-                )
+                let data_len = payload_len.saturating_sub(CONV_SIZE);
+                match fec.encode_oob(&mut p.buf_mut()[ch..], conv, data_len) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        pool.put(p);
+                        return;
+                    }
+                }
             }
             (None, _) => payload_len,
         };
@@ -267,21 +272,18 @@ impl Sealer {
         } else {
             pool.put(p);
         }
-        if parity > 0 {
-            debug_assert_eq!(parity, self.parity_shards);
-            for i in 0..parity {
-                let mut q = pool.get();
-                let r = match &mut self.fec {
-                    Some(fec) => fec.take_parity(i, &mut q.buf_mut()[ch..]),
-                    None => break,
-                };
-                match r {
-                    Ok(len) if self.seal_one(&mut q, len) => out.push(q),
-                    Ok(_) => pool.put(q),
-                    Err(_) => {
-                        c.fec_errs += 1;
-                        pool.put(q);
-                    }
+        for i in 0..parity {
+            let mut q = pool.get();
+            let r = match &self.fec {
+                Some(fec) => fec.take_parity(i, &mut q.buf_mut()[ch..]),
+                None => break,
+            };
+            match r {
+                Ok(len) if self.seal_one(&mut q, len) => out.push(q),
+                Ok(_) => pool.put(q),
+                Err(_) => {
+                    c.fec_errs += 1;
+                    pool.put(q);
                 }
             }
         }
