@@ -28,9 +28,14 @@
 //! # Ok::<(), kcp_session::Error>(())
 //! ```
 
+#[cfg(target_arch = "x86_64")]
+mod aesni;
 mod cfb;
+#[cfg(target_arch = "x86_64")]
+mod gcm;
 mod kind;
 mod nonce;
+mod salsa;
 mod tea;
 
 use core::fmt;
@@ -41,7 +46,7 @@ use aes::{Aes128, Aes192, Aes256};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{AesGcm, Nonce, Tag};
 use cipher::consts::U12;
-use cipher::{KeyInit, KeyIvInit, StreamCipher};
+use cipher::KeyInit;
 
 use crate::error::{Error, Result};
 
@@ -84,6 +89,9 @@ enum Engine {
     Aes128(Aes128),
     Aes192(Aes192),
     Aes256(Aes256),
+    /// AES of any key size with the AES-NI fast path (x86-64 only).
+    #[cfg(target_arch = "x86_64")]
+    AesNi(aesni::AesNi),
     Salsa20([u8; 32]),
     Blowfish(blowfish::Blowfish),
     Cast5(cast5::Cast5),
@@ -96,6 +104,9 @@ enum Engine {
     Gcm128(aes_gcm::Aes128Gcm),
     Gcm192(Aes192Gcm),
     Gcm256(aes_gcm::Aes256Gcm),
+    /// AES-GCM of any key size with AES-NI + PCLMULQDQ (x86-64 only).
+    #[cfg(target_arch = "x86_64")]
+    GcmNi(gcm::GcmNi),
 }
 
 /// Seals and opens datagrams for one cipher and key.
@@ -142,20 +153,15 @@ impl Crypt {
             CipherKind::Null => Engine::Null,
             CipherKind::None => Engine::None,
             CipherKind::Aes128 => {
-                Engine::Aes128(Aes128::new(&exact::<16>(kind, key, "16")?.into()))
+                aes_engine(Aes128::new(&exact::<16>(kind, key, "16")?.into()), key)
             }
             CipherKind::Aes192 => {
-                Engine::Aes192(Aes192::new(&exact::<24>(kind, key, "24")?.into()))
+                aes_engine(Aes192::new(&exact::<24>(kind, key, "24")?.into()), key)
             }
             CipherKind::Aes256 => {
-                Engine::Aes256(Aes256::new(&exact::<32>(kind, key, "32")?.into()))
+                aes_engine(Aes256::new(&exact::<32>(kind, key, "32")?.into()), key)
             }
-            CipherKind::AesGcm => match key.len() {
-                16 => Engine::Gcm128(aes_gcm::Aes128Gcm::new(key.into())),
-                24 => Engine::Gcm192(Aes192Gcm::new(key.into())),
-                32 => Engine::Gcm256(aes_gcm::Aes256Gcm::new(key.into())),
-                n => return Err(bad_key(kind, n, "16, 24 or 32")),
-            },
+            CipherKind::AesGcm => gcm_engine(key)?,
             CipherKind::Salsa20 => {
                 let mut k = [0u8; 32];
                 let n = key.len().min(32);
@@ -294,6 +300,8 @@ impl Crypt {
             Engine::Gcm128(g) => open_aead(g, buf),
             Engine::Gcm192(g) => open_aead(g, buf),
             Engine::Gcm256(g) => open_aead(g, buf),
+            #[cfg(target_arch = "x86_64")]
+            Engine::GcmNi(g) => open_gcm_ni(g, buf),
             engine => {
                 if len < CRYPT_HEADER_SIZE {
                     return Err(Error::Truncated(
@@ -354,6 +362,17 @@ impl Crypt {
             Engine::Gcm128(g) => seal_aead(g, buf, payload_len),
             Engine::Gcm192(g) => seal_aead(g, buf, payload_len),
             Engine::Gcm256(g) => seal_aead(g, buf, payload_len),
+            #[cfg(target_arch = "x86_64")]
+            Engine::GcmNi(g) => {
+                let (nonce, rest) = buf.split_at_mut(AEAD_NONCE_SIZE);
+                let (payload, trailer) = rest.split_at_mut(payload_len);
+                let nonce: &[u8; AEAD_NONCE_SIZE] = (&*nonce)
+                    .try_into()
+                    .map_err(|_| Error::Truncated("AEAD nonce"))?;
+                let tag = g.seal(nonce, payload);
+                trailer[..AEAD_TAG_SIZE].copy_from_slice(&tag);
+                Ok(())
+            }
             engine => {
                 let end = CRYPT_HEADER_SIZE + payload_len;
                 let datagram = &mut buf[..end];
@@ -398,6 +417,70 @@ fn open_aead<A: AeadInPlace<NonceSize = U12>>(aead: &A, buf: &mut [u8]) -> Resul
     Ok(AEAD_NONCE_SIZE..end)
 }
 
+#[cfg(target_arch = "x86_64")]
+fn open_gcm_ni(g: &gcm::GcmNi, buf: &mut [u8]) -> Result<Range<usize>> {
+    let len = buf.len();
+    if len < AEAD_NONCE_SIZE + AEAD_TAG_SIZE {
+        return Err(Error::Truncated("AEAD datagram shorter than nonce + tag"));
+    }
+    let end = len - AEAD_TAG_SIZE;
+    let (nonce, rest) = buf.split_at_mut(AEAD_NONCE_SIZE);
+    let (payload, tag) = rest.split_at_mut(end - AEAD_NONCE_SIZE);
+    let nonce: &[u8; AEAD_NONCE_SIZE] = (&*nonce)
+        .try_into()
+        .map_err(|_| Error::Truncated("AEAD nonce"))?;
+    if g.open(nonce, payload, tag) {
+        Ok(AEAD_NONCE_SIZE..end)
+    } else {
+        Err(Error::Authentication)
+    }
+}
+
+/// AES-GCM with AES-NI + PCLMULQDQ when available, else the `aes-gcm` crate.
+fn gcm_engine(key: &[u8]) -> Result<Engine> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(g) = gcm::GcmNi::new(key) {
+        return Ok(Engine::GcmNi(g));
+    }
+    Ok(match key.len() {
+        16 => Engine::Gcm128(aes_gcm::Aes128Gcm::new(key.into())),
+        24 => Engine::Gcm192(Aes192Gcm::new(key.into())),
+        32 => Engine::Gcm256(aes_gcm::Aes256Gcm::new(key.into())),
+        n => return Err(bad_key(CipherKind::AesGcm, n, "16, 24 or 32")),
+    })
+}
+
+/// Picks the AES-NI CFB path when the CPU has it, else the `aes` crate
+/// (which itself autodetects AES-NI, but pays a call and a memory round trip
+/// per block in the serial CFB chain).
+fn aes_engine<C: IntoAesEngine>(portable: C, key: &[u8]) -> Engine {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(ni) = aesni::AesNi::new(key) {
+        return Engine::AesNi(ni);
+    }
+    let _ = key;
+    portable.into_engine()
+}
+
+trait IntoAesEngine {
+    fn into_engine(self) -> Engine;
+}
+impl IntoAesEngine for Aes128 {
+    fn into_engine(self) -> Engine {
+        Engine::Aes128(self)
+    }
+}
+impl IntoAesEngine for Aes192 {
+    fn into_engine(self) -> Engine {
+        Engine::Aes192(self)
+    }
+}
+impl IntoAesEngine for Aes256 {
+    fn into_engine(self) -> Engine {
+        Engine::Aes256(self)
+    }
+}
+
 /// Go's Blowfish accepts 1..=56 key bytes, RustCrypto 4..=56. The key
 /// schedule reads the key cyclically, so repeating a short key until it is
 /// at least 4 bytes long yields the identical schedule.
@@ -425,6 +508,8 @@ impl Engine {
             Engine::Aes128(c) => cfb::encrypt(c, buf),
             Engine::Aes192(c) => cfb::encrypt(c, buf),
             Engine::Aes256(c) => cfb::encrypt(c, buf),
+            #[cfg(target_arch = "x86_64")]
+            Engine::AesNi(c) => c.cfb_encrypt(buf),
             Engine::Blowfish(c) => cfb::encrypt(c, buf),
             Engine::Cast5(c) => cfb::encrypt(c, buf),
             Engine::TripleDes(c) => cfb::encrypt(c, buf),
@@ -441,6 +526,8 @@ impl Engine {
             Engine::Aes128(c) => cfb::decrypt(c, buf),
             Engine::Aes192(c) => cfb::decrypt(c, buf),
             Engine::Aes256(c) => cfb::decrypt(c, buf),
+            #[cfg(target_arch = "x86_64")]
+            Engine::AesNi(c) => c.cfb_decrypt(buf),
             Engine::Blowfish(c) => cfb::decrypt(c, buf),
             Engine::Cast5(c) => cfb::decrypt(c, buf),
             Engine::TripleDes(c) => cfb::decrypt(c, buf),
@@ -462,11 +549,9 @@ impl Engine {
                     return;
                 }
                 let (nonce, data) = buf.split_at_mut(8);
-                let nonce: &[u8; 8] = match (&*nonce).try_into() {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                salsa20::Salsa20::new(key.into(), nonce.into()).apply_keystream(data);
+                if let Ok(nonce) = <&[u8; 8]>::try_from(&*nonce) {
+                    salsa::xor_keystream(key, nonce, data);
+                }
             }
             // §2.5: pad aligned to byte 0; bytes past the 1500-byte pad are
             // left as they are, like Go's subtle.XORBytes.

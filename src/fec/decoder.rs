@@ -1,0 +1,406 @@
+//! The receiving side: shard sets, recovery and auto-tune (§4.3, §4.5).
+
+use super::autotune::AutoTune;
+use super::encoder::SHARD_STRIDE;
+use super::rs::ReedSolomon;
+use super::{
+    get_u16, get_u32, paws, FecStats, FEC_HEADER_SIZE, FEC_HEADER_SIZE_PLUS2, MAX_SHARD_SETS,
+    MAX_TOTAL_SHARDS, MTU_LIMIT, TYPE_DATA, TYPE_PARITY,
+};
+use crate::error::{Error, Result};
+use crate::kcp::PacketKind;
+
+/// Shard sets alive after a packet: the newest and `MAX_SHARD_SETS` behind it.
+const MAX_LIVE_SETS: usize = MAX_SHARD_SETS as usize + 1;
+/// Slots: the live sets plus one for the packet being processed.
+const SET_SLOTS: usize = MAX_LIVE_SETS + 1;
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// Position in the group (seqid mod group size).
+    pos: u16,
+    data: bool,
+    /// Shard length (packet length - 6).
+    len: u16,
+    /// Index of the arena chunk holding the shard.
+    chunk: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ShardSet {
+    active: bool,
+    id: u32,
+    /// Positions held (kcp-go's `marks`; cleared when the set is consumed).
+    marks: [u64; 4],
+    held: Vec<Held>,
+}
+
+/// Memory held by a decoder, for tests and monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FecMemory {
+    /// Shard sets alive (at most 4).
+    pub live_sets: usize,
+    /// Shards stored in those sets.
+    pub held_shards: usize,
+    /// Bytes of shard storage allocated (arena plus recovery buffer).
+    pub buffer_bytes: usize,
+}
+
+/// kcp-go's `fecDecoder` with its session-side handling of data packets and
+/// recovered shards (§4.3).
+///
+/// Memory is bounded whatever the peer sends: packets over 1500 bytes are
+/// rejected, at most 4 shard sets live at once, each holds fewer than
+/// `data_shards` shards, and shard storage is a reused arena.
+#[derive(Debug, Clone)]
+pub struct FecDecoder {
+    data_shards: usize,
+    parity_shards: usize,
+    shard_size: u32,
+    paws: u32,
+    /// Built on the first recovery after (re)configuration: tuning to a new
+    /// pair is then cheap even when a peer flips patterns on purpose.
+    rs: Option<ReedSolomon>,
+    sets: [ShardSet; SET_SLOTS],
+    newest: u32,
+    autotune: Box<AutoTune>,
+    should_tune: bool,
+    /// Shard storage: chunks of SHARD_STRIDE bytes.
+    arena: Vec<u8>,
+    free: Vec<u32>,
+    /// Rebuilt data shards, SHARD_STRIDE apart.
+    recovered: Vec<u8>,
+    positions: Vec<usize>,
+    src_offs: Vec<usize>,
+    dst_offs: Vec<usize>,
+    missing: Vec<usize>,
+    stats: FecStats,
+}
+
+impl FecDecoder {
+    /// A decoder expecting `data_shards` + `parity_shards` (both >= 1, total
+    /// <= 256; `Error::InvalidConfig` otherwise). It re-tunes itself to what
+    /// the peer actually sends, so `new(1, 1)` is the right choice for a side
+    /// that has no FEC configured but receives FEC packets (kcp-go does that).
+    pub fn new(data_shards: usize, parity_shards: usize) -> Result<FecDecoder> {
+        if data_shards == 0 || parity_shards == 0 || data_shards + parity_shards > MAX_TOTAL_SHARDS
+        {
+            return Err(Error::InvalidConfig(format!(
+                "FEC decoder needs 1..=256 shards in total with at least one of each (got {data_shards}+{parity_shards})"
+            )));
+        }
+        let shard_size = (data_shards + parity_shards) as u32;
+        let mut dec = FecDecoder {
+            data_shards,
+            parity_shards,
+            shard_size,
+            paws: paws(shard_size),
+            rs: None,
+            sets: Default::default(),
+            newest: 0,
+            autotune: Box::new(AutoTune::new()),
+            should_tune: false,
+            arena: Vec::new(),
+            free: Vec::new(),
+            recovered: Vec::new(),
+            positions: Vec::new(),
+            src_offs: Vec::new(),
+            dst_offs: Vec::new(),
+            missing: Vec::new(),
+            stats: FecStats::default(),
+        };
+        dec.reserve_scratch();
+        Ok(dec)
+    }
+
+    /// Sizes the per-recovery scratch for the current layout up front, so
+    /// the first occurrence of a bigger loss pattern does not allocate.
+    fn reserve_scratch(&mut self) {
+        let (d, p) = (self.data_shards, self.parity_shards);
+        for v in [
+            &mut self.positions,
+            &mut self.src_offs,
+            &mut self.dst_offs,
+            &mut self.missing,
+        ] {
+            v.clear();
+            v.reserve_exact(d);
+        }
+        // Address space for the most shards ever held at once (fewer than d
+        // in each of 4 live sets, plus the packet being added); pages are
+        // only touched as chunks get used.
+        let arena = SET_SLOTS * d * SHARD_STRIDE;
+        self.arena
+            .reserve_exact(arena.saturating_sub(self.arena.len()));
+        self.free
+            .reserve_exact((SET_SLOTS * d).saturating_sub(self.free.len()));
+        for set in &mut self.sets {
+            set.held.reserve_exact(d.saturating_sub(set.held.len()));
+        }
+        let rec = d.min(p) * SHARD_STRIDE;
+        if self.recovered.len() < rec {
+            self.recovered.resize(rec, 0);
+        }
+    }
+
+    /// Data shards per group currently expected (after auto-tune).
+    pub fn data_shards(&self) -> usize {
+        self.data_shards
+    }
+
+    /// Parity shards per group currently expected (after auto-tune).
+    pub fn parity_shards(&self) -> usize {
+        self.parity_shards
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &FecStats {
+        &self.stats
+    }
+
+    /// Memory currently held.
+    pub fn memory(&self) -> FecMemory {
+        let live = self.sets.iter().filter(|s| s.active);
+        FecMemory {
+            live_sets: live.clone().count(),
+            held_shards: live.map(|s| s.held.len()).sum(),
+            buffer_bytes: self.arena.capacity() + self.recovered.capacity(),
+        }
+    }
+
+    /// Processes one FEC packet (type 0xF1 or 0xF2; `pkt` is the plaintext
+    /// after the crypto header). A data packet's KCP bytes (after the size
+    /// field) go to `out(.., PacketKind::Regular)` at once; then every data
+    /// shard this packet allowed to rebuild goes to `out(.., Recovered)` in
+    /// group order (its bytes `2..size`, only when `2 <= size <= length`).
+    ///
+    /// `Error::Truncated` below 8 bytes; `Error::Malformed` for another type
+    /// or a packet over 1500 bytes. Both are counted in `malformed`; nothing
+    /// is delivered for them. Old, duplicate or unexpected packets are not
+    /// errors: kcp-go ignores them silently.
+    pub fn decode(&mut self, pkt: &[u8], out: &mut impl FnMut(&[u8], PacketKind)) -> Result<()> {
+        if pkt.len() < FEC_HEADER_SIZE_PLUS2 {
+            self.stats.malformed += 1;
+            return Err(Error::Truncated("FEC packet shorter than 8 bytes"));
+        }
+        if pkt.len() > MTU_LIMIT {
+            // kcp-go reads into 1500-byte buffers: no peer sends more (§1.9).
+            self.stats.malformed += 1;
+            return Err(Error::Malformed("FEC packet longer than 1500 bytes"));
+        }
+        let (Some(seqid), Some(kind)) = (get_u32(pkt, 0), get_u16(pkt, 4)) else {
+            self.stats.malformed += 1;
+            return Err(Error::Truncated("FEC packet shorter than 8 bytes"));
+        };
+        let is_data = match kind {
+            TYPE_DATA => true,
+            TYPE_PARITY => false,
+            _ => {
+                self.stats.malformed += 1;
+                return Err(Error::Malformed("not an FEC data or parity packet"));
+            }
+        };
+        if is_data {
+            out(&pkt[FEC_HEADER_SIZE_PLUS2..], PacketKind::Regular);
+        }
+
+        self.autotune.sample(is_data, seqid);
+        if seqid >= self.paws {
+            return Ok(());
+        }
+        let pos = seqid % self.shard_size;
+        if (pos < self.data_shards as u32) != is_data {
+            self.should_tune = true;
+        }
+        if self.should_tune {
+            self.tune();
+            return Ok(());
+        }
+
+        let shard_id = seqid / self.shard_size;
+        let slot = match self.sets.iter().position(|s| s.active && s.id == shard_id) {
+            Some(slot) => slot,
+            None => {
+                // At most MAX_LIVE_SETS are active between packets, so a slot
+                // is free.
+                let Some(slot) = self.sets.iter().position(|s| !s.active) else {
+                    return Err(Error::Malformed("FEC shard set table full"));
+                };
+                let set = &mut self.sets[slot];
+                set.active = true;
+                set.id = shard_id;
+                set.marks = [0; 4];
+                set.held.clear();
+                self.stats.fec_shard_set += 1;
+                slot
+            }
+        };
+        let bit = 1u64 << (pos % 64);
+        if self.sets[slot].marks[pos as usize / 64] & bit != 0 {
+            return Ok(());
+        }
+        if !is_data {
+            self.stats.fec_parity_shards += 1;
+        }
+
+        let chunk = self.alloc_chunk();
+        let shard = &pkt[FEC_HEADER_SIZE..];
+        let at = chunk as usize * SHARD_STRIDE;
+        self.arena[at..at + shard.len()].copy_from_slice(shard);
+        let set = &mut self.sets[slot];
+        set.marks[pos as usize / 64] |= bit;
+        set.held.push(Held {
+            pos: pos as u16,
+            data: is_data,
+            len: shard.len() as u16,
+            chunk,
+        });
+
+        if set.held.len() >= self.data_shards {
+            self.consume(slot, out);
+        }
+
+        let s = self.shard_size;
+        if (shard_id
+            .wrapping_mul(s)
+            .wrapping_sub(self.newest.wrapping_mul(s)) as i32)
+            > 0
+        {
+            self.newest = shard_id;
+            self.stats.fec_shard_min = shard_id as u64;
+        }
+        self.discard_old();
+        Ok(())
+    }
+
+    /// Auto-tune step while packet types disagree with the expected layout.
+    fn tune(&mut self) {
+        let (ds, ps) = self.autotune.find_periods();
+        if ds > 0 && ps > 0 && ds + ps < MAX_TOTAL_SHARDS as i32 {
+            let (ds, ps) = (ds as usize, ps as usize);
+            if ds != self.data_shards || ps != self.parity_shards {
+                self.data_shards = ds;
+                self.parity_shards = ps;
+                self.shard_size = (ds + ps) as u32;
+                self.paws = paws(self.shard_size);
+                self.rs = None;
+                for set in &mut self.sets {
+                    set.active = false;
+                    set.held.clear();
+                }
+                // Every chunk is free now; drop storage sized for the old
+                // layout. kcp-go keeps `newestShardId` (in old units) too.
+                self.free.clear();
+                self.arena.clear();
+                self.arena.shrink_to(SET_SLOTS * ds * SHARD_STRIDE);
+                self.recovered.clear();
+                self.recovered.shrink_to(ds.min(ps) * SHARD_STRIDE);
+                self.reserve_scratch();
+            }
+            self.should_tune = false;
+        }
+    }
+
+    fn alloc_chunk(&mut self) -> u32 {
+        if let Some(c) = self.free.pop() {
+            return c;
+        }
+        let c = (self.arena.len() / SHARD_STRIDE) as u32;
+        self.arena.resize(self.arena.len() + SHARD_STRIDE, 0);
+        c
+    }
+
+    /// The set holds `data_shards` shards: rebuild what is missing, deliver
+    /// it, and empty the set (it stays alive for stragglers, like kcp-go's).
+    fn consume(&mut self, slot: usize, out: &mut impl FnMut(&[u8], PacketKind)) {
+        let d = self.data_shards;
+        let set = &mut self.sets[slot];
+        let num_data = set.held.iter().filter(|h| h.data).count();
+        if num_data == d {
+            self.stats.fec_full_shard_set += 1;
+        } else {
+            let max_len = set.held.iter().map(|h| h.len as usize).max().unwrap_or(0);
+            set.held.sort_unstable_by_key(|h| h.pos);
+            self.positions.clear();
+            self.src_offs.clear();
+            for h in &set.held {
+                let at = h.chunk as usize * SHARD_STRIDE;
+                self.arena[at + h.len as usize..at + max_len].fill(0);
+                self.positions.push(h.pos as usize);
+                self.src_offs.push(at);
+            }
+            self.missing.clear();
+            self.missing
+                .extend((0..d).filter(|&i| set.marks[i / 64] & (1 << (i % 64)) == 0));
+            let need = self.missing.len() * SHARD_STRIDE;
+            if self.recovered.len() < need {
+                self.recovered.resize(need, 0);
+            }
+            self.dst_offs.clear();
+            self.dst_offs
+                .extend((0..self.missing.len()).map(|k| k * SHARD_STRIDE));
+            let rs = match &mut self.rs {
+                Some(rs) => Ok(rs),
+                None => ReedSolomon::new(d, self.parity_shards).map(|rs| self.rs.insert(rs)),
+            };
+            let ok = rs.is_ok_and(|rs| {
+                rs.reconstruct_offsets(
+                    &self.positions,
+                    &self.arena,
+                    &self.src_offs,
+                    &mut self.recovered,
+                    &self.dst_offs,
+                    max_len,
+                )
+                .is_ok()
+            });
+            if ok {
+                for k in 0..self.missing.len() {
+                    let r = &self.recovered[k * SHARD_STRIDE..k * SHARD_STRIDE + max_len];
+                    if let Some(size) = get_u16(r, 0) {
+                        let size = size as usize;
+                        if (2..=r.len()).contains(&size) {
+                            out(&r[2..size], PacketKind::Recovered);
+                        }
+                    }
+                }
+                self.stats.fec_recovered += self.missing.len() as u64;
+            } else {
+                self.stats.fec_errs += 1;
+            }
+        }
+        let set = &mut self.sets[slot];
+        for h in set.held.drain(..) {
+            self.free.push(h.chunk);
+        }
+        set.marks = [0; 4];
+    }
+
+    /// Drops sets more than `MAX_SHARD_SETS` groups behind the newest.
+    ///
+    /// kcp-go keeps a set when `int32(newest*S - id*S) <= 3*S`, which also
+    /// keeps sets that look more than 2^31 "ahead"; a peer jumping seqids by
+    /// ~2^31 could then pile up sets without bound. Here such sets go too,
+    /// so at most 4 stay. Both rules agree for any peer whose seqids move
+    /// forward by less than 2^31 at a time.
+    fn discard_old(&mut self) {
+        let s = self.shard_size;
+        let newest = self.newest.wrapping_mul(s);
+        let mut live = 0;
+        for set in &mut self.sets {
+            if !set.active {
+                continue;
+            }
+            let behind = newest.wrapping_sub(set.id.wrapping_mul(s)) as i32;
+            if (0..=(MAX_SHARD_SETS * s) as i32).contains(&behind) {
+                live += 1;
+            } else {
+                set.active = false;
+                for h in set.held.drain(..) {
+                    self.free.push(h.chunk);
+                }
+            }
+        }
+        self.stats.fec_shard_set = live;
+    }
+}

@@ -1,0 +1,414 @@
+//! Reed-Solomon erasure code over GF(2^8), byte-identical to
+//! `reedsolomon.New(data, parity)` of klauspost/reedsolomon (no options), the
+//! codec kcp-go uses (§4.1), and to the `reed-solomon-erasure` crate's
+//! `galois_8` (proved by tests/fec_rs.rs and the Go vectors).
+//!
+//! Encoding matrix: the (total x data) Vandermonde matrix with entry (r, c) =
+//! r^c, multiplied by the inverse of its top square so the top becomes the
+//! identity. Only the parity rows are stored.
+
+use super::gf::{self, KernelArgsError};
+use crate::error::{Error, Result};
+
+/// Largest `data + parity` the GF(2^8) code supports. klauspost switches to a
+/// different (GF(2^16)) code above it, which kcp-go would then use.
+pub const MAX_TOTAL_SHARDS: usize = 256;
+
+/// Slots of the decode-matrix cache (direct mapped by the set of shards used).
+const DECODE_CACHE_SLOTS: usize = 64;
+
+/// Bit set of up to 256 shard positions.
+type Mask = [u64; 4];
+
+#[derive(Debug, Clone, Default)]
+struct CacheEntry {
+    used: bool,
+    key: Mask,
+    /// Rows of the inverted sub-matrix for the missing data shards, in
+    /// ascending position order, `data` bytes each.
+    rows: Vec<u8>,
+}
+
+/// A Reed-Solomon code with `data` data shards and `parity` parity shards.
+///
+/// Shards live in flat buffers; all shards of one operation have the same
+/// length. Reconstruction caches the inverted matrices it computes, so steady
+/// loss patterns cost no matrix inversion.
+#[derive(Debug, Clone)]
+pub struct ReedSolomon {
+    data: usize,
+    parity: usize,
+    /// `parity x data` coefficients, row-major.
+    parity_rows: Vec<u8>,
+    cache: Vec<CacheEntry>,
+    // Scratch, reused between calls.
+    sub: Vec<u8>,
+    inv: Vec<u8>,
+    missing: Vec<usize>,
+    offs: Vec<usize>,
+}
+
+impl ReedSolomon {
+    /// A code for `data` + `parity` shards. Both must be at least 1 and the
+    /// total at most [`MAX_TOTAL_SHARDS`] (`Error::InvalidConfig` otherwise).
+    pub fn new(data: usize, parity: usize) -> Result<ReedSolomon> {
+        if data == 0 || parity == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "Reed-Solomon needs at least one data and one parity shard (got {data}+{parity})"
+            )));
+        }
+        if data + parity > MAX_TOTAL_SHARDS {
+            return Err(Error::InvalidConfig(format!(
+                "{data}+{parity} shards: at most {MAX_TOTAL_SHARDS} in total are supported (kcp-go \
+                 would switch to an incompatible GF(2^16) code)"
+            )));
+        }
+        let parity_rows = build_parity_rows(data, parity)
+            .ok_or_else(|| Error::InvalidConfig("singular Vandermonde matrix".into()))?;
+        Ok(ReedSolomon {
+            data,
+            parity,
+            parity_rows,
+            cache: vec![CacheEntry::default(); DECODE_CACHE_SLOTS],
+            sub: Vec::new(),
+            inv: Vec::new(),
+            missing: Vec::with_capacity(data),
+            offs: Vec::new(),
+        })
+    }
+
+    /// Number of data shards.
+    pub fn data_shards(&self) -> usize {
+        self.data
+    }
+
+    /// Number of parity shards.
+    pub fn parity_shards(&self) -> usize {
+        self.parity
+    }
+
+    /// Coefficient `(row, col)` of the encoding matrix (`row < data + parity`,
+    /// `col < data`); rows below `data` are the identity.
+    pub fn matrix_coefficient(&self, row: usize, col: usize) -> u8 {
+        if row < self.data {
+            u8::from(row == col)
+        } else {
+            self.parity_rows[(row - self.data) * self.data + col]
+        }
+    }
+
+    /// Computes the parity shards. `shards` holds `data + parity` shards of
+    /// `shard_len` bytes back to back: the data shards first, then the parity
+    /// shards, which are overwritten.
+    pub fn encode(&mut self, shards: &mut [u8], shard_len: usize) -> Result<()> {
+        self.encode_with(gf::KernelPath::best(), shards, shard_len)
+    }
+
+    /// [`encode`](Self::encode) on a chosen kernel path (falls back to
+    /// `Scalar` if the CPU lacks it); for benchmarks and tests.
+    pub fn encode_with(
+        &mut self,
+        path: gf::KernelPath,
+        shards: &mut [u8],
+        shard_len: usize,
+    ) -> Result<()> {
+        let total = self.data + self.parity;
+        let need = total.checked_mul(shard_len).ok_or(Error::BufferTooSmall {
+            need: usize::MAX,
+            have: shards.len(),
+        })?;
+        if shards.len() < need {
+            return Err(Error::BufferTooSmall {
+                need,
+                have: shards.len(),
+            });
+        }
+        let (src, dst) = shards.split_at_mut(self.data * shard_len);
+        self.offs.clear();
+        self.offs.extend((0..self.data).map(|i| i * shard_len));
+        self.offs.extend((0..self.parity).map(|j| j * shard_len));
+        let (src_offs, dst_offs) = self.offs.split_at(self.data);
+        gf::matmul_with(
+            path,
+            &self.parity_rows,
+            src,
+            src_offs,
+            dst,
+            dst_offs,
+            shard_len,
+        )
+        .map_err(|_| Error::InvalidConfig("inconsistent shard layout".into()))
+    }
+
+    /// Parity for shards given by offsets (the encoder's hot path): `src_offs`
+    /// has one offset per data shard, `dst_offs` one per parity shard.
+    pub(crate) fn encode_offsets(
+        &self,
+        src: &[u8],
+        src_offs: &[usize],
+        dst: &mut [u8],
+        dst_offs: &[usize],
+        len: usize,
+    ) -> std::result::Result<(), KernelArgsError> {
+        if src_offs.len() != self.data || dst_offs.len() != self.parity {
+            return Err(KernelArgsError);
+        }
+        gf::matmul(&self.parity_rows, src, src_offs, dst, dst_offs, len)
+    }
+
+    /// Rebuilds missing data shards like klauspost's `ReconstructData`.
+    /// `shards` holds `data + parity` shards of `shard_len` bytes back to back;
+    /// `present[i]` says whether shard `i` holds valid bytes. Missing data
+    /// shards are overwritten; missing parity shards are left alone. Returns
+    /// how many data shards were rebuilt. Fails (`Error::InvalidConfig`) when
+    /// fewer than `data` shards are present or `present` has the wrong length.
+    pub fn reconstruct_data(
+        &mut self,
+        shards: &mut [u8],
+        shard_len: usize,
+        present: &[bool],
+    ) -> Result<usize> {
+        let total = self.data + self.parity;
+        let need = total.checked_mul(shard_len).ok_or(Error::BufferTooSmall {
+            need: usize::MAX,
+            have: shards.len(),
+        })?;
+        if shards.len() < need {
+            return Err(Error::BufferTooSmall {
+                need,
+                have: shards.len(),
+            });
+        }
+        if present.len() != total {
+            return Err(Error::InvalidConfig(format!(
+                "present has {} entries, want {total}",
+                present.len()
+            )));
+        }
+        let positions: Vec<usize> = (0..total).filter(|&i| present[i]).collect();
+        if positions.len() < self.data {
+            return Err(Error::InvalidConfig(format!(
+                "{} shards present, at least {} needed",
+                positions.len(),
+                self.data
+            )));
+        }
+        let missing: Vec<usize> = (0..self.data).filter(|&i| !present[i]).collect();
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        // Rebuilt shards go to a side buffer, then into place: the kernel's
+        // input and output must be distinct slices.
+        let mut out = vec![0u8; missing.len() * shard_len];
+        let out_offs: Vec<usize> = (0..missing.len()).map(|k| k * shard_len).collect();
+        let src_offs: Vec<usize> = positions.iter().map(|&p| p * shard_len).collect();
+        self.reconstruct_offsets(
+            &positions, shards, &src_offs, &mut out, &out_offs, shard_len,
+        )
+        .map_err(|_| Error::InvalidConfig("inconsistent shard layout".into()))?;
+        for (k, &m) in missing.iter().enumerate() {
+            shards[m * shard_len..(m + 1) * shard_len]
+                .copy_from_slice(&out[k * shard_len..(k + 1) * shard_len]);
+        }
+        Ok(missing.len())
+    }
+
+    /// The decoder's hot path. `positions` are the present shard positions in
+    /// ascending order (at least `data`), `src_offs[i]` where shard
+    /// `positions[i]` starts in `src`. Like klauspost, the first `data`
+    /// present shards are used. Rebuilt data shards are written to `dst` at
+    /// `dst_offs`, one per missing data position in ascending order.
+    pub(crate) fn reconstruct_offsets(
+        &mut self,
+        positions: &[usize],
+        src: &[u8],
+        src_offs: &[usize],
+        dst: &mut [u8],
+        dst_offs: &[usize],
+        len: usize,
+    ) -> std::result::Result<(), KernelArgsError> {
+        let d = self.data;
+        let total = d + self.parity;
+        if positions.len() < d || src_offs.len() != positions.len() {
+            return Err(KernelArgsError);
+        }
+        let valid = &positions[..d];
+        let mut key: Mask = [0; 4];
+        let mut prev = None;
+        for &p in valid {
+            // Strictly ascending and in range, so `valid` is a set.
+            if p >= total || prev.is_some_and(|q| p <= q) {
+                return Err(KernelArgsError);
+            }
+            prev = Some(p);
+            key[p / 64] |= 1 << (p % 64);
+        }
+        self.missing.clear();
+        self.missing
+            .extend((0..d).filter(|&i| key[i / 64] & (1 << (i % 64)) == 0));
+        if self.missing.len() != dst_offs.len() {
+            return Err(KernelArgsError);
+        }
+        if self.missing.is_empty() {
+            return Ok(());
+        }
+        let slot = cache_slot(&key);
+        if !(self.cache[slot].used && self.cache[slot].key == key) {
+            self.fill_cache_slot(slot, key, valid)?;
+        }
+        let rows = &self.cache[slot].rows;
+        gf::matmul(rows, src, &src_offs[..d], dst, dst_offs, len)
+    }
+
+    fn fill_cache_slot(
+        &mut self,
+        slot: usize,
+        key: Mask,
+        valid: &[usize],
+    ) -> std::result::Result<(), KernelArgsError> {
+        let d = self.data;
+        self.sub.clear();
+        for &r in valid {
+            for c in 0..d {
+                let v = if r < d {
+                    u8::from(r == c)
+                } else {
+                    self.parity_rows[(r - d) * d + c]
+                };
+                self.sub.push(v);
+            }
+        }
+        if !invert(&mut self.sub, &mut self.inv, d) {
+            return Err(KernelArgsError);
+        }
+        let entry = &mut self.cache[slot];
+        entry.rows.clear();
+        // Size each slot once for the most rows any pattern needs, so a new
+        // loss pattern later reuses the slot without allocating.
+        entry.rows.reserve_exact(self.parity.min(d) * d);
+        for &m in &self.missing {
+            entry.rows.extend_from_slice(&self.inv[m * d..(m + 1) * d]);
+        }
+        entry.key = key;
+        entry.used = true;
+        Ok(())
+    }
+}
+
+fn cache_slot(key: &Mask) -> usize {
+    let mut h = 0u64;
+    for &w in key {
+        h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    (h >> 58) as usize % DECODE_CACHE_SLOTS
+}
+
+/// Inverts the `n x n` matrix in `m` (destroyed) into `out` by Gauss-Jordan
+/// elimination. Returns false if it is singular. The inverse is unique, so
+/// the elimination order does not affect the result.
+fn invert(m: &mut [u8], out: &mut Vec<u8>, n: usize) -> bool {
+    out.clear();
+    out.resize(n * n, 0);
+    for i in 0..n {
+        out[i * n + i] = 1;
+    }
+    for col in 0..n {
+        let Some(pivot) = (col..n).find(|&r| m[r * n + col] != 0) else {
+            return false;
+        };
+        if pivot != col {
+            for c in 0..n {
+                m.swap(pivot * n + c, col * n + c);
+                out.swap(pivot * n + c, col * n + c);
+            }
+        }
+        let Some(scale) = gf::inv(m[col * n + col]) else {
+            return false;
+        };
+        for c in 0..n {
+            m[col * n + c] = gf::mul(m[col * n + c], scale);
+            out[col * n + c] = gf::mul(out[col * n + c], scale);
+        }
+        for r in 0..n {
+            let f = m[r * n + col];
+            if r == col || f == 0 {
+                continue;
+            }
+            for c in 0..n {
+                m[r * n + c] ^= gf::mul(f, m[col * n + c]);
+                out[r * n + c] ^= gf::mul(f, out[col * n + c]);
+            }
+        }
+    }
+    true
+}
+
+/// Parity rows (`parity x data`) of the systematic Vandermonde code.
+fn build_parity_rows(data: usize, parity: usize) -> Option<Vec<u8>> {
+    let total = data + parity;
+    let vand = |r: usize, c: usize| gf::exp(r as u8, c);
+    let mut top: Vec<u8> = (0..data * data).map(|i| vand(i / data, i % data)).collect();
+    let mut top_inv = Vec::new();
+    if !invert(&mut top, &mut top_inv, data) {
+        return None;
+    }
+    let mut rows = vec![0u8; parity * data];
+    for r in data..total {
+        for c in 0..data {
+            let mut acc = 0u8;
+            for k in 0..data {
+                acc ^= gf::mul(vand(r, k), top_inv[k * data + c]);
+            }
+            rows[(r - data) * data + c] = acc;
+        }
+    }
+    Some(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_configs() {
+        assert!(matches!(
+            ReedSolomon::new(0, 1),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            ReedSolomon::new(1, 0),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            ReedSolomon::new(200, 57),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(ReedSolomon::new(128, 128).is_ok());
+        assert!(ReedSolomon::new(255, 1).is_ok());
+    }
+
+    #[test]
+    fn single_data_shard_parity_is_a_copy() {
+        // With one data shard every normalised Vandermonde row is [1].
+        let rs = ReedSolomon::new(1, 3).unwrap();
+        for r in 1..4 {
+            assert_eq!(rs.matrix_coefficient(r, 0), 1);
+        }
+    }
+
+    #[test]
+    fn reconstruct_uses_cache_consistently() {
+        let mut rs = ReedSolomon::new(4, 2).unwrap();
+        let len = 37;
+        let mut shards: Vec<u8> = (0..6 * len).map(|i| (i * 7 + 3) as u8).collect();
+        rs.encode(&mut shards, len).unwrap();
+        let orig = shards.clone();
+        for _ in 0..3 {
+            let mut s = orig.clone();
+            s[len..3 * len].fill(0xEE);
+            let present = [true, false, false, true, true, true];
+            assert_eq!(rs.reconstruct_data(&mut s, len, &present).unwrap(), 2);
+            assert_eq!(s, orig);
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! One test per kcp-go-specific rule of spec §5, with expected values worked
+//! out by hand from kcp-go v5.6.72's `kcp.go` (where C KCP would differ, the
+//! test says so).
+
+use kcp_session::kcp::{
+    FlushKind, Kcp, PacketKind, SegmentHeader, Segments, IKCP_CMD_ACK, IKCP_CMD_PUSH,
+    IKCP_CMD_WASK, IKCP_CMD_WINS,
+};
+use kcp_session::Error;
+
+const CONV: u32 = 0x0102_0304;
+
+fn seg(cmd: u8, sn: u32, una: u32, ts: u32, wnd: u16, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    SegmentHeader {
+        conv: CONV,
+        cmd,
+        frg: 0,
+        wnd,
+        ts,
+        sn,
+        una,
+        len: data.len() as u32,
+    }
+    .encode_to(&mut v);
+    v.extend_from_slice(data);
+    v
+}
+
+fn ack(sn: u32, una: u32, ts: u32) -> Vec<u8> {
+    seg(IKCP_CMD_ACK, sn, una, ts, 32, &[])
+}
+
+fn push(sn: u32, una: u32, ts: u32) -> Vec<u8> {
+    seg(IKCP_CMD_PUSH, sn, una, ts, 32, b"x")
+}
+
+fn headers(dgs: &[Vec<u8>]) -> Vec<SegmentHeader> {
+    dgs.iter()
+        .flat_map(|d| Segments::new(d).map(|s| s.unwrap().0))
+        .collect()
+}
+
+fn flush(k: &mut Kcp, kind: FlushKind, now: u32) -> (Vec<SegmentHeader>, u32) {
+    let mut out = Vec::new();
+    let d = k.flush(kind, now, &mut |b: &[u8]| out.push(b.to_vec()));
+    (headers(&out), d)
+}
+
+fn input(k: &mut Kcp, data: &[u8], kind: PacketKind, now: u32) -> Vec<SegmentHeader> {
+    let mut out = Vec::new();
+    k.input(data, kind, false, now, &mut |b: &[u8]| out.push(b.to_vec()))
+        .unwrap();
+    headers(&out)
+}
+
+fn pushes(h: &[SegmentHeader]) -> Vec<u32> {
+    h.iter()
+        .filter(|h| h.cmd == IKCP_CMD_PUSH)
+        .map(|h| h.sn)
+        .collect()
+}
+
+/// A sender with congestion control off and `n` one-byte segments sent at `now`.
+fn sender(n: usize, resend: i32, now: u32) -> Kcp {
+    let mut k = Kcp::new(CONV);
+    k.set_nodelay(1, 10, resend, 1);
+    k.set_wndsize(128, 128);
+    for _ in 0..n {
+        k.send(b"d").unwrap();
+    }
+    let (h, _) = flush(&mut k, FlushKind::Full, now);
+    assert_eq!(pushes(&h), (0..n as u32).collect::<Vec<_>>());
+    k
+}
+
+#[test]
+fn acks_below_rcv_nxt_are_dropped_except_the_last() {
+    let mut k = Kcp::new(CONV);
+    // sn 0 and 1 arrive in order, then 3: rcv_nxt = 2, pending acks [0, 1, 3].
+    let mut d = push(0, 0, 10);
+    d.extend(push(1, 0, 11));
+    d.extend(push(3, 0, 13));
+    input(&mut k, &d, PacketKind::Regular, 20);
+    let (h, _) = flush(&mut k, FlushKind::AckOnly, 20);
+    let acks: Vec<_> = h.iter().map(|h| (h.cmd, h.sn, h.ts, h.una)).collect();
+    // C KCP would send all three.
+    assert_eq!(acks, vec![(IKCP_CMD_ACK, 3, 13, 2)]);
+
+    // When every pending ack is below rcv_nxt, the last one still goes out.
+    let mut k = Kcp::new(CONV);
+    let mut d = push(0, 0, 10);
+    d.extend(push(1, 0, 11));
+    input(&mut k, &d, PacketKind::Regular, 20);
+    let (h, _) = flush(&mut k, FlushKind::AckOnly, 20);
+    let acks: Vec<_> = h
+        .iter()
+        .map(|h| (h.cmd, h.sn, h.ts, h.una, h.wnd))
+        .collect();
+    // wnd = rcv_wnd 32 - 2 queued segments.
+    assert_eq!(acks, vec![(IKCP_CMD_ACK, 1, 11, 2, 30)]);
+}
+
+#[test]
+fn fast_retransmit_once_per_rto_with_the_sentinel() {
+    let mut k = sender(8, 2, 1000);
+    // ACKs for 2 and 3 (sent at ts 1000): segments 0 and 1 reach fastack 2.
+    let mut d = ack(2, 0, 1000);
+    d.extend(ack(3, 0, 1000));
+    let h = input(&mut k, &d, PacketKind::Regular, 1010);
+    // The threshold was reached, so kcp-go flushes at once (v5.6.43+).
+    assert_eq!(pushes(&h), vec![0, 1]);
+    assert_eq!(k.stats().fast_retrans_segs, 2);
+    // Many more ACKs: the sentinel blocks a second fast retransmit.
+    for sn in 4..8 {
+        let h = input(&mut k, &ack(sn, 0, 1000), PacketKind::Regular, 1020);
+        assert_eq!(pushes(&h), Vec::<u32>::new(), "ack {sn}");
+    }
+    let (h, _) = flush(&mut k, FlushKind::Full, 1030);
+    assert_eq!(pushes(&h), Vec::<u32>::new());
+    assert_eq!(k.stats().fast_retrans_segs, 2);
+    // rto is the initial 200 ms: the timeout resends them and clears the sentinel.
+    let (h, _) = flush(&mut k, FlushKind::Full, 1010 + 200);
+    assert_eq!(pushes(&h), vec![0, 1]);
+    assert_eq!(k.stats().lost_segs, 2);
+    assert_eq!(k.stats().retrans_segs, 4);
+}
+
+#[test]
+fn early_retransmit_fires_even_with_resend_0() {
+    // resend 0 disables fast retransmit (threshold 0xFFFFFFFF) but any
+    // fast-ack increment triggers an immediate flush, and with no new segment
+    // moved in that flush, early retransmit sends every fast-acked segment.
+    let mut k = sender(3, 0, 0);
+    let h = input(&mut k, &ack(2, 0, 0), PacketKind::Regular, 5);
+    assert_eq!(pushes(&h), vec![0, 1]);
+    assert_eq!(k.stats().early_retrans_segs, 2);
+    assert_eq!(k.stats().fast_retrans_segs, 0);
+    // Early retransmit is suppressed while new segments enter the window.
+    let mut k = sender(3, 0, 0);
+    k.send(b"new").unwrap();
+    let h = input(&mut k, &ack(2, 0, 0), PacketKind::Regular, 5);
+    assert_eq!(pushes(&h), vec![3]);
+    assert_eq!(k.stats().early_retrans_segs, 0);
+}
+
+#[test]
+fn window_probe_after_500_ms() {
+    let mut k = Kcp::new(CONV);
+    // The peer advertises a zero window.
+    input(
+        &mut k,
+        &seg(IKCP_CMD_WINS, 0, 0, 0, 0, &[]),
+        PacketKind::Regular,
+        0,
+    );
+    assert_eq!(k.rmt_wnd(), 0);
+    let (h, _) = flush(&mut k, FlushKind::Full, 1000); // arms the probe: 1000 + 500
+    assert!(h.is_empty());
+    let (h, _) = flush(&mut k, FlushKind::Full, 1499);
+    assert!(h.is_empty());
+    let (h, _) = flush(&mut k, FlushKind::AckOnly, 1500); // ACKONLY probes too (v5.6.34+)
+    let w: Vec<_> = h.iter().map(|h| (h.cmd, h.sn, h.ts)).collect();
+    assert_eq!(w, vec![(IKCP_CMD_WASK, 0, 0)]);
+    // probe_wait grew by half to 750: next at 2250 (C KCP starts at 7000).
+    assert!(flush(&mut k, FlushKind::Full, 2249).0.is_empty());
+    assert_eq!(flush(&mut k, FlushKind::Full, 2250).0.len(), 1);
+    // The peer is never idle for the timer while its window is closed.
+    assert!(k.next_deadline(2250).is_some());
+}
+
+#[test]
+fn wask_is_answered_by_wins_reusing_the_last_ack() {
+    let mut k = Kcp::new(CONV);
+    let mut d = push(0, 0, 77);
+    d.extend(seg(IKCP_CMD_WASK, 0, 0, 0, 32, &[]));
+    input(&mut k, &d, PacketKind::Regular, 100);
+    let (h, _) = flush(&mut k, FlushKind::AckOnly, 100);
+    let w: Vec<_> = h.iter().map(|h| (h.cmd, h.sn, h.ts, h.wnd)).collect();
+    assert_eq!(
+        w,
+        vec![(IKCP_CMD_ACK, 0, 77, 31), (IKCP_CMD_WINS, 0, 77, 31)]
+    );
+}
+
+#[test]
+fn remote_window_only_from_regular_packets() {
+    let mut k = Kcp::new(CONV);
+    input(
+        &mut k,
+        &seg(IKCP_CMD_WINS, 0, 0, 0, 7, &[]),
+        PacketKind::Recovered,
+        0,
+    );
+    assert_eq!(k.rmt_wnd(), 32);
+    input(
+        &mut k,
+        &seg(IKCP_CMD_WINS, 0, 0, 0, 7, &[]),
+        PacketKind::Regular,
+        0,
+    );
+    assert_eq!(k.rmt_wnd(), 7);
+    // Recovered ACKs give no RTT sample either.
+    input(&mut k, &ack(0, 0, 0), PacketKind::Recovered, 100);
+    assert_eq!(k.srtt(), 0);
+    input(&mut k, &ack(0, 0, 0), PacketKind::Regular, 100);
+    assert_eq!(k.srtt(), 100);
+}
+
+#[test]
+fn immediate_full_flush_when_una_advances() {
+    let mut k = Kcp::new(CONV);
+    k.set_nodelay(0, 100, 0, 1);
+    k.set_wndsize(2, 32);
+    for _ in 0..4 {
+        k.send(b"z").unwrap();
+    }
+    assert_eq!(pushes(&flush(&mut k, FlushKind::Full, 0).0), vec![0, 1]);
+    // A recovered packet still processes una (§4.4) and the window slides.
+    let h = input(&mut k, &ack(0, 1, 0), PacketKind::Recovered, 10);
+    assert_eq!(pushes(&h), vec![2]);
+    // Nothing new: no flush at all.
+    let h = input(&mut k, &ack(1, 1, 0), PacketKind::Regular, 10);
+    assert_eq!(h, vec![]);
+}
+
+#[test]
+fn ack_clocking_and_ack_no_delay() {
+    let mut k = Kcp::new(CONV);
+    k.set_mtu(120).unwrap(); // clocking threshold: 120 / 24 = 5 pending acks
+    k.send(b"queued data that must not go out in an ACK-only flush")
+        .unwrap();
+    let mut d = Vec::new();
+    for sn in 0..4 {
+        d.extend(push(sn, 0, sn));
+    }
+    assert!(input(&mut k, &d, PacketKind::Regular, 1).is_empty());
+    assert_eq!(k.pending_acks(), 4);
+    let h = input(&mut k, &push(4, 0, 4), PacketKind::Regular, 2);
+    // All five below rcv_nxt = 5 except the last: one ACK, no data.
+    let w: Vec<_> = h.iter().map(|h| (h.cmd, h.sn)).collect();
+    assert_eq!(w, vec![(IKCP_CMD_ACK, 4)]);
+    assert_eq!(k.pending_acks(), 0);
+
+    let mut out = Vec::new();
+    k.input(
+        &push(5, 0, 9),
+        PacketKind::Regular,
+        true,
+        3,
+        &mut |b: &[u8]| out.push(b.to_vec()),
+    )
+    .unwrap();
+    let w: Vec<_> = headers(&out).iter().map(|h| (h.cmd, h.sn, h.ts)).collect();
+    assert_eq!(w, vec![(IKCP_CMD_ACK, 5, 9)]);
+}
+
+#[test]
+fn rtt_estimator_matches_hand_computed_values() {
+    let mut k = Kcp::new(CONV);
+    let mut now: u32 = 10_000;
+    let mut sample = |k: &mut Kcp, rtt: u32| {
+        now += 1000;
+        input(
+            k,
+            &ack(0, 0, now.wrapping_sub(rtt)),
+            PacketKind::Regular,
+            now,
+        );
+        (k.srtt(), k.rttvar(), k.rto())
+    };
+    // 100: srtt 100, rttvar 50, rto 100 + max(100, 200).
+    assert_eq!(sample(&mut k, 100), (100, 50, 300));
+    // 120: delta 20, srtt 102, rttvar 50 + (20-50)>>2 = 42, rto 102 + 168.
+    assert_eq!(sample(&mut k, 120), (102, 42, 270));
+    // 40: delta -62, srtt 102 + (-62>>3 = -8) = 94; 40 < 94-42 so the
+    // variation moves by (62-42)>>5 = 0 (C KCP would give 47).
+    assert_eq!(sample(&mut k, 40), (94, 42, 262));
+    // 1000: delta 906, srtt 94+113 = 207, rttvar 42 + (864>>2) = 258, rto 207+1032.
+    assert_eq!(sample(&mut k, 1000), (207, 258, 1239));
+    // The RTO is capped at 60 s.
+    assert_eq!(sample(&mut k, 900_000).2, 60_000);
+
+    // Only the last ACK of a datagram gives the sample.
+    let mut k = Kcp::new(CONV);
+    let mut d = ack(0, 0, 900);
+    d.extend(ack(0, 0, 950));
+    input(&mut k, &d, PacketKind::Regular, 1000);
+    assert_eq!(k.srtt(), 50);
+}
+
+#[test]
+fn rto_backoff_nodelay_0_and_1() {
+    for (nodelay, resends) in [(0, [200u32, 600, 1200]), (1, [200, 500, 900])] {
+        let mut k = Kcp::new(CONV);
+        k.set_nodelay(nodelay, 5000, 0, 1);
+        k.send(b"a").unwrap();
+        let (h, delay) = flush(&mut k, FlushKind::Full, 0);
+        assert_eq!(pushes(&h), vec![0]);
+        assert_eq!(
+            delay, 200,
+            "next flush at the resend time, not the interval"
+        );
+        let mut lost = 0;
+        for t in resends {
+            assert!(pushes(&flush(&mut k, FlushKind::Full, t - 1).0).is_empty());
+            assert_eq!(
+                pushes(&flush(&mut k, FlushKind::Full, t).0),
+                vec![0],
+                "nodelay {nodelay} at {t}"
+            );
+            lost += 1;
+            assert_eq!(k.stats().lost_segs, lost);
+        }
+        assert_eq!(k.max_xmit(), 4);
+    }
+}
+
+#[test]
+fn congestion_window() {
+    let mut k = Kcp::new(CONV);
+    k.set_nodelay(0, 100, 2, 0);
+    for _ in 0..20 {
+        k.send(b"c").unwrap();
+    }
+    // cwnd starts at 0: the first flush moves nothing, then raises it to 1.
+    assert!(pushes(&flush(&mut k, FlushKind::Full, 0).0).is_empty());
+    assert_eq!(k.cwnd(), 1);
+    assert_eq!(pushes(&flush(&mut k, FlushKind::Full, 1).0), vec![0]);
+    // Slow start: cwnd 2, incr 2·mss; the immediate flush sends two more.
+    let h = input(&mut k, &ack(0, 1, 1), PacketKind::Regular, 10);
+    assert_eq!((k.cwnd(), pushes(&h)), (2, vec![1, 2]));
+    // Congestion avoidance: incr += mss²/incr + mss/16 = 2752 + 774 < 3·mss.
+    input(&mut k, &ack(1, 2, 10), PacketKind::Regular, 20);
+    assert_eq!(k.cwnd(), 2);
+    // Fast retransmit (resend 2): ssthresh = inflight/2, cwnd = ssthresh + 2.
+    let mut k = sender(10, 2, 0);
+    k.set_nodelay(-1, -1, -1, 0);
+    let mut d = ack(8, 0, 0);
+    d.extend(ack(9, 0, 0));
+    input(&mut k, &d, PacketKind::Regular, 5);
+    assert_eq!((k.ssthresh(), k.cwnd()), (5, 7));
+    // Timeout: ssthresh = effective window / 2 (floor 2), cwnd 1.
+    flush(&mut k, FlushKind::Full, 10_000);
+    assert_eq!((k.ssthresh(), k.cwnd()), (3, 1));
+}
+
+#[test]
+fn early_retransmit_with_resend_0_wraps_cwnd_to_ssthresh_minus_1() {
+    let mut k = sender(10, 0, 0);
+    k.set_nodelay(-1, -1, -1, 0);
+    input(&mut k, &ack(9, 0, 0), PacketKind::Regular, 5);
+    assert_eq!(k.stats().early_retrans_segs, 9);
+    // ssthresh = 10 / 2; cwnd = 5 + 0xFFFFFFFF = 4 in u32 arithmetic.
+    assert_eq!((k.ssthresh(), k.cwnd()), (5, 4));
+}
+
+#[test]
+fn send_limits_and_modes() {
+    let mut k = Kcp::new(CONV);
+    assert!(matches!(k.send(&[]), Err(Error::EmptyMessage)));
+    let mss = k.mss();
+    k.send(&vec![0; 255 * mss]).unwrap();
+    assert!(matches!(
+        k.send(&vec![0; 255 * mss + 1]),
+        Err(Error::MessageTooLarge {
+            fragments: 256,
+            max: 255,
+            ..
+        })
+    ));
+    assert_eq!(k.wait_snd(), 255);
+    // Message mode: frg counts down.
+    let mut k = Kcp::new(CONV);
+    k.set_nodelay(0, 100, 0, 1);
+    k.send(&vec![1; mss * 2 + 1]).unwrap();
+    let frg: Vec<_> = flush(&mut k, FlushKind::Full, 0)
+        .0
+        .iter()
+        .map(|h| h.frg)
+        .collect();
+    assert_eq!(frg, vec![2, 1, 0]);
+    // Stream mode tops up the last queued segment.
+    let mut k = Kcp::new(CONV);
+    k.set_stream_mode(true);
+    k.send(&[1; 10]).unwrap();
+    k.send(&vec![2; mss]).unwrap();
+    assert_eq!(k.wait_snd(), 2);
+    k.set_nodelay(0, 100, 0, 1);
+    let lens: Vec<_> = flush(&mut k, FlushKind::Full, 0)
+        .0
+        .iter()
+        .map(|h| (h.frg, h.len))
+        .collect();
+    assert_eq!(lens, vec![(0, mss as u32), (0, 10)]);
+}
+
+#[test]
+fn recv_messages_and_buffer_too_small() {
+    let mut tx = Kcp::new(CONV);
+    tx.set_nodelay(0, 100, 0, 1);
+    let mut rx = Kcp::new(CONV);
+    let mss = tx.mss();
+    let msg: Vec<u8> = (0..mss * 3).map(|i| i as u8).collect();
+    tx.send(&msg).unwrap();
+    tx.send(b"second").unwrap();
+    let mut wire = Vec::new();
+    tx.flush(FlushKind::Full, 0, &mut |b: &[u8]| wire.push(b.to_vec()));
+    // Deliver in reverse: nothing is readable until the first message is whole.
+    for (i, d) in wire.iter().rev().enumerate() {
+        if i + 1 < wire.len() {
+            rx.input(d, PacketKind::Regular, false, 1, &mut |_: &[u8]| {})
+                .unwrap();
+            assert_eq!(rx.peek_size(), None);
+        } else {
+            rx.input(d, PacketKind::Regular, false, 1, &mut |_: &[u8]| {})
+                .unwrap();
+        }
+    }
+    assert_eq!(rx.peek_size(), Some(msg.len()));
+    let mut small = vec![0; msg.len() - 1];
+    assert!(matches!(
+        rx.recv(&mut small),
+        Err(Error::BufferTooSmall { need, have }) if need == msg.len() && have == msg.len() - 1
+    ));
+    let mut buf = vec![0; 1 << 20];
+    assert_eq!(rx.recv(&mut buf).unwrap(), Some(msg.len()));
+    assert_eq!(&buf[..msg.len()], &msg[..]);
+    assert_eq!(rx.recv(&mut buf).unwrap(), Some(6));
+    assert_eq!(&buf[..6], b"second");
+    assert_eq!(rx.recv(&mut buf).unwrap(), None);
+}
+
+#[test]
+fn input_errors_keep_earlier_segments() {
+    let mut k = Kcp::new(CONV);
+    let mut sink = |_: &[u8]| {};
+    assert!(matches!(
+        k.input(&[0; 23], PacketKind::Regular, false, 0, &mut sink),
+        Err(Error::Truncated(_))
+    ));
+    // A good PUSH, then a segment of another conversation.
+    let mut d = push(0, 0, 0);
+    let mut other = push(1, 0, 0);
+    other[0] ^= 1;
+    d.extend(other);
+    let e = k
+        .input(&d, PacketKind::Regular, false, 0, &mut sink)
+        .unwrap_err();
+    assert!(matches!(e, Error::ConvMismatch { expected: CONV, got } if got == CONV ^ 1));
+    assert_eq!(k.rcv_nxt(), 1, "the first segment was applied");
+    assert_eq!(
+        k.stats().in_segs,
+        0,
+        "kcp-go counts InSegs only for whole datagrams"
+    );
+    // Declared length beyond the datagram.
+    let mut d = push(1, 0, 0);
+    d[20] = 200;
+    assert!(matches!(
+        k.input(&d, PacketKind::Regular, false, 0, &mut sink),
+        Err(Error::Truncated(_))
+    ));
+    // Unknown command.
+    let d = seg(85, 1, 0, 0, 32, &[]);
+    assert!(matches!(
+        k.input(&d, PacketKind::Regular, false, 0, &mut sink),
+        Err(Error::Malformed(_))
+    ));
+    // A trailing fragment shorter than a header is ignored.
+    let mut d = push(1, 0, 0);
+    d.extend([9; 23]);
+    k.input(&d, PacketKind::Regular, false, 0, &mut sink)
+        .unwrap();
+    assert_eq!((k.rcv_nxt(), k.stats().in_segs), (2, 1));
+}
+
+#[test]
+fn repeat_segments_counted_for_regular_packets_only() {
+    let mut k = Kcp::new(CONV);
+    let mut sink = |_: &[u8]| {};
+    k.input(&push(0, 0, 0), PacketKind::Regular, false, 0, &mut sink)
+        .unwrap();
+    k.input(&push(0, 0, 0), PacketKind::Recovered, false, 0, &mut sink)
+        .unwrap();
+    assert_eq!(k.stats().repeat_segs, 0);
+    k.input(&push(0, 0, 0), PacketKind::Regular, false, 0, &mut sink)
+        .unwrap();
+    // Beyond the receive window: also a repeat, and not acknowledged.
+    k.input(&push(1000, 0, 0), PacketKind::Regular, false, 0, &mut sink)
+        .unwrap();
+    assert_eq!(k.stats().repeat_segs, 2);
+    assert_eq!(k.pending_acks(), 3);
+}
+
+#[test]
+fn packing_respects_mtu() {
+    let mut k = Kcp::new(CONV);
+    k.set_mtu(100).unwrap(); // mss 76
+    k.set_nodelay(0, 100, 0, 1);
+    for _ in 0..5 {
+        k.send(&[7; 26]).unwrap(); // 50 bytes on the wire each: two per datagram
+    }
+    let mut out = Vec::new();
+    k.flush(FlushKind::Full, 0, &mut |b: &[u8]| out.push(b.len()));
+    assert_eq!(out, vec![100, 100, 50]);
+}
+
+#[test]
+fn dead_link_after_20_transmissions() {
+    let mut k = Kcp::new(CONV);
+    k.set_nodelay(1, 10, 0, 1);
+    k.send(b"lost").unwrap();
+    let mut now = 0;
+    for i in 1..=20 {
+        flush(&mut k, FlushKind::Full, now);
+        assert_eq!(k.max_xmit(), i);
+        assert_eq!(k.is_dead_link(), i >= 20);
+        now += 1_000_000;
+    }
+}
+
+#[test]
+fn next_deadline_is_none_only_when_idle() {
+    let mut tx = Kcp::new(CONV);
+    tx.set_nodelay(0, 100, 0, 1);
+    let mut rx = Kcp::new(CONV);
+    assert_eq!(tx.next_deadline(5), None);
+    tx.send(b"hi").unwrap();
+    assert_eq!(tx.next_deadline(5), Some(5), "first tick is due now");
+    let mut wire = Vec::new();
+    tx.update(5, &mut |b: &[u8]| wire.push(b.to_vec()));
+    assert_eq!(tx.next_deadline(6), Some(105), "then one interval later");
+    let mut back = Vec::new();
+    rx.input(&wire[0], PacketKind::Regular, false, 10, &mut |_: &[u8]| {})
+        .unwrap();
+    assert!(rx.next_deadline(10).is_some(), "an ACK is pending");
+    rx.update(10, &mut |b: &[u8]| back.push(b.to_vec()));
+    assert_eq!(rx.next_deadline(11), None);
+    tx.input(&back[0], PacketKind::Regular, false, 20, &mut |_: &[u8]| {})
+        .unwrap();
+    assert_eq!(tx.next_deadline(21), None, "all acknowledged");
+}
+
+#[test]
+fn zero_window_blocks_new_data_until_reopened() {
+    let mut k = Kcp::new(CONV);
+    k.set_nodelay(0, 100, 0, 1);
+    input(
+        &mut k,
+        &seg(IKCP_CMD_WINS, 0, 0, 0, 0, &[]),
+        PacketKind::Regular,
+        0,
+    );
+    k.send(b"held").unwrap();
+    assert!(pushes(&flush(&mut k, FlushKind::Full, 0).0).is_empty());
+    let h = input(
+        &mut k,
+        &seg(IKCP_CMD_WINS, 0, 0, 0, 4, &[]),
+        PacketKind::Regular,
+        1,
+    );
+    assert!(h.is_empty(), "a window update alone does not flush");
+    assert_eq!(pushes(&flush(&mut k, FlushKind::Full, 2).0), vec![0]);
+}
