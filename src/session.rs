@@ -1,7 +1,7 @@
 //! The async session: a reliable, ordered byte stream (or message channel)
 //! over UDP, speaking kcp-go's wire format.
 //!
-//! Shape (design.md, "Runtime shape that scales"): one [`State`] per session
+//! Shape (design.md, "Runtime shape that scales"): one `State` per session
 //! behind a mutex that is never held across an `.await`, shared by the
 //! user's handle and one driver task. Wakers connect them, not channels:
 //! `poll_read` parks its waker in the state and input that makes data

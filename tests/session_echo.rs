@@ -69,14 +69,74 @@ async fn one_byte_plain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_mib_aes_no_fec() {
-    let t = std::time::Instant::now();
     echo_case("aes", (0, 0), StreamMode::Stream, 16 << 20, 2).await;
-    eprintln!("16 MiB aes echo: {:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ciphers_no_fec() {
+async fn sixteen_mib_aes_gcm_with_fec() {
+    echo_case("aes-128-gcm", (10, 3), StreamMode::Stream, 16 << 20, 3).await;
+}
+
+/// Sizes from 1 byte to 4 MiB, around the mss and FEC group boundaries.
+const SIZES: &[usize] = &[
+    1,
+    23,
+    1297,
+    1298,
+    1299,
+    4096,
+    13 * 1298,
+    65_536,
+    100_003,
+    1 << 20,
+    4 << 20,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cipher_with_and_without_fec() {
+    let mut cases = Vec::new();
     for (i, c) in CIPHERS.iter().enumerate() {
-        echo_case(c, (0, 0), StreamMode::Message, 1000 + i * 7919, i as u64).await;
+        for (j, fec) in [(0, 0), (10, 3)].into_iter().enumerate() {
+            let size = SIZES[(i * 2 + j) % SIZES.len()];
+            let mode = if (i + j) % 2 == 0 {
+                StreamMode::Stream
+            } else {
+                StreamMode::Message
+            };
+            cases.push(tokio::spawn(echo_case(
+                c,
+                fec,
+                mode,
+                size,
+                (i * 2 + j) as u64,
+            )));
+        }
+    }
+    for c in cases {
+        c.await.expect("echo case");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_gcm_192_and_256_keys_and_odd_fec() {
+    for (n, fec) in [(24usize, (3, 2)), (32, (1, 1))] {
+        let key = kcp_session::crypt::Crypt::kcptun_key("gcm");
+        let cfg = Config::builder()
+            .cipher(kcp_session::crypt::CipherKind::AesGcm, &key[..n])
+            .fec(fec.0, fec.1)
+            .mode(Mode::Fast2)
+            .build()
+            .unwrap();
+        let server = echo_server(&cfg).await;
+        let s = Session::dial(server.addr, &cfg).await.unwrap();
+        let data = Arc::new(pattern(n as u64, 300_000));
+        let (got, stats) = bounded(
+            Duration::from_secs(30),
+            "gcm",
+            echo_round_trip(s, data.clone()),
+        )
+        .await;
+        assert!(got == *data);
+        assert_eq!(stats.in_csum_errors, 0);
     }
 }

@@ -177,10 +177,9 @@ async fn front_loop(
     loop {
         let held_any = clients.values().any(|(_, l)| l.held.is_some());
         let r = if held_any {
-            match tokio::time::timeout(HOLD, front.recv_from(&mut buf)).await {
-                Ok(r) => Some(r),
-                Err(_) => None,
-            }
+            tokio::time::timeout(HOLD, front.recv_from(&mut buf))
+                .await
+                .ok()
         } else {
             Some(front.recv_from(&mut buf).await)
         };
@@ -195,6 +194,7 @@ async fn front_loop(
             continue;
         };
         let Ok((n, from)) = r else { continue };
+        #[allow(clippy::map_entry)] // the insert needs an await first
         if !clients.contains_key(&from) {
             let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else {
                 continue;
@@ -223,10 +223,9 @@ async fn back_loop(up: Arc<UdpSocket>, front: Arc<UdpSocket>, client: SocketAddr
     let mut out = Vec::new();
     loop {
         let r = if lane.held.is_some() {
-            match tokio::time::timeout(HOLD, up.recv_from(&mut buf)).await {
-                Ok(r) => Some(r),
-                Err(_) => None,
-            }
+            tokio::time::timeout(HOLD, up.recv_from(&mut buf))
+                .await
+                .ok()
         } else {
             Some(up.recv_from(&mut buf).await)
         };
