@@ -19,7 +19,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -306,6 +306,9 @@ pub(crate) struct Shared {
     pub(crate) listener: Option<Weak<ListenerShared>>,
     /// Counted in `CurrEstab` (a listener builds candidates it may discard).
     opened: AtomicBool,
+    /// Times the driver task was polled (observability: an idle session must
+    /// not be woken at all).
+    wakeups: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -484,6 +487,7 @@ impl Session {
             origin,
             listener,
             opened: AtomicBool::new(false),
+            wakeups: AtomicU64::new(0),
             state: Mutex::new(state),
         });
         let driver = Driver::new(shared.clone(), sealer, origin, config.crypt().clone());
@@ -569,6 +573,12 @@ impl Session {
     /// This session's counters (kcp-go names; §6.5).
     pub fn stats(&self) -> Snmp {
         self.shared.lock().snapshot()
+    }
+    /// How many times this session's driver task has run. An idle session
+    /// (nothing queued, in flight or to acknowledge) arms no timer, so this
+    /// stops growing; useful to check that in tests and diagnostics.
+    pub fn driver_wakeups(&self) -> u64 {
+        self.shared.wakeups.load(Ordering::Relaxed)
     }
     /// Whether the session has ended (closed locally or by an error).
     pub fn is_closed(&self) -> bool {
@@ -1277,6 +1287,7 @@ impl Driver {
     }
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.wakeups.fetch_add(1, Ordering::Relaxed);
         for _ in 0..DRIVER_BUDGET {
             let mut fatal: Option<Fate> = None;
             let got = match self.poll_socket(cx) {
