@@ -334,6 +334,7 @@ impl Shared {
             st.fate = Some(fate);
             st.wake_io();
             st.wake_driver();
+            st.publish();
         }
         if self.opened.swap(false, Ordering::AcqRel) {
             stats::session_closed();
