@@ -21,7 +21,7 @@ fn base() -> kcp_session::ConfigBuilder {
 async fn rate_limit_paces_the_sender() {
     let cfg = base().build().unwrap();
     let server = echo_server(&cfg).await;
-    let mut s = Session::dial(server.addr, &cfg).await.unwrap();
+    let s = Session::dial(server.addr, &cfg).await.unwrap();
     // kcp-go's bucket: burst 64 * 1500 = 96000 bytes, then `rate` bytes/s.
     s.set_rate_limit(200_000);
     let data = vec![1u8; 300_000];
