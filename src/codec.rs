@@ -190,14 +190,18 @@ impl Output for KcpSink<'_> {
 /// The send direction: FEC encoding and sealing.
 pub struct Sealer {
     crypt: Crypt,
+    /// Created on the first datagram: an encoder holds tens of KB of shard
+    /// buffers, which a session that never sends should not pay for.
     fec: Option<FecEncoder>,
+    /// `(data, parity)` when FEC is on.
+    shards: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
             .field("crypt", &self.crypt.kind())
-            .field("fec", &self.fec.is_some())
+            .field("fec", &self.shards)
             .finish()
     }
 }
@@ -205,23 +209,34 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// FEC is on when both shard counts are non-zero (§4.1).
     pub fn new(crypt: Crypt, data_shards: usize, parity_shards: usize) -> Result<Sealer> {
-        let fec = if data_shards > 0 && parity_shards > 0 {
-            Some(FecEncoder::new(data_shards, parity_shards)?)
+        let shards = if data_shards > 0 && parity_shards > 0 {
+            // Build the encoder when first used; reject what it would refuse.
+            if data_shards + parity_shards > crate::config::MAX_FEC_SHARDS {
+                return Err(Error::InvalidConfig(format!(
+                    "FEC {data_shards}+{parity_shards} exceeds {} shards",
+                    crate::config::MAX_FEC_SHARDS
+                )));
+            }
+            Some((data_shards, parity_shards))
         } else {
             None
         };
-        Ok(Sealer { crypt, fec })
+        Ok(Sealer {
+            crypt,
+            fec: None,
+            shards,
+        })
     }
 
     /// Whether OOB can be sent (kcp-go requires a local FEC encoder).
     pub fn has_fec(&self) -> bool {
-        self.fec.is_some()
+        self.shards.is_some()
     }
 
     /// Header room in front of the KCP bytes (§1.2).
     pub fn header_len(&self) -> usize {
         self.crypt.header_len()
-            + if self.fec.is_some() {
+            + if self.shards.is_some() {
                 FEC_HEADER_SIZE_PLUS2
             } else {
                 0
@@ -242,6 +257,9 @@ impl Sealer {
         let mut p = item.packet;
         let payload_len = p.len().saturating_sub(self.header_len());
         let mut parity = 0;
+        if let (None, Some((d, p))) = (&self.fec, self.shards) {
+            self.fec = FecEncoder::new(d, p).ok();
+        }
         let plain_len = match (&mut self.fec, item.kind) {
             (Some(fec), OutKind::Kcp) => {
                 match fec.encode(&mut p.buf_mut()[ch..], payload_len, now_ms) {
@@ -264,6 +282,13 @@ impl Sealer {
                         return;
                     }
                 }
+            }
+            (None, _) if self.shards.is_some() => {
+                // Cannot happen with validated shard counts; never send a
+                // datagram without the FEC header the peer expects.
+                c.fec_errs += 1;
+                pool.put(p);
+                return;
             }
             (None, _) => payload_len,
         };
@@ -313,7 +338,10 @@ pub struct InputReport {
 
 /// The receive direction of one session: demultiplexing and FEC decoding.
 pub struct Receiver {
+    /// Created on the first FEC datagram (decoders are large).
     fec: Option<FecDecoder>,
+    /// Local `(data, parity)`, or (1, 1) when FEC is off locally (§4.3).
+    shards: (usize, usize),
 }
 
 impl std::fmt::Debug for Receiver {
@@ -325,15 +353,16 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
-    /// A decoder with the local shard counts when FEC is on locally; otherwise
-    /// one is created as (1,1) on the first FEC datagram (§4.3).
+    /// The decoder is created on the first FEC datagram: with the local
+    /// shard counts when FEC is on locally, else as kcp-go's lazy (1,1)
+    /// decoder that auto-tune then adjusts (§4.3).
     pub fn new(data_shards: usize, parity_shards: usize) -> Receiver {
-        let fec = if data_shards > 0 && parity_shards > 0 {
-            FecDecoder::new(data_shards, parity_shards).ok()
+        let shards = if data_shards > 0 && parity_shards > 0 {
+            (data_shards, parity_shards)
         } else {
-            None
+            (1, 1)
         };
-        Receiver { fec }
+        Receiver { fec: None, shards }
     }
 
     /// The decoder, if one exists yet.
@@ -369,7 +398,7 @@ impl Receiver {
                     return rep;
                 }
                 if self.fec.is_none() {
-                    self.fec = FecDecoder::new(1, 1).ok();
+                    self.fec = FecDecoder::new(self.shards.0, self.shards.1).ok();
                 }
                 let Some(dec) = self.fec.as_mut() else {
                     c.in_errs += 1;

@@ -1403,6 +1403,12 @@ impl Driver {
                 }
             } else {
                 self.timer_at = None;
+                if self.out.is_empty() {
+                    // Idle: hand cached buffers back to the shared pool so
+                    // thousands of idle sessions hold none.
+                    self.pool.release();
+                    self.shared.lock().pool.release();
+                }
             }
             if !fired && got == 0 {
                 return Poll::Pending;
