@@ -214,6 +214,7 @@ func TestFecVectors(t *testing.T) {
 		{"fec_encoder.json", "encoder", "fecEncoder.encode (newFECEncoder(d, p, 0)); output[i] = data packet then parity packets; now_ms: logical clock (pauses are real 600 ms sleeps)"},
 		{"fec_decoder.json", "decoder", "fecDecoder.decode (newFECDecoder(d, p)) plus the session's r[2:size] filter; stats = DefaultSnmp after the case"},
 		{"fec_autotune.json", "autotune", "autoTune.Sample then [FindPeriod(true), FindPeriod(false)] after every sample"},
+		{"fec_oob.json", "oob", "fecEncoder.encodeOOB on [8 bytes room | conv | payload], interleaved with data packets"},
 	} {
 		raw, ok := parts[p.key]
 		if !ok {
