@@ -164,6 +164,8 @@ impl ReedSolomon {
     /// shards are overwritten; missing parity shards are left alone. Returns
     /// how many data shards were rebuilt. Fails (`Error::InvalidConfig`) when
     /// fewer than `data` shards are present or `present` has the wrong length.
+    /// (This convenience form allocates small scratch per call; the FEC
+    /// decoder uses an allocation-free internal path.)
     pub fn reconstruct_data(
         &mut self,
         shards: &mut [u8],
