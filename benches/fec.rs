@@ -3,7 +3,9 @@
 //! 1500 are measured here).
 //!
 //! Run: `cargo bench --bench fec`; `FEC_MIN_BATCH=1 cargo bench --bench fec`
-//! prints the minimum-over-batches timings used for the Go comparison.
+//! prints the minimum-over-batches timings used for the Go comparison, and
+//! `cd interop && FEC_MIN_BATCH=1 go test -v -run TestFecGoSpeed ./vectors/`
+//! the same for kcp-go (in a temporary in-package copy).
 //!
 //! Measured 2026-11-22 on the 2-core build machine (Xeon with AVX-512 and
 //! GFNI, heavily shared), min over 1500 batches, same loop bodies as kcp-go's
@@ -12,7 +14,7 @@
 //! | operation                          | kcp-go v5.6.72 | kcp-session | ratio |
 //! |------------------------------------|----------------|-------------|-------|
 //! | FEC encode, ns/packet              | 145            | 77          | 1.9x  |
-//! | FEC decode (1/13 lost), ns/packet  | 318            | 46          | 6.9x  |
+//! | FEC decode (1/13 lost), ns/packet  | 269-318        | 46          | 6-7x  |
 //! | RS encode 10+3 x 1392 B, ns/group  | 616            | 363         | 1.7x  |
 //! | RS reconstruct, 1 lost, ns/group   | 378            | 294         | 1.3x  |
 
@@ -149,8 +151,8 @@ fn bench_rs(c: &mut Criterion) {
 /// byte zeroed packets; decode drops `rand % 13 == 0` and counts the dropped
 /// iterations as operations too), timed as the minimum over many batches so
 /// a loaded machine does not skew the comparison. Run with
-/// `FEC_MIN_BATCH=1 cargo bench --bench fec`; kcp-go's counterpart is the
-/// same loop in a Go test (see the report in the fec branch history).
+/// `FEC_MIN_BATCH=1 cargo bench --bench fec`; kcp-go's counterpart is
+/// `cd interop && FEC_MIN_BATCH=1 go test -v -run TestFecGoSpeed ./vectors/`.
 fn min_batch_report() {
     use std::time::{Duration, Instant};
     const BATCH: usize = 2000;
