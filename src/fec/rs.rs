@@ -34,7 +34,7 @@ struct CacheEntry {
 /// Shards live in flat buffers; all shards of one operation have the same
 /// length. Reconstruction caches the inverted matrices it computes, so steady
 /// loss patterns cost no matrix inversion.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReedSolomon {
     data: usize,
     parity: usize,
@@ -47,6 +47,15 @@ pub struct ReedSolomon {
     inv_scratch: InvertScratch,
     missing: Vec<usize>,
     offs: Vec<usize>,
+}
+
+impl std::fmt::Debug for ReedSolomon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReedSolomon")
+            .field("data_shards", &self.data)
+            .field("parity_shards", &self.parity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReedSolomon {
