@@ -159,6 +159,8 @@ pub enum KernelPath {
     Avx512Gfni,
     /// AVX2 with GFNI affine multiplication (VEX encoded), 32 bytes per step.
     Avx2Gfni,
+    /// AVX-512 (F + BW) split-nibble VPSHUFB, 64 bytes per step.
+    Avx512,
     /// AVX2 split-nibble VPSHUFB, 32 bytes per step.
     Avx2,
     /// SSSE3 split-nibble PSHUFB, 16 bytes per step.
@@ -183,6 +185,11 @@ impl KernelPath {
                 && std::arch::is_x86_feature_detected!("gfni")
             {
                 v.push(KernelPath::Avx2Gfni);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                v.push(KernelPath::Avx512);
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 v.push(KernelPath::Avx2);
@@ -298,6 +305,11 @@ fn dispatch<const ACC: bool>(
             unsafe { x86::avx2_gfni::kernel::<ACC>(coefs, src, src_offs, dst, dst_offs, len) }
         }
         #[cfg(target_arch = "x86_64")]
+        KernelPath::Avx512 if x86::has_avx512() => {
+            // SAFETY: as above.
+            unsafe { x86::avx512::kernel::<ACC>(coefs, src, src_offs, dst, dst_offs, len) }
+        }
+        #[cfg(target_arch = "x86_64")]
         KernelPath::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
             // SAFETY: as above.
             unsafe { x86::avx2::kernel::<ACC>(coefs, src, src_offs, dst, dst_offs, len) }
@@ -398,6 +410,11 @@ mod x86 {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("gfni")
+    }
+
+    pub(super) fn has_avx512() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
     }
 
     pub(super) fn has_avx2_gfni() -> bool {
@@ -626,6 +643,50 @@ mod x86 {
                 x,
                 _mm256_set1_epi64x(AFFINE_TABLES[c as usize] as i64)
             ),
+            tail = scalar_tail,
+        }
+    }
+
+    pub(super) mod avx512 {
+        use std::arch::x86_64::*;
+
+        use super::super::NIBBLE_TABLES;
+        use super::scalar_tail;
+
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn nibbles(x: __m512i) -> (__m512i, __m512i) {
+            let mask = _mm512_set1_epi8(0x0f);
+            (
+                _mm512_and_si512(x, mask),
+                _mm512_and_si512(_mm512_srli_epi64::<4>(x), mask),
+            )
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn mul_nibbles(c: u8, lo: __m512i, hi: __m512i) -> __m512i {
+            let t = &NIBBLE_TABLES[c as usize];
+            // SAFETY: t is 32 bytes; each 16-byte half is read in bounds.
+            // VPSHUFB looks up within each 128-bit lane, so the table is
+            // repeated in all four lanes.
+            let (tl, th) = unsafe {
+                (
+                    _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr().cast())),
+                    _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr().add(16).cast())),
+                )
+            };
+            _mm512_xor_si512(_mm512_shuffle_epi8(tl, lo), _mm512_shuffle_epi8(th, hi))
+        }
+
+        simd_kernel! {
+            features = "avx512f,avx512bw",
+            width = 64,
+            vec = __m512i,
+            zero = _mm512_setzero_si512(),
+            load = |p| _mm512_loadu_si512(p.cast()),
+            store = |p, v| _mm512_storeu_si512(p.cast(), v),
+            xor = |a, b| _mm512_xor_si512(a, b),
+            prep = |x| nibbles(x),
+            mul = |c, x| mul_nibbles(c, x.0, x.1),
             tail = scalar_tail,
         }
     }
