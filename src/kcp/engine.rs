@@ -847,7 +847,7 @@ impl Kcp {
                 }
                 seg.resendts = now.wrapping_add(seg.rto);
                 seg.due = clock + i64::from(seg.rto);
-                seg.xmit += 1;
+                seg.xmit = seg.xmit.wrapping_add(1);
                 seg.ts = now;
                 seg.ts_key = clock;
                 if seg.xmit >= self.dead_link {
