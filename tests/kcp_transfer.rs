@@ -94,17 +94,24 @@ fn no_loss_no_retransmission_on_a_clean_link() {
 
 #[test]
 fn windows_of_1_32_1024_32768() {
-    for (wnd, bytes) in [
-        (1u32, 64 * 1024),
-        (32, MIB),
-        (1024, 4 * MIB),
-        (32768, 16 * MIB),
+    // With mtu 300 (276-byte segments) 16 MiB is ~61K segments, so even the
+    // 32768-segment window fills up.
+    for (wnd, bytes, mtu) in [
+        (1u32, 64 * 1024, 1400),
+        (32, MIB, 1400),
+        (1024, 4 * MIB, 1400),
+        (32768, 16 * MIB, 300),
     ] {
         for loss in [0.0, 0.1] {
             let mut cfg = TransferConfig::new(bytes, loss, u64::from(wnd));
             cfg.window = (wnd, wnd);
+            cfg.mtu = mtu;
             let r = run_transfer(&cfg).unwrap_or_else(|e| panic!("window {wnd}, loss {loss}: {e}"));
             assert_eq!(r.bytes, bytes);
+            if wnd == 32768 {
+                // More segments than the window: it was filled.
+                assert!(r.receiver.in_segs > 32768, "{r:?}");
+            }
         }
     }
 }
