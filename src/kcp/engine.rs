@@ -36,7 +36,7 @@
 //! (other ACK timestamps take an exact slow path).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use super::bits::RingBits;
 use super::segment::SegmentHeader;
@@ -50,6 +50,9 @@ const NEAR: i32 = 1 << 30;
 const POOL_MAX: usize = 512;
 /// Smallest ring capacity of the send-buffer index.
 const MIN_RING: u32 = 128;
+/// Receive-buffer slots kept as a dense ring; a peer that respects our
+/// advertised window (a u16) never sends further ahead.
+const RCV_DENSE: usize = 1 << 16;
 
 #[inline]
 fn itimediff(later: u32, earlier: u32) -> i32 {
@@ -133,6 +136,12 @@ pub struct Kcp {
     snd_buf: VecDeque<SndSeg>,
     /// Out-of-order segments, indexed by `sn - rcv_nxt`.
     rcv_buf: VecDeque<Option<RcvSeg>>,
+    /// Segments `RCV_DENSE` or more ahead of `rcv_nxt` (only a peer that
+    /// ignores our advertised window, which is at most 65535, sends these),
+    /// keyed by unwrapped sn so memory follows the data actually held.
+    rcv_far: BTreeMap<u64, RcvSeg>,
+    /// `rcv_nxt` without wrapping.
+    rcv_nxt_u: u64,
     acklist: Vec<AckItem>,
 
     buffer: Vec<u8>,
@@ -198,6 +207,8 @@ impl Kcp {
             rcv_queue: VecDeque::new(),
             snd_buf: VecDeque::new(),
             rcv_buf: VecDeque::new(),
+            rcv_far: BTreeMap::new(),
+            rcv_nxt_u: 0,
             acklist: Vec::new(),
             buffer: Vec::with_capacity(IKCP_MTU_DEF),
             pool: Vec::new(),
@@ -271,12 +282,14 @@ impl Kcp {
         }
     }
 
-    /// kcp-go `SetMtu`: the largest datagram the engine emits; must exceed 24.
-    /// Segments already queued keep their size.
+    /// kcp-go `SetMtu`: the largest datagram the engine emits, in 25..=65535
+    /// (kcp-go has no upper bound here, but no datagram can exceed 64 KiB and
+    /// its session clamps to 1500). Segments already queued keep their size.
     pub fn set_mtu(&mut self, mtu: usize) -> Result<()> {
-        if mtu <= IKCP_OVERHEAD {
+        if mtu <= IKCP_OVERHEAD || mtu > IKCP_MTU_MAX {
             return Err(Error::InvalidConfig(format!(
-                "KCP mtu {mtu} must be larger than {IKCP_OVERHEAD}"
+                "KCP mtu {mtu} must be in {}..={IKCP_MTU_MAX}",
+                IKCP_OVERHEAD + 1
             )));
         }
         self.mtu = mtu;
@@ -329,7 +342,7 @@ impl Kcp {
 
     /// Out-of-order segments held (at most one per sn within the receive window).
     pub fn rcv_buf_len(&self) -> usize {
-        self.rcv_buf.iter().filter(|s| s.is_some()).count()
+        self.rcv_buf.iter().filter(|s| s.is_some()).count() + self.rcv_far.len()
     }
 
     /// ACKs waiting for the next flush.
@@ -983,7 +996,7 @@ impl Kcp {
     }
 
     fn ack_limit(&self) -> usize {
-        (2 * self.rcv_wnd as usize)
+        (2 * (self.rcv_wnd as usize).min(RCV_DENSE))
             .max(2 * self.mtu / IKCP_OVERHEAD)
             .max(1024)
     }
@@ -1122,6 +1135,16 @@ impl Kcp {
             return true;
         }
         let idx = sn.wrapping_sub(self.rcv_nxt) as usize;
+        if idx >= RCV_DENSE {
+            let key = self.rcv_nxt_u + idx as u64;
+            if self.rcv_far.contains_key(&key) {
+                return true;
+            }
+            let mut buf = self.get_buf();
+            buf.extend_from_slice(data);
+            self.rcv_far.insert(key, RcvSeg { frg, data: buf });
+            return false;
+        }
         if idx >= self.rcv_buf.len() {
             self.rcv_buf.resize_with(idx + 1, || None);
         }
@@ -1141,12 +1164,30 @@ impl Kcp {
     }
 
     fn move_rcv_buf(&mut self) {
-        while matches!(self.rcv_buf.front(), Some(Some(_)))
-            && self.rcv_queue.len() < self.rcv_wnd as usize
-        {
+        loop {
+            // Far segments that are now within the dense range move in.
+            while let Some(entry) = self.rcv_far.first_entry() {
+                let idx = (*entry.key() - self.rcv_nxt_u) as usize;
+                if idx >= RCV_DENSE {
+                    break;
+                }
+                let seg = entry.remove();
+                if idx >= self.rcv_buf.len() {
+                    self.rcv_buf.resize_with(idx + 1, || None);
+                }
+                if let Some(slot) = self.rcv_buf.get_mut(idx) {
+                    *slot = Some(seg);
+                }
+            }
+            if !matches!(self.rcv_buf.front(), Some(Some(_)))
+                || self.rcv_queue.len() >= self.rcv_wnd as usize
+            {
+                break;
+            }
             if let Some(Some(seg)) = self.rcv_buf.pop_front() {
                 self.rcv_queue.push_back(seg);
                 self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+                self.rcv_nxt_u += 1;
             }
         }
     }

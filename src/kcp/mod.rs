@@ -48,6 +48,8 @@ pub const IKCP_WND_SND: u32 = 32;
 pub const IKCP_WND_RCV: u32 = 32;
 /// Default MTU of the KCP layer (bytes).
 pub const IKCP_MTU_DEF: usize = 1400;
+/// Largest MTU [`Kcp::set_mtu`] accepts (not a kcp-go constant).
+pub const IKCP_MTU_MAX: usize = 65535;
 
 /// Classic fast-retransmit threshold (not a default in kcp-go; kept for reference).
 pub const IKCP_ACK_FAST: u32 = 3;
