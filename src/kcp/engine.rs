@@ -260,10 +260,11 @@ impl Kcp {
         if resend >= 0 && resend != self.fastresend {
             self.fastresend = resend;
             // Ripeness depends on the threshold. Segments already in R have
-            // not been counted since they ripened; they keep their stored
-            // (lower-bound) count. Changing `resend` mid-transfer while
-            // acknowledged segments linger behind a hole is the one case where
-            // the immediate-flush decision may differ from kcp-go.
+            // not been counted since they ripened: lowering `resend` keeps
+            // them ripe (exact), but raising it mid-transfer while
+            // acknowledged segments linger behind a hole re-evaluates them
+            // from their count at ripening (a lower bound), the one case
+            // where the immediate-flush decision may differ from kcp-go.
             self.reindex(self.ring_mask + 1);
         }
         if nc >= 0 {
@@ -340,7 +341,8 @@ impl Kcp {
         self.rcv_queue.len()
     }
 
-    /// Out-of-order segments held (at most one per sn within the receive window).
+    /// Out-of-order segments held (at most one per sn within the receive
+    /// window; walks the receive buffer).
     pub fn rcv_buf_len(&self) -> usize {
         self.rcv_buf.iter().filter(|s| s.is_some()).count() + self.rcv_far.len()
     }
@@ -422,7 +424,8 @@ impl Kcp {
         self.dead
     }
 
-    /// Highest transmission count among segments still in flight.
+    /// Highest transmission count among segments still in flight (walks the
+    /// send buffer; [`Kcp::is_dead_link`] is the O(1) check).
     pub fn max_xmit(&self) -> u32 {
         self.snd_buf
             .iter()
