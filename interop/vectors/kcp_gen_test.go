@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"testing"
 	"time"
 	"unsafe"
@@ -438,4 +439,46 @@ func TestGenKCPTraces(t *testing.T) {
 		}
 		return all, broken
 	})
+}
+
+// BenchmarkGoAckWithHole is the kcp-go side of the Rust bench
+// `ack_with_hole/N` (benches/kcp.rs): N segments in flight, the first one
+// lost, one ACK datagram per iteration for sn 1..N-1 in turn.
+//
+//	cd interop && go test ./vectors -run XXX -bench GoAckWithHole
+func BenchmarkGoAckWithHole(b *testing.B) {
+	for _, n := range []int{1024, 32768} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			k := kcp.NewKCP(1, func([]byte, int) {})
+			k.NoDelay(1, 10, 2, 1)
+			k.WndSize(n, n)
+			seg := make([]byte, 1376)
+			for i := 0; i < n; i++ {
+				k.Send(seg)
+			}
+			setClock(0)
+			w := make([]byte, 24)
+			le32(w[0:], 1)
+			w[4] = 84
+			w[6], w[7] = 0xff, 0xff
+			k.Input(w, kcp.IKCP_PACKET_REGULAR, false)
+			kcpFlush(k, kcp.IKCP_FLUSH_FULL)
+			if k.WaitSnd() != n {
+				b.Fatal("not all in flight")
+			}
+			setClock(1)
+			ack := make([]byte, 24)
+			le32(ack[0:], 1)
+			ack[4] = 82
+			ack[6], ack[7] = 0xff, 0xff
+			sn := 0
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				sn = sn%(n-1) + 1
+				le32(ack[12:], uint32(sn))
+				setClock(1) // no timeouts, as in the Rust bench
+				k.Input(ack, kcp.IKCP_PACKET_REGULAR, false)
+			}
+		})
+	}
 }

@@ -153,6 +153,8 @@ pub struct Kcp {
     f_bits: RingBits,
     r_bits: RingBits,
     r_min: Vec<i64>,
+    /// Minimum of `r_min` per 64 blocks (4096 positions).
+    r_min2: Vec<i64>,
     r_count: usize,
     rto_heap: BinaryHeap<Reverse<(i64, u32, u32)>>,
     /// Every unacknowledged segment before this sn has been sent.
@@ -217,6 +219,7 @@ impl Kcp {
             f_bits: RingBits::new(MIN_RING),
             r_bits: RingBits::new(MIN_RING),
             r_min: vec![i64::MAX; (MIN_RING / 64) as usize],
+            r_min2: vec![i64::MAX; 1],
             r_count: 0,
             rto_heap: BinaryHeap::new(),
             sent_upto: 0,
@@ -1084,6 +1087,16 @@ impl Kcp {
                 if let Some(m) = self.r_min.get_mut(b) {
                     *m = i64::MAX;
                 }
+                let sb = b / 64;
+                let lo = sb * 64;
+                let hi = (lo + 64).min(self.r_min.len());
+                let m2 = self
+                    .r_min
+                    .get(lo..hi)
+                    .map_or(i64::MAX, |r| r.iter().copied().min().unwrap_or(i64::MAX));
+                if let Some(m) = self.r_min2.get_mut(sb) {
+                    *m = m2;
+                }
             }
         }
     }
@@ -1125,6 +1138,9 @@ impl Kcp {
         self.r_count += 1;
         let b = self.r_bits.block(sn);
         if let Some(m) = self.r_min.get_mut(b) {
+            *m = (*m).min(key);
+        }
+        if let Some(m) = self.r_min2.get_mut(b / 64) {
             *m = (*m).min(key);
         }
     }
@@ -1320,6 +1336,15 @@ impl Kcp {
             while cur < off_a {
                 let sn = una.wrapping_add(cur);
                 let bit = sn & 63;
+                // A whole aligned block (or 64 of them) in range: its members
+                // are all live, since the ring keeps 64 spare slots.
+                if sn & 4095 == 0 && off_a - cur >= 4096 {
+                    if let Some(&m) = self.r_min2.get(self.r_bits.block(sn) / 64) {
+                        run_min = run_min.min(m);
+                    }
+                    cur += 4096;
+                    continue;
+                }
                 if bit == 0 && off_a - cur >= 64 {
                     if let Some(&m) = self.r_min.get(self.r_bits.block(sn)) {
                         run_min = run_min.min(m);
@@ -1363,6 +1388,7 @@ impl Kcp {
         self.f_bits = RingBits::new(cap);
         self.r_bits = RingBits::new(cap);
         self.r_min = vec![i64::MAX; (cap / 64) as usize];
+        self.r_min2 = vec![i64::MAX; (cap / 4096).max(1) as usize];
         self.r_count = 0;
         let una = self.snd_una;
         for i in 0..self.snd_buf.len() {

@@ -904,6 +904,16 @@ mod tests {
     #[ignore]
     fn differential_soak() {
         hostile_seeds(1000..20000);
+        // Windows far beyond 4096 segments (block-of-blocks minima), tiny mtu.
+        for seed in 0..6u64 {
+            let setup = Setup {
+                nd: (1, 10, (seed % 3) as i32, 1),
+                wnd: (9000 + seed as u32 * 1000, 16000),
+                mtu: 60,
+                stream: true,
+            };
+            differential_transfer(seed, 0.05 * seed as f64, &setup, 600_000, 77);
+        }
         for seed in 0..300u64 {
             let mut rng = SmallRng::seed_from_u64(seed);
             let setup = Setup {
