@@ -92,6 +92,15 @@ fn transfer(c: &mut Criterion) {
             b.iter(|| run_transfer(&cfg).unwrap())
         });
     }
+    // 61K segments of 276 bytes through a 32768-segment window (issue #338
+    // territory for kcp-go).
+    let mut cfg = TransferConfig::new(bytes, 0.01, 1);
+    cfg.nodelay = (1, 10, 2, 1);
+    cfg.window = (32768, 32768);
+    cfg.mtu = 300;
+    g.bench_function("16MiB_wnd32768_mtu300_loss1", |b| {
+        b.iter(|| run_transfer(&cfg).unwrap())
+    });
     g.finish();
 }
 
