@@ -1,0 +1,143 @@
+package relay
+
+import (
+	"bytes"
+	"net"
+	"testing"
+	"time"
+)
+
+// echoServer answers every datagram with the same bytes.
+func echoServer(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.WriteToUDP(buf[:n], from)
+		}
+	}()
+	return c
+}
+
+func TestRelayForwardsBothWaysAndCounts(t *testing.T) {
+	srv := echoServer(t)
+	r, err := New(Config{Upstream: srv.LocalAddr().(*net.UDPAddr), Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cl, err := net.DialUDP("udp", nil, r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	buf := make([]byte, 2048)
+	for i := 0; i < 20; i++ {
+		msg := []byte{byte(i), 1, 2, 3}
+		if _, err := cl.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		_ = cl.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err := cl.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("datagram %d: got %x want %x", i, buf[:n], msg)
+		}
+	}
+	for _, d := range []Direction{ClientToServer, ServerToClient} {
+		if s := r.Stats(d); s.Received != 20 || s.Forwarded != 20 || s.Dropped != 0 || s.MaxSize != 4 {
+			t.Errorf("%v: %v, want 20 received and forwarded, max size 4", d, s)
+		}
+	}
+}
+
+// sendMany pushes n datagrams through a relay with the given impairment into
+// a sink that only counts, and returns the relay's client->server counters.
+func sendMany(t *testing.T, imp Impairment, seed int64, n int) (Counters, int) {
+	t.Helper()
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	_ = sink.SetReadBuffer(4 << 20)
+	r, err := New(Config{Upstream: sink.LocalAddr().(*net.UDPAddr), Seed: seed, Up: imp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := net.DialUDP("udp", nil, r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := 0; i < n; i++ {
+		if _, err := cl.Write([]byte{byte(i), byte(i >> 8), 0xee}); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 49 { // stay well inside socket buffers
+			time.Sleep(time.Millisecond)
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	// Wait until every datagram is accounted for, delayed ones included.
+	for time.Now().Before(deadline) {
+		s := r.Stats(ClientToServer)
+		if s.Received == uint64(n) && s.Forwarded == s.Received-s.Dropped+s.Duplicated {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.Close() // waits for delayed sends
+	got := 0
+	buf := make([]byte, 64)
+	for {
+		_ = sink.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := sink.Read(buf); err != nil {
+			break
+		}
+		got++
+	}
+	return r.Stats(ClientToServer), got
+}
+
+func TestRelayImpairmentRatesAndSeed(t *testing.T) {
+	imp := Impairment{Loss: 0.2, Dup: 0.1, Reorder: 0.1, MaxDelay: 5 * time.Millisecond}
+	a, gotA := sendMany(t, imp, 42, 2000)
+	b, _ := sendMany(t, imp, 42, 2000)
+	if a.Received != 2000 {
+		t.Fatalf("relay saw %d of 2000 datagrams", a.Received)
+	}
+	if a != b {
+		t.Errorf("same seed gave different decisions: %v vs %v", a, b)
+	}
+	if a.Dropped < 300 || a.Dropped > 500 {
+		t.Errorf("dropped %d of 2000 at 20%% loss", a.Dropped)
+	}
+	if a.Duplicated < 120 || a.Duplicated > 280 {
+		t.Errorf("duplicated %d of 2000 at 10%%", a.Duplicated)
+	}
+	if a.Reordered < 120 || a.Reordered > 280 {
+		t.Errorf("reordered %d of 2000 at 10%%", a.Reordered)
+	}
+	if want := a.Received - a.Dropped + a.Duplicated; a.Forwarded != want {
+		t.Errorf("forwarded %d, want received-dropped+duplicated = %d", a.Forwarded, want)
+	}
+	if uint64(gotA) != a.Forwarded {
+		t.Errorf("sink got %d datagrams, relay forwarded %d", gotA, a.Forwarded)
+	}
+	c, _ := sendMany(t, imp, 43, 2000)
+	if c == a {
+		t.Errorf("different seeds gave identical decisions: %v", c)
+	}
+}
