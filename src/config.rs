@@ -1,1 +1,792 @@
-//! config (work in progress).
+//! Session and listener configuration: kcp-go's knobs, kcptun's presets.
+//!
+//! A [`Config`] is built with [`Config::builder`] (or taken from a preset such
+//! as [`Config::kcptun`]) and checked by [`ConfigBuilder::build`], which
+//! returns [`Error::InvalidConfig`] for values that cannot work (an mtu too
+//! small for the headers, zero windows, more than 256 FEC shards, ...).
+//!
+//! Defaults are kcp-go's (`DialWithOptions` with no cipher and no FEC):
+//! mtu 1400, windows 32/32, `NoDelay(0, 100, 0, 0)`, message mode, no write
+//! delay, no ack-no-delay (§5.1, §6.3).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::crypt::{CipherKind, Crypt};
+use crate::error::{Error, Result};
+
+/// Largest UDP payload kcp-go reads (`mtuLimit`, §1.9); nothing we send is longer.
+pub const MTU_LIMIT: usize = 1500;
+/// kcp-go's default mtu (`IKCP_MTU_DEF`).
+pub const DEFAULT_MTU: usize = 1400;
+/// kcptun's default mtu (§7.4).
+pub const KCPTUN_MTU: usize = 1350;
+/// kcp-go's default send window (`IKCP_WND_SND`).
+pub const DEFAULT_SND_WND: u32 = 32;
+/// kcp-go's default receive window (`IKCP_WND_RCV`).
+pub const DEFAULT_RCV_WND: u32 = 32;
+/// kcp-go's listener accept backlog (`acceptBacklog`).
+pub const DEFAULT_ACCEPT_BACKLOG: usize = 128;
+/// Reed-Solomon over GF(2^8) cannot have more shards than this (§4.1).
+pub const MAX_FEC_SHARDS: usize = 256;
+/// kcptun's default passphrase (sic, §7.2).
+pub const KCPTUN_DEFAULT_KEY: &str = "it's a secrect";
+
+/// KCP header size; the KCP mtu must leave room for at least one payload byte.
+const IKCP_OVERHEAD: usize = 24;
+/// `NoDelay` clamps the interval to this range (§5.1).
+const IKCP_INTERVAL_MIN: u32 = 10;
+const IKCP_INTERVAL_MAX: u32 = 5000;
+
+/// Whether the sender packs a byte stream or keeps message boundaries (§5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamMode {
+    /// kcp-go's default: every write (split at mss) is a separate KCP message.
+    #[default]
+    Message,
+    /// Bytes are packed into full segments (kcptun sets this).
+    Stream,
+}
+
+/// Congestion window on or off (`nc` of `NoDelay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// Classic KCP congestion window (`nc = 0`, kcp-go's default).
+    #[default]
+    On,
+    /// No congestion window, only the send and remote windows (`nc = 1`).
+    Off,
+}
+
+/// KCP's `NoDelay(nodelay, interval, resend, nc)` (§5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoDelay {
+    /// `nodelay != 0`: minimum RTO 30 ms instead of 100 ms and gentler RTO backoff.
+    pub nodelay: bool,
+    /// Flush interval in milliseconds; KCP clamps it to 10..=5000.
+    pub interval: u32,
+    /// Fast-retransmit threshold in duplicate ACKs; 0 disables fast retransmit.
+    pub resend: u32,
+    /// Congestion window on or off.
+    pub congestion: Congestion,
+}
+
+impl Default for NoDelay {
+    fn default() -> Self {
+        NoDelay {
+            nodelay: false,
+            interval: 100,
+            resend: 0,
+            congestion: Congestion::On,
+        }
+    }
+}
+
+/// kcptun's `--mode` presets (§7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `NoDelay(0, 40, 2, 1)`.
+    Normal,
+    /// `NoDelay(0, 30, 2, 1)`, kcptun's default.
+    Fast,
+    /// `NoDelay(1, 20, 2, 1)`.
+    Fast2,
+    /// `NoDelay(1, 10, 2, 1)`.
+    Fast3,
+}
+
+impl Mode {
+    /// The `NoDelay` parameters of this preset.
+    pub fn nodelay(self) -> NoDelay {
+        let (nodelay, interval) = match self {
+            Mode::Normal => (false, 40),
+            Mode::Fast => (false, 30),
+            Mode::Fast2 => (true, 20),
+            Mode::Fast3 => (true, 10),
+        };
+        NoDelay {
+            nodelay,
+            interval,
+            resend: 2,
+            congestion: Congestion::Off,
+        }
+    }
+
+    /// Parses kcptun's mode names (`normal`, `fast`, `fast2`, `fast3`).
+    pub fn from_name(name: &str) -> Result<Mode> {
+        match name {
+            "normal" => Ok(Mode::Normal),
+            "fast" => Ok(Mode::Fast),
+            "fast2" => Ok(Mode::Fast2),
+            "fast3" => Ok(Mode::Fast3),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown mode {other:?}; valid modes are normal, fast, fast2, fast3"
+            ))),
+        }
+    }
+}
+
+/// How datagrams are protected (§1.2, §2, §7.2).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum CryptSpec {
+    /// No crypto header at all (kcp-go `block == nil`, kcptun `null`).
+    #[default]
+    Null,
+    /// A cipher with a raw key (kcp-go's `New*BlockCrypt(key)`).
+    Cipher {
+        /// The cipher.
+        kind: CipherKind,
+        /// The key bytes, length as the cipher requires.
+        key: Vec<u8>,
+    },
+    /// kcptun's cipher name and passphrase: PBKDF2-SHA1 key derivation, then the
+    /// per-name key truncation (§7.2).
+    Kcptun {
+        /// kcptun `--crypt` name (`aes`, `aes-128`, `salsa20`, `none`, `null`, ...).
+        name: String,
+        /// kcptun `--key`.
+        passphrase: String,
+    },
+}
+
+impl fmt::Debug for CryptSpec {
+    // Keys and passphrases stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CryptSpec::Null => f.write_str("Null"),
+            CryptSpec::Cipher { kind, key } => f
+                .debug_struct("Cipher")
+                .field("kind", kind)
+                .field("key_len", &key.len())
+                .finish(),
+            CryptSpec::Kcptun { name, .. } => f
+                .debug_struct("Kcptun")
+                .field("name", name)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl CryptSpec {
+    /// Builds the datagram cipher this spec describes.
+    pub fn build(&self) -> Result<Crypt> {
+        match self {
+            CryptSpec::Null => Crypt::new(CipherKind::Null, &[]),
+            CryptSpec::Cipher { kind, key } => Crypt::new(*kind, key),
+            CryptSpec::Kcptun { name, passphrase } => Crypt::from_kcptun(name, passphrase),
+        }
+    }
+}
+
+/// Everything a [`Session`](crate::session::Session) or
+/// [`Listener`](crate::listener::Listener) needs. Build one with
+/// [`Config::builder`]; every `Config` in existence has passed
+/// [`Config::validate`].
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) crypt_spec: CryptSpec,
+    /// Built once, cloned into every session: kcptun's PBKDF2 is slow.
+    pub(crate) crypt: Crypt,
+    pub(crate) data_shards: usize,
+    pub(crate) parity_shards: usize,
+    pub(crate) mtu: usize,
+    pub(crate) snd_wnd: u32,
+    pub(crate) rcv_wnd: u32,
+    pub(crate) nodelay: NoDelay,
+    pub(crate) stream_mode: StreamMode,
+    pub(crate) write_delay: bool,
+    pub(crate) ack_nodelay: bool,
+    pub(crate) dscp: Option<u8>,
+    pub(crate) recv_buffer: Option<usize>,
+    pub(crate) send_buffer: Option<usize>,
+    pub(crate) rate_limit: u32,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) dead_link: Option<u32>,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) accept_backlog: usize,
+    pub(crate) max_sessions: Option<usize>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("crypt", &self.crypt_spec)
+            .field("data_shards", &self.data_shards)
+            .field("parity_shards", &self.parity_shards)
+            .field("mtu", &self.mtu)
+            .field("snd_wnd", &self.snd_wnd)
+            .field("rcv_wnd", &self.rcv_wnd)
+            .field("nodelay", &self.nodelay)
+            .field("stream_mode", &self.stream_mode)
+            .field("write_delay", &self.write_delay)
+            .field("ack_nodelay", &self.ack_nodelay)
+            .field("dscp", &self.dscp)
+            .field("recv_buffer", &self.recv_buffer)
+            .field("send_buffer", &self.send_buffer)
+            .field("rate_limit", &self.rate_limit)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("dead_link", &self.dead_link)
+            .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("accept_backlog", &self.accept_backlog)
+            .field("max_sessions", &self.max_sessions)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    /// kcp-go's defaults: no crypto, no FEC, mtu 1400, windows 32/32.
+    fn default() -> Self {
+        Config::builder()
+            .build()
+            .expect("the default configuration is valid")
+    }
+}
+
+impl Config {
+    /// A builder starting from kcp-go's defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            crypt: CryptSpec::Null,
+            data_shards: 0,
+            parity_shards: 0,
+            mtu: DEFAULT_MTU,
+            snd_wnd: DEFAULT_SND_WND,
+            rcv_wnd: DEFAULT_RCV_WND,
+            nodelay: NoDelay::default(),
+            stream_mode: StreamMode::Message,
+            write_delay: false,
+            ack_nodelay: false,
+            dscp: None,
+            recv_buffer: None,
+            send_buffer: None,
+            rate_limit: 0,
+            idle_timeout: None,
+            dead_link: None,
+            read_timeout: None,
+            write_timeout: None,
+            accept_backlog: DEFAULT_ACCEPT_BACKLOG,
+            max_sessions: None,
+        }
+    }
+
+    /// A builder preset like kcptun's server side (§7.4): AES-256 with the
+    /// default passphrase, FEC 10/3, mtu 1350, windows 1024/1024, stream mode,
+    /// 4 MiB socket buffers and the given mode.
+    pub fn kcptun(mode: Mode) -> ConfigBuilder {
+        Config::builder()
+            .crypt_kcptun("aes", KCPTUN_DEFAULT_KEY)
+            .fec(10, 3)
+            .mtu(KCPTUN_MTU)
+            .window(1024, 1024)
+            .mode(mode)
+            .stream_mode(StreamMode::Stream)
+            .socket_buffers(4 * 1024 * 1024)
+    }
+
+    /// A builder holding this configuration's values, to derive a variant.
+    pub fn to_builder(&self) -> ConfigBuilder {
+        ConfigBuilder {
+            crypt: self.crypt_spec.clone(),
+            data_shards: self.data_shards,
+            parity_shards: self.parity_shards,
+            mtu: self.mtu,
+            snd_wnd: self.snd_wnd,
+            rcv_wnd: self.rcv_wnd,
+            nodelay: self.nodelay,
+            stream_mode: self.stream_mode,
+            write_delay: self.write_delay,
+            ack_nodelay: self.ack_nodelay,
+            dscp: self.dscp,
+            recv_buffer: self.recv_buffer,
+            send_buffer: self.send_buffer,
+            rate_limit: self.rate_limit,
+            idle_timeout: self.idle_timeout,
+            dead_link: self.dead_link,
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+            accept_backlog: self.accept_backlog,
+            max_sessions: self.max_sessions,
+        }
+    }
+
+    /// Re-checks every value (see [`ConfigBuilder::build`] for the rules).
+    pub fn validate(&self) -> Result<()> {
+        self.to_builder().check(&self.crypt)
+    }
+
+    /// The crypto spec.
+    pub fn crypt_spec(&self) -> &CryptSpec {
+        &self.crypt_spec
+    }
+    /// The datagram cipher built from the spec.
+    pub fn crypt(&self) -> &Crypt {
+        &self.crypt
+    }
+    /// FEC `(data_shards, parity_shards)`; FEC is on only when both are non-zero.
+    pub fn fec(&self) -> (usize, usize) {
+        (self.data_shards, self.parity_shards)
+    }
+    /// Whether this side sends FEC-encoded datagrams.
+    pub fn fec_enabled(&self) -> bool {
+        self.data_shards > 0 && self.parity_shards > 0
+    }
+    /// The configured mtu: the largest UDP payload sent.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+    /// Bytes in front of the KCP bytes: crypto header plus FEC header (§1.2).
+    pub fn header_len(&self) -> usize {
+        header_len(&self.crypt, self.fec_enabled())
+    }
+    /// The mtu handed to KCP (§1.9): mtu − header − AEAD tag.
+    pub fn kcp_mtu(&self) -> usize {
+        kcp_mtu(self.mtu, &self.crypt, self.fec_enabled())
+    }
+    /// `(snd_wnd, rcv_wnd)` in segments.
+    pub fn window(&self) -> (u32, u32) {
+        (self.snd_wnd, self.rcv_wnd)
+    }
+    /// KCP `NoDelay` parameters.
+    pub fn nodelay(&self) -> NoDelay {
+        self.nodelay
+    }
+    /// Stream or message mode.
+    pub fn stream_mode(&self) -> StreamMode {
+        self.stream_mode
+    }
+    /// kcp-go `SetWriteDelay`.
+    pub fn write_delay(&self) -> bool {
+        self.write_delay
+    }
+    /// kcp-go `SetACKNoDelay`.
+    pub fn ack_nodelay(&self) -> bool {
+        self.ack_nodelay
+    }
+    /// DSCP applied to owned sockets.
+    pub fn dscp(&self) -> Option<u8> {
+        self.dscp
+    }
+    /// `(receive, send)` socket buffer sizes applied to owned sockets.
+    pub fn socket_buffers(&self) -> (Option<usize>, Option<usize>) {
+        (self.recv_buffer, self.send_buffer)
+    }
+    /// Send rate limit in bytes per second (0: unlimited).
+    pub fn rate_limit(&self) -> u32 {
+        self.rate_limit
+    }
+    /// Idle timeout: the session ends with [`Error::IdleTimeout`] when nothing
+    /// arrives from the peer for this long.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+    /// Dead-link threshold: the session ends with [`Error::DeadLink`] when a
+    /// segment transmitted this many times is due again without an ACK.
+    pub fn dead_link(&self) -> Option<u32> {
+        self.dead_link
+    }
+    /// Default read timeout of new sessions.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+    /// Default write timeout of new sessions.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.write_timeout
+    }
+    /// Listener accept backlog.
+    pub fn accept_backlog(&self) -> usize {
+        self.accept_backlog
+    }
+    /// Listener cap on concurrent sessions.
+    pub fn max_sessions(&self) -> Option<usize> {
+        self.max_sessions
+    }
+}
+
+/// Crypto header plus FEC header in front of the KCP bytes (§1.2).
+pub(crate) fn header_len(crypt: &Crypt, fec: bool) -> usize {
+    crypt.header_len() + if fec { FEC_HEADER_SIZE_PLUS2 } else { 0 }
+}
+
+/// §1.9: kcp mtu = min(mtu, 1500) − headerSize − AEAD tag.
+pub(crate) fn kcp_mtu(mtu: usize, crypt: &Crypt, fec: bool) -> usize {
+    mtu.min(MTU_LIMIT)
+        .saturating_sub(header_len(crypt, fec) + crypt.trailer_len())
+}
+
+/// FEC header with the size field (§1.5); duplicated here so the config does
+/// not depend on the FEC module's internals.
+const FEC_HEADER_SIZE_PLUS2: usize = 8;
+
+/// Builder for [`Config`]. Setters never fail; [`build`](Self::build) checks.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConfigBuilder {
+    crypt: CryptSpec,
+    data_shards: usize,
+    parity_shards: usize,
+    mtu: usize,
+    snd_wnd: u32,
+    rcv_wnd: u32,
+    nodelay: NoDelay,
+    stream_mode: StreamMode,
+    write_delay: bool,
+    ack_nodelay: bool,
+    dscp: Option<u8>,
+    recv_buffer: Option<usize>,
+    send_buffer: Option<usize>,
+    rate_limit: u32,
+    idle_timeout: Option<Duration>,
+    dead_link: Option<u32>,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    accept_backlog: usize,
+    max_sessions: Option<usize>,
+}
+
+impl ConfigBuilder {
+    /// Sets the crypto spec directly.
+    pub fn crypt(mut self, spec: CryptSpec) -> Self {
+        self.crypt = spec;
+        self
+    }
+    /// A cipher with a raw key (kcp-go `New*BlockCrypt(key)`).
+    pub fn cipher(self, kind: CipherKind, key: &[u8]) -> Self {
+        self.crypt(CryptSpec::Cipher {
+            kind,
+            key: key.to_vec(),
+        })
+    }
+    /// kcptun's `--crypt NAME --key PASSPHRASE` (§7.2).
+    pub fn crypt_kcptun(self, name: &str, passphrase: &str) -> Self {
+        self.crypt(CryptSpec::Kcptun {
+            name: name.to_owned(),
+            passphrase: passphrase.to_owned(),
+        })
+    }
+    /// FEC shards; `(0, 0)` (or either zero) turns FEC off for sending. FEC
+    /// datagrams from the peer are decoded either way (§4.3).
+    pub fn fec(mut self, data_shards: usize, parity_shards: usize) -> Self {
+        self.data_shards = data_shards;
+        self.parity_shards = parity_shards;
+        self
+    }
+    /// Largest UDP payload to send (at most 1500).
+    pub fn mtu(mut self, mtu: usize) -> Self {
+        self.mtu = mtu;
+        self
+    }
+    /// Send and receive windows in segments.
+    pub fn window(mut self, snd_wnd: u32, rcv_wnd: u32) -> Self {
+        self.snd_wnd = snd_wnd;
+        self.rcv_wnd = rcv_wnd;
+        self
+    }
+    /// KCP `NoDelay` parameters.
+    pub fn nodelay(mut self, nodelay: NoDelay) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+    /// A kcptun mode preset (§7.3).
+    pub fn mode(self, mode: Mode) -> Self {
+        self.nodelay(mode.nodelay())
+    }
+    /// Stream or message mode (§5.4).
+    pub fn stream_mode(mut self, mode: StreamMode) -> Self {
+        self.stream_mode = mode;
+        self
+    }
+    /// kcp-go `SetWriteDelay`: when true, writes wait for the next interval
+    /// tick instead of flushing at once (§5.6).
+    pub fn write_delay(mut self, delay: bool) -> Self {
+        self.write_delay = delay;
+        self
+    }
+    /// kcp-go `SetACKNoDelay`: acknowledge every input at once (§5.6).
+    pub fn ack_nodelay(mut self, nodelay: bool) -> Self {
+        self.ack_nodelay = nodelay;
+        self
+    }
+    /// DSCP (0..=63) for sockets the session or listener owns.
+    pub fn dscp(mut self, dscp: u8) -> Self {
+        self.dscp = Some(dscp);
+        self
+    }
+    /// Both socket buffer sizes (kcptun `--sockbuf`).
+    pub fn socket_buffers(mut self, bytes: usize) -> Self {
+        self.recv_buffer = Some(bytes);
+        self.send_buffer = Some(bytes);
+        self
+    }
+    /// Socket receive buffer size.
+    pub fn recv_buffer(mut self, bytes: usize) -> Self {
+        self.recv_buffer = Some(bytes);
+        self
+    }
+    /// Socket send buffer size.
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = Some(bytes);
+        self
+    }
+    /// Send rate limit in bytes per second; 0 disables (§5.8).
+    pub fn rate_limit(mut self, bytes_per_second: u32) -> Self {
+        self.rate_limit = bytes_per_second;
+        self
+    }
+    /// End the session with [`Error::IdleTimeout`] after this long without a
+    /// valid datagram from the peer. kcp-go has no idle timeout (off by default).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+    /// End the session with [`Error::DeadLink`] when a segment sent this many
+    /// times is still unacknowledged when its next retransmission is due.
+    /// kcp-go never acts on dead links (off by default).
+    pub fn dead_link(mut self, transmissions: Option<u32>) -> Self {
+        self.dead_link = transmissions;
+        self
+    }
+    /// Default read timeout of sessions (each read that waits this long fails
+    /// with [`Error::Timeout`]).
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+    /// Default write timeout of sessions.
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+    /// Listener accept backlog (kcp-go: 128).
+    pub fn accept_backlog(mut self, backlog: usize) -> Self {
+        self.accept_backlog = backlog;
+        self
+    }
+    /// Listener cap on concurrent sessions (kcp-go: none).
+    pub fn max_sessions(mut self, max: Option<usize>) -> Self {
+        self.max_sessions = max;
+        self
+    }
+
+    /// Checks every value and builds the cipher.
+    ///
+    /// Errors ([`Error::InvalidConfig`] unless the cipher says otherwise):
+    /// mtu above 1500 or leaving no room for one KCP payload byte after the
+    /// crypto/FEC headers and AEAD tag; a zero window or one above 65535
+    /// (the wire field is 16 bits); more than 256 FEC shards; a zero accept
+    /// backlog or session cap; DSCP above 63; a zero idle/read/write timeout or
+    /// dead-link count; a key the cipher rejects ([`Error::InvalidKey`],
+    /// [`Error::UnknownCipher`]).
+    pub fn build(self) -> Result<Config> {
+        let crypt = self.crypt.build()?;
+        self.check(&crypt)?;
+        Ok(Config {
+            crypt_spec: self.crypt,
+            crypt,
+            data_shards: self.data_shards,
+            parity_shards: self.parity_shards,
+            mtu: self.mtu,
+            snd_wnd: self.snd_wnd,
+            rcv_wnd: self.rcv_wnd,
+            nodelay: self.nodelay,
+            stream_mode: self.stream_mode,
+            write_delay: self.write_delay,
+            ack_nodelay: self.ack_nodelay,
+            dscp: self.dscp,
+            recv_buffer: self.recv_buffer,
+            send_buffer: self.send_buffer,
+            rate_limit: self.rate_limit,
+            idle_timeout: self.idle_timeout,
+            dead_link: self.dead_link,
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+            accept_backlog: self.accept_backlog,
+            max_sessions: self.max_sessions,
+        })
+    }
+
+    fn check(&self, crypt: &Crypt) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidConfig(msg));
+        if self.mtu > MTU_LIMIT {
+            return bad(format!(
+                "mtu {} exceeds {MTU_LIMIT}, the largest datagram kcp-go reads",
+                self.mtu
+            ));
+        }
+        let fec = self.data_shards > 0 && self.parity_shards > 0;
+        let overhead = header_len(crypt, fec) + crypt.trailer_len();
+        if self.mtu <= overhead + IKCP_OVERHEAD {
+            return bad(format!(
+                "mtu {} is too small: {overhead} bytes of crypto/FEC headers plus the \
+                 {IKCP_OVERHEAD}-byte KCP header leave no room for data (minimum {})",
+                self.mtu,
+                overhead + IKCP_OVERHEAD + 1
+            ));
+        }
+        for (name, wnd) in [("send", self.snd_wnd), ("receive", self.rcv_wnd)] {
+            if wnd == 0 {
+                return bad(format!("{name} window must be at least 1 segment"));
+            }
+            if wnd > u32::from(u16::MAX) {
+                return bad(format!(
+                    "{name} window {wnd} exceeds 65535, the largest the 16-bit wnd field can carry"
+                ));
+            }
+        }
+        if self.data_shards + self.parity_shards > MAX_FEC_SHARDS {
+            return bad(format!(
+                "FEC {}+{} has more than {MAX_FEC_SHARDS} shards (Reed-Solomon over GF(2^8))",
+                self.data_shards, self.parity_shards
+            ));
+        }
+        if !(IKCP_INTERVAL_MIN..=IKCP_INTERVAL_MAX).contains(&self.nodelay.interval) {
+            return bad(format!(
+                "interval {} ms is outside {IKCP_INTERVAL_MIN}..={IKCP_INTERVAL_MAX}",
+                self.nodelay.interval
+            ));
+        }
+        if self.accept_backlog == 0 {
+            return bad("accept backlog must be at least 1".into());
+        }
+        if self.max_sessions == Some(0) {
+            return bad("max_sessions must be at least 1".into());
+        }
+        if let Some(dscp) = self.dscp {
+            if dscp > 63 {
+                return bad(format!("DSCP {dscp} exceeds 63 (6 bits)"));
+            }
+        }
+        for (name, t) in [
+            ("idle timeout", self.idle_timeout),
+            ("read timeout", self.read_timeout),
+            ("write timeout", self.write_timeout),
+        ] {
+            if t == Some(Duration::ZERO) {
+                return bad(format!("{name} must be positive (use None to disable)"));
+            }
+        }
+        if self.dead_link == Some(0) {
+            return bad("dead-link transmission count must be at least 1".into());
+        }
+        for (name, b) in [("receive", self.recv_buffer), ("send", self.send_buffer)] {
+            if b == Some(0) {
+                return bad(format!("{name} socket buffer must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(b: ConfigBuilder) -> String {
+        match b.build() {
+            Err(Error::InvalidConfig(msg)) => msg,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_kcp_go() {
+        let c = Config::default();
+        assert_eq!(c.mtu(), 1400);
+        assert_eq!(c.window(), (32, 32));
+        assert_eq!(c.nodelay(), NoDelay::default());
+        assert_eq!(c.stream_mode(), StreamMode::Message);
+        assert!(!c.fec_enabled());
+        assert_eq!(c.header_len(), 0);
+        assert_eq!(c.kcp_mtu(), 1400);
+        assert_eq!(c.accept_backlog(), 128);
+    }
+
+    #[test]
+    fn mode_presets_match_kcptun() {
+        let t = |m: Mode| {
+            let n = m.nodelay();
+            (n.nodelay, n.interval, n.resend, n.congestion)
+        };
+        assert_eq!(t(Mode::Normal), (false, 40, 2, Congestion::Off));
+        assert_eq!(t(Mode::Fast), (false, 30, 2, Congestion::Off));
+        assert_eq!(t(Mode::Fast2), (true, 20, 2, Congestion::Off));
+        assert_eq!(t(Mode::Fast3), (true, 10, 2, Congestion::Off));
+        assert_eq!(Mode::from_name("fast2").ok(), Some(Mode::Fast2));
+        assert!(Mode::from_name("turbo").is_err());
+    }
+
+    #[test]
+    fn kcp_mtu_table_of_section_1_9() {
+        // (crypt, fec, mtu) -> kcp mtu, from wire.md §1.9.
+        let aes = CryptSpec::Kcptun {
+            name: "aes".into(),
+            passphrase: "k".into(),
+        };
+        let gcm = CryptSpec::Kcptun {
+            name: "aes-128-gcm".into(),
+            passphrase: "k".into(),
+        };
+        let cases = [
+            (CryptSpec::Null, false, 1400, 1400),
+            (aes.clone(), false, 1400, 1380),
+            (CryptSpec::Null, true, 1400, 1392),
+            (aes.clone(), true, 1350, 1322),
+            (gcm.clone(), false, 1400, 1372),
+            (gcm, true, 1350, 1314),
+        ];
+        for (spec, fec, mtu, want) in cases {
+            let (d, p) = if fec { (10, 3) } else { (0, 0) };
+            let c = Config::builder()
+                .crypt(spec.clone())
+                .fec(d, p)
+                .mtu(mtu)
+                .build()
+                .unwrap();
+            assert_eq!(c.kcp_mtu(), want, "{spec:?} fec={fec} mtu={mtu}");
+        }
+    }
+
+    #[test]
+    fn impossible_values_are_rejected() {
+        assert!(invalid(Config::builder().mtu(1501)).contains("1500"));
+        assert!(invalid(Config::builder().mtu(24)).contains("too small"));
+        // 20 crypto + 8 FEC + 24 KCP = 52: 52 leaves no data byte, 53 does.
+        let aes_fec = || Config::builder().crypt_kcptun("aes", "k").fec(1, 1);
+        assert!(invalid(aes_fec().mtu(52)).contains("too small"));
+        assert!(aes_fec().mtu(53).build().is_ok());
+        assert!(invalid(Config::builder().window(0, 32)).contains("send window"));
+        assert!(invalid(Config::builder().window(32, 0)).contains("receive window"));
+        assert!(invalid(Config::builder().window(32, 70000)).contains("65535"));
+        assert!(invalid(Config::builder().fec(200, 57)).contains("256"));
+        assert!(Config::builder().fec(128, 128).build().is_ok());
+        assert!(invalid(Config::builder().accept_backlog(0)).contains("backlog"));
+        assert!(invalid(Config::builder().max_sessions(Some(0))).contains("max_sessions"));
+        assert!(invalid(Config::builder().dscp(64)).contains("DSCP"));
+        assert!(invalid(Config::builder().idle_timeout(Some(Duration::ZERO))).contains("idle"));
+        assert!(invalid(Config::builder().dead_link(Some(0))).contains("dead-link"));
+        let nd = NoDelay {
+            interval: 5,
+            ..NoDelay::default()
+        };
+        assert!(invalid(Config::builder().nodelay(nd)).contains("interval"));
+    }
+
+    #[test]
+    fn bad_keys_surface_the_cipher_error() {
+        let r = Config::builder()
+            .cipher(CipherKind::Aes128, &[0u8; 7])
+            .build();
+        assert!(matches!(r, Err(Error::InvalidKey { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn to_builder_round_trips() {
+        let c = Config::kcptun(Mode::Fast3).build().unwrap();
+        let d = c.to_builder().build().unwrap();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+        assert!(c.validate().is_ok());
+        assert_eq!(c.fec(), (10, 3));
+        assert_eq!(c.kcp_mtu(), 1322);
+    }
+}

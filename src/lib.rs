@@ -18,6 +18,47 @@
 //! and a timestamp and returns bytes and the next deadline. No sockets, no
 //! clocks, no tasks. That is what makes it fuzzable, testable over a
 //! simulated lossy network, and checkable against Go byte for byte.
+//!
+//! ## Dial and listen
+//!
+//! ```
+//! use kcp_session::{Config, Listener, Mode, Session};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kcp_session::Result<()> {
+//! // kcptun-style settings: AES-256 from a passphrase, FEC 10/3, "fast" mode.
+//! let config = Config::builder()
+//!     .crypt_kcptun("aes", "it's a secrect")
+//!     .fec(10, 3)
+//!     .mode(Mode::Fast)
+//!     .build()?;
+//!
+//! let listener = Listener::listen("127.0.0.1:0", &config).await?;
+//! let addr = listener.local_addr();
+//! tokio::spawn(async move {
+//!     // Echo server: every accepted session gets its bytes back.
+//!     while let Ok(mut s) = listener.accept().await {
+//!         tokio::spawn(async move {
+//!             let mut buf = vec![0u8; 4096];
+//!             while let Ok(n) = s.read(&mut buf).await {
+//!                 if s.write_all(&buf[..n]).await.is_err() {
+//!                     break;
+//!                 }
+//!             }
+//!         });
+//!     }
+//! });
+//!
+//! let mut session = Session::dial(addr, &config).await?;
+//! session.write_all(b"hello over kcp").await?;
+//! let mut echo = [0u8; 14];
+//! session.read_exact(&mut echo).await?;
+//! assert_eq!(&echo, b"hello over kcp");
+//! println!("rtt {} ms, {}", session.srtt(), session.stats());
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -36,4 +77,8 @@ pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use config::{Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode};
 pub use error::{Error, Result};
+pub use listener::Listener;
+pub use session::{Origin, OwnedReadHalf, OwnedWriteHalf, Session};
+pub use stats::Snmp;

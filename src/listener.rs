@@ -1,1 +1,369 @@
-//! listener (work in progress).
+//! The listener: one shared UDP socket, one receive task, many sessions.
+//!
+//! The receive task drains the socket in batches, decrypts every datagram
+//! once, and hands it straight to the session found by the sender's address
+//! (§6.2), under that session's lock, without copying it into a channel.
+//! New addresses create sessions, which wait in a bounded accept backlog.
+//! kcp-go's rules are kept: a different conv from a known address replaces
+//! the session only when the segment's sn is 0; parity (no conv) from an
+//! unknown address is dropped; datagrams failing decryption are counted and
+//! dropped and never create sessions.
+//!
+//! Two deliberate differences from kcp-go: a first datagram that KCP rejects
+//! entirely (junk that happened to decrypt, e.g. with the `null` cipher)
+//! creates no session; and closing the listener stops accepting but keeps
+//! the socket serving already accepted sessions until the last one closes.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::codec::{self, Demux, OpenError, PacketType, MIN_PLAINTEXT};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::io::{self as uio, now_ms, RecvBatch};
+use crate::session::{socket_options, Fate, Origin, Session, Shared};
+use crate::stats::{Publisher, Snmp};
+
+/// Datagrams read per `recvmmsg` on the shared socket.
+const LISTENER_RECV_BATCH: usize = 64;
+/// Receive batches handled before yielding to the scheduler.
+const LISTENER_BUDGET: usize = 16;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// State shared by the [`Listener`] handle, its receive task and its sessions.
+pub(crate) struct ListenerShared {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    config: Config,
+    table: Mutex<HashMap<SocketAddr, Arc<Shared>>>,
+    closed: AtomicBool,
+    task_waker: Mutex<Option<Waker>>,
+    c: Mutex<Snmp>,
+    error: Mutex<Option<(io::ErrorKind, String)>>,
+}
+
+impl ListenerShared {
+    /// Removes a closed session from the table (if it is still the one
+    /// registered for its address).
+    pub(crate) fn remove(&self, s: &Arc<Shared>) {
+        {
+            let mut t = lock(&self.table);
+            if t.get(&s.peer).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+                t.remove(&s.peer);
+            }
+        }
+        self.wake_task();
+    }
+
+    fn wake_task(&self) {
+        if let Some(w) = lock(&self.task_waker).take() {
+            w.wake();
+        }
+    }
+}
+
+/// Accepts KCP sessions on one UDP socket (kcp-go `Listener`).
+pub struct Listener {
+    shared: Arc<ListenerShared>,
+    accept_rx: Mutex<mpsc::Receiver<Session>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local", &self.shared.local)
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Binds `addr` and starts serving (kcp-go `ListenWithOptions`).
+    pub async fn listen(addr: impl ToSocketAddrs, config: &Config) -> Result<Listener> {
+        config.validate()?;
+        let addr = lookup_host(addr).await?.next().ok_or_else(|| {
+            Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "address resolved to nothing",
+            ))
+        })?;
+        let socket = uio::bind(addr, &socket_options(config))?;
+        Listener::from_socket(socket, config)
+    }
+
+    /// Serves on a caller-supplied socket (kcp-go `ServeConn`). Socket
+    /// options in `config` are applied. Must be called within a tokio runtime.
+    pub fn from_socket(socket: UdpSocket, config: &Config) -> Result<Listener> {
+        config.validate()?;
+        uio::apply(&socket, &socket_options(config))?;
+        let local = socket.local_addr()?;
+        let (tx, rx) = mpsc::channel(config.accept_backlog());
+        let shared = Arc::new(ListenerShared {
+            socket: Arc::new(socket),
+            local,
+            config: config.clone(),
+            table: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            task_waker: Mutex::new(None),
+            c: Mutex::new(Snmp::default()),
+            error: Mutex::new(None),
+        });
+        let task = ListenTask {
+            shared: shared.clone(),
+            rx: RecvBatch::new(LISTENER_RECV_BATCH),
+            accept_tx: tx,
+            touched: Vec::new(),
+            c: Snmp::default(),
+            publisher: Publisher::default(),
+        };
+        tokio::spawn(task);
+        Ok(Listener {
+            shared,
+            accept_rx: Mutex::new(rx),
+        })
+    }
+
+    /// Waits for the next new session. Call from one task at a time.
+    /// Errors: [`Error::Closed`] after [`close`](Self::close), or the socket
+    /// error that stopped the listener.
+    pub async fn accept(&self) -> Result<Session> {
+        std::future::poll_fn(|cx| {
+            let mut rx = lock(&self.accept_rx);
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(s)) => Poll::Ready(Ok(s)),
+                Poll::Ready(None) => Poll::Ready(Err(self.terminal_error())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    fn terminal_error(&self) -> Error {
+        match &*lock(&self.shared.error) {
+            Some((kind, msg)) => Error::Io(io::Error::new(*kind, msg.clone())),
+            None => Error::Closed,
+        }
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Live sessions (accepted or waiting in the backlog).
+    pub fn session_count(&self) -> usize {
+        lock(&self.shared.table).len()
+    }
+
+    /// The listener's own counters: datagrams it dropped before any session
+    /// saw them (`InCsumErrors`, ...), and `PassiveOpens`. Per-session
+    /// counters are in [`Session::stats`]; everything is in
+    /// [`stats::global`](crate::stats::global).
+    pub fn stats(&self) -> Snmp {
+        *lock(&self.shared.c)
+    }
+
+    /// Stops accepting: new addresses are ignored and sessions still in the
+    /// backlog are closed. Accepted sessions keep working; the socket is
+    /// released when the last of them closes.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        let mut rx = lock(&self.accept_rx);
+        rx.close();
+        while let Ok(s) = rx.try_recv() {
+            drop(s);
+        }
+        drop(rx);
+        self.shared.wake_task();
+    }
+
+    /// kcp-go `Listener.SetDSCP` on the shared socket.
+    pub fn set_dscp(&self, dscp: u8) -> Result<()> {
+        if dscp > 63 {
+            return Err(Error::InvalidConfig(format!("DSCP {dscp} exceeds 63")));
+        }
+        Ok(uio::set_dscp(&self.shared.socket, dscp)?)
+    }
+    /// kcp-go `Listener.SetReadBuffer`.
+    pub fn set_recv_buffer(&self, bytes: usize) -> Result<()> {
+        Ok(uio::set_recv_buffer(&self.shared.socket, bytes)?)
+    }
+    /// kcp-go `Listener.SetWriteBuffer`.
+    pub fn set_send_buffer(&self, bytes: usize) -> Result<()> {
+        Ok(uio::set_send_buffer(&self.shared.socket, bytes)?)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The receive task.
+struct ListenTask {
+    shared: Arc<ListenerShared>,
+    rx: RecvBatch,
+    accept_tx: mpsc::Sender<Session>,
+    touched: Vec<Arc<Shared>>,
+    c: Snmp,
+    publisher: Publisher,
+}
+
+impl ListenTask {
+    fn handle(&mut self, i: usize, now: u32) {
+        let Some((d, from)) = self.rx.get_mut(i) else {
+            return;
+        };
+        let range = match codec::open(self.shared.config.crypt(), d) {
+            Ok(r) => r,
+            Err(OpenError::Integrity) => {
+                self.c.in_csum_errors += 1;
+                return;
+            }
+            Err(OpenError::Short) => return,
+        };
+        let Some(plain) = d.get(range) else { return };
+        if plain.len() < MIN_PLAINTEXT {
+            return;
+        }
+        let dm = codec::demux(plain);
+        if dm == Demux::Drop {
+            return;
+        }
+        let existing = lock(&self.shared.table).get(&from).cloned();
+        if let Some(s) = existing {
+            match dm {
+                Demux::Conv(ci) if ci.conv != s.conv => {
+                    if ci.sn != 0 {
+                        return;
+                    }
+                    // The peer restarted with a new conv: replace (§6.2).
+                    s.close_with(Fate::Closed);
+                }
+                _ => {
+                    {
+                        let mut st = s.lock();
+                        if st.is_closed() {
+                            return;
+                        }
+                        st.input(plain, now);
+                        st.wake_io();
+                    }
+                    if !self.touched.last().is_some_and(|t| Arc::ptr_eq(t, &s)) {
+                        self.touched.push(s);
+                    }
+                    return;
+                }
+            }
+        }
+        let Demux::Conv(ci) = dm else { return };
+        if self.shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(max) = self.shared.config.max_sessions() {
+            if lock(&self.shared.table).len() >= max {
+                return;
+            }
+        }
+        let Ok(permit) = self.accept_tx.try_reserve() else {
+            return;
+        };
+        let Ok((session, driver)) = Session::build(
+            ci.conv,
+            from,
+            self.shared.local,
+            self.shared.socket.clone(),
+            Origin::Accepted,
+            Some(Arc::downgrade(&self.shared)),
+            &self.shared.config,
+        ) else {
+            return;
+        };
+        let shared = session.shared().clone();
+        {
+            let mut st = shared.lock();
+            let rep = st.input(plain, now);
+            if rep.kcp_ok == 0 && codec::classify(plain) != PacketType::Oob {
+                // Nothing in it was a valid segment for this conv: no session.
+                self.c.kcp_in_errors += 1;
+                return;
+            }
+        }
+        session.mark_opened();
+        self.c.passive_opens += 1;
+        lock(&self.shared.table).insert(from, shared.clone());
+        permit.send(session);
+        tokio::spawn(driver);
+        self.touched.push(shared);
+    }
+
+    fn finish_batch(&mut self) {
+        for s in self.touched.drain(..) {
+            s.lock().wake_driver();
+        }
+        if self.c != Snmp::default() {
+            let mut c = lock(&self.shared.c);
+            c.absorb(&mut self.c);
+            self.publisher.publish(&c);
+        }
+    }
+
+    fn fail(&mut self, e: io::Error) {
+        *lock(&self.shared.error) = Some((e.kind(), e.to_string()));
+        self.shared.closed.store(true, Ordering::Release);
+        let sessions: Vec<_> = lock(&self.shared.table).values().cloned().collect();
+        for s in sessions {
+            s.close_with(Fate::Io(e.kind(), e.to_string()));
+        }
+    }
+}
+
+impl std::future::Future for ListenTask {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        *lock(&this.shared.task_waker) = Some(cx.waker().clone());
+        for _ in 0..LISTENER_BUDGET {
+            if this.shared.closed.load(Ordering::Acquire) && lock(&this.shared.table).is_empty() {
+                return Poll::Ready(());
+            }
+            match this.rx.poll_recv(&this.shared.socket, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue
+                }
+                Poll::Ready(Err(e)) => {
+                    this.fail(e);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(n)) => {
+                    let now = now_ms();
+                    for i in 0..n {
+                        this.handle(i, now);
+                    }
+                    this.finish_batch();
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

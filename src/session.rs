@@ -1,1 +1,1428 @@
-//! session (work in progress).
+//! The async session: a reliable, ordered byte stream (or message channel)
+//! over UDP, speaking kcp-go's wire format.
+//!
+//! Shape (design.md, "Runtime shape that scales"): one `State` per session
+//! behind a mutex that is never held across an `.await`, shared by the
+//! user's handle and one driver task. Wakers connect them, not channels:
+//! `poll_read` parks its waker in the state and input that makes data
+//! readable wakes it; a write queues KCP output and wakes the driver; the
+//! driver seals (FEC + crypt) and sends in batches, and sleeps until the next
+//! KCP deadline, or not at all when nothing is queued, in flight or
+//! unacknowledged.
+//!
+//! A dialed session's driver also owns the socket's receive side. A
+//! listener's sessions are fed by the listener's single receive task, which
+//! decrypts once and calls straight into the session's state.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
+use tokio::time::Sleep;
+
+use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Sealer, CONV_SIZE};
+use crate::config::{Config, Congestion, NoDelay, StreamMode, MTU_LIMIT};
+use crate::crypt::Crypt;
+use crate::error::{Error, Result};
+use crate::io::{self as uio, now_ms, PacketPool, RecvBatch, SendBatch, SocketOptions};
+use crate::kcp::{FlushKind, Kcp, IKCP_OVERHEAD};
+use crate::listener::ListenerShared;
+use crate::stats::{self, Publisher, Snmp};
+
+/// Datagrams a dialed session reads per `recvmmsg`.
+const SESSION_RECV_BATCH: usize = 16;
+/// Idle buffers a session keeps for itself.
+const SESSION_POOL: usize = 32;
+/// Driver loop iterations before yielding to the scheduler.
+const DRIVER_BUDGET: usize = 32;
+/// kcp-go's rate limiter burst: maxBatchSize × mtuLimit (§5.8).
+const RATE_BURST: f64 = 64.0 * MTU_LIMIT as f64;
+
+/// Who created the session (decides socket ownership, §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// [`Session::dial`] / [`Session::from_socket`]: owns its socket.
+    Dialed,
+    /// Accepted from a [`Listener`](crate::listener::Listener): shares its socket.
+    Accepted,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fate {
+    Closed,
+    IdleTimeout,
+    DeadLink(u32),
+    Io(io::ErrorKind, String),
+}
+
+impl Fate {
+    fn error(&self) -> Error {
+        match self {
+            Fate::Closed => Error::Closed,
+            Fate::IdleTimeout => Error::IdleTimeout,
+            Fate::DeadLink(n) => Error::DeadLink(*n),
+            Fate::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
+        }
+    }
+}
+
+/// Callback for OOB payloads.
+type OobHandler = Box<dyn FnMut(&[u8]) + Send>;
+
+/// A dialed session's own receive path: cipher, buffers, opened ranges.
+type Opener = (Crypt, RecvBatch, Vec<Option<Range<usize>>>);
+
+/// Everything mutable about a session, behind one lock.
+pub(crate) struct State {
+    kcp: Kcp,
+    rx: Receiver,
+    pending: Vec<Outgoing>,
+    pool: PacketPool,
+    /// Crypto + FEC header room in front of KCP bytes.
+    room: usize,
+    /// Crypto trailer (AEAD tag).
+    trailer: usize,
+    fec_enabled: bool,
+    c: Snmp,
+    publisher: Publisher,
+    ack_nodelay: bool,
+    write_delay: bool,
+    rate_limit: u32,
+    idle_timeout: Option<Duration>,
+    dead_link: Option<u32>,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    /// Rest of a message a short read could not take.
+    leftover: Vec<u8>,
+    leftover_pos: usize,
+    closed: bool,
+    fate: Option<Fate>,
+    last_recv: Instant,
+    flush_now: bool,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+    driver_waker: Option<Waker>,
+    oob_handler: Option<OobHandler>,
+}
+
+impl State {
+    fn new(conv: u32, config: &Config, origin: Origin) -> Result<State> {
+        let mut kcp = Kcp::new(conv);
+        kcp.set_mtu(config.kcp_mtu())?;
+        let (snd, rcv) = config.window();
+        kcp.set_wndsize(snd, rcv);
+        apply_nodelay(&mut kcp, config.nodelay());
+        kcp.set_stream_mode(config.stream_mode() == StreamMode::Stream);
+        let (d, p) = config.fec();
+        let c = Snmp::default();
+        let _ = origin;
+        Ok(State {
+            kcp,
+            rx: Receiver::new(d, p),
+            pending: Vec::new(),
+            pool: PacketPool::new(SESSION_POOL),
+            room: config.header_len(),
+            trailer: config.crypt().trailer_len(),
+            fec_enabled: config.fec_enabled(),
+            c,
+            publisher: Publisher::default(),
+            ack_nodelay: config.ack_nodelay(),
+            write_delay: config.write_delay(),
+            rate_limit: config.rate_limit(),
+            idle_timeout: config.idle_timeout(),
+            dead_link: config.dead_link(),
+            read_timeout: config.read_timeout(),
+            write_timeout: config.write_timeout(),
+            leftover: Vec::new(),
+            leftover_pos: 0,
+            closed: false,
+            fate: None,
+            last_recv: Instant::now(),
+            flush_now: false,
+            read_waker: None,
+            write_waker: None,
+            driver_waker: None,
+            oob_handler: None,
+        })
+    }
+
+    /// Feeds one opened plaintext into FEC/KCP; KCP output goes to `pending`.
+    pub(crate) fn input(&mut self, plain: &[u8], now: u32) -> InputReport {
+        let State {
+            kcp,
+            rx,
+            pending,
+            pool,
+            room,
+            c,
+            ack_nodelay,
+            oob_handler,
+            ..
+        } = self;
+        let mut sink = KcpSink {
+            pending,
+            pool,
+            room: *room,
+        };
+        let mut oob = |d: &[u8]| {
+            if let Some(h) = oob_handler.as_mut() {
+                h(d)
+            }
+        };
+        let rep = rx.input(plain, kcp, *ack_nodelay, now, &mut sink, c, &mut oob);
+        if rep.kcp_errors == 0 {
+            self.last_recv = Instant::now();
+        }
+        rep
+    }
+
+    /// An immediate `flush(FULL)` (writes, close); does not move the tick.
+    fn flush(&mut self, now: u32) {
+        self.flush_with(now, false);
+    }
+
+    /// kcp-go's timer `update`: `flush(FULL)` and schedule the next tick.
+    fn tick(&mut self, now: u32) {
+        self.flush_with(now, true);
+    }
+
+    fn flush_with(&mut self, now: u32, tick: bool) {
+        let State {
+            kcp,
+            pending,
+            pool,
+            room,
+            ..
+        } = self;
+        let mut sink = KcpSink {
+            pending,
+            pool,
+            room: *room,
+        };
+        if tick {
+            kcp.update(now, &mut sink);
+        } else {
+            kcp.flush(FlushKind::Full, now, &mut sink);
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn readable(&self) -> bool {
+        self.leftover_pos < self.leftover.len() || self.kcp.peek_size().is_some()
+    }
+
+    fn writable(&self) -> bool {
+        self.kcp.wait_snd() < self.kcp.snd_wnd() as usize
+    }
+
+    /// Wakes the user side when it can make progress.
+    pub(crate) fn wake_io(&mut self) {
+        if self.readable() || self.fate.is_some() {
+            if let Some(w) = self.read_waker.take() {
+                w.wake();
+            }
+        }
+        if self.writable() || self.fate.is_some() {
+            if let Some(w) = self.write_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(w) = self.driver_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn snapshot(&self) -> Snmp {
+        let mut s = self.c;
+        let k = self.kcp.stats();
+        s.in_segs = k.in_segs;
+        s.out_segs = k.out_segs;
+        s.retrans_segs = k.retrans_segs;
+        s.fast_retrans_segs = k.fast_retrans_segs;
+        s.early_retrans_segs = k.early_retrans_segs;
+        s.lost_segs = k.lost_segs;
+        s.repeat_segs = k.repeat_segs;
+        s.ring_buffer_snd_queue = self.kcp.snd_queue_len() as u64;
+        s.ring_buffer_rcv_queue = self.kcp.rcv_queue_len() as u64;
+        s.ring_buffer_snd_buffer = self.kcp.snd_buf_len() as u64;
+        if let Some(dec) = self.rx.decoder() {
+            let f = dec.stats();
+            s.fec_full_shard_set = f.fec_full_shard_set;
+            s.fec_recovered = f.fec_recovered;
+            s.fec_errs += f.fec_errs;
+            s.fec_parity_shards = f.fec_parity_shards;
+            s.fec_shard_set = f.fec_shard_set;
+            s.fec_shard_min = f.fec_shard_min;
+        }
+        s.curr_estab = u64::from(!self.closed);
+        s.max_conn = 1;
+        s
+    }
+
+    fn publish(&mut self) {
+        let snap = self.snapshot();
+        self.publisher.publish(&snap);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.publish();
+    }
+}
+
+fn apply_nodelay(kcp: &mut Kcp, nd: NoDelay) {
+    kcp.set_nodelay(
+        i32::from(nd.nodelay),
+        nd.interval as i32,
+        nd.resend.min(i32::MAX as u32) as i32,
+        i32::from(nd.congestion == Congestion::Off),
+    );
+}
+
+/// What the handle, the driver and the listener share.
+pub(crate) struct Shared {
+    pub(crate) conv: u32,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) origin: Origin,
+    pub(crate) listener: Option<Weak<ListenerShared>>,
+    /// Counted in `CurrEstab` (a listener builds candidates it may discard).
+    opened: AtomicBool,
+    /// Times the driver task was polled (observability: an idle session must
+    /// not be woken at all).
+    wakeups: AtomicU64,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave KCP half-updated in a
+        // way that matters more than losing the session; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the session (first caller wins). A local close does kcp-go's
+    /// final flush; nothing special goes on the wire (§6.4).
+    pub(crate) fn close_with(self: &Arc<Self>, fate: Fate) -> bool {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return false;
+            }
+            st.closed = true;
+            if fate == Fate::Closed {
+                st.flush(now_ms());
+            }
+            st.fate = Some(fate);
+            st.wake_io();
+            st.wake_driver();
+            st.publish();
+        }
+        if self.opened.swap(false, Ordering::AcqRel) {
+            stats::session_closed();
+        }
+        if let Some(l) = self.listener.as_ref().and_then(Weak::upgrade) {
+            l.remove(self);
+        }
+        true
+    }
+}
+
+/// Closes the session when the last user handle goes away.
+struct CloseGuard(Arc<Shared>);
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        self.0.close_with(Fate::Closed);
+    }
+}
+
+/// Per-direction timeout sleep of a handle (armed when an operation starts
+/// waiting, cleared when it completes).
+#[derive(Default)]
+struct Timeout {
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl Timeout {
+    /// True when the wait that started earlier has lasted `limit`.
+    fn expired(&mut self, limit: Option<Duration>, cx: &mut Context<'_>) -> bool {
+        let Some(limit) = limit else {
+            self.armed = false;
+            return false;
+        };
+        let at = tokio::time::Instant::now() + limit;
+        if !self.armed {
+            match self.sleep.as_mut() {
+                Some(s) => s.as_mut().reset(at),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            self.armed = true;
+        }
+        let fired = match self.sleep.as_mut() {
+            Some(s) => s.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if fired {
+            self.armed = false;
+        }
+        fired
+    }
+
+    fn clear(&mut self) {
+        self.armed = false;
+    }
+}
+
+/// A KCP session over UDP, wire-compatible with kcp-go's `UDPSession`.
+///
+/// Implements [`AsyncRead`] and [`AsyncWrite`]; [`into_split`](Self::into_split)
+/// gives owned halves. Dropping every handle closes the session.
+pub struct Session {
+    shared: Arc<Shared>,
+    guard: Arc<CloseGuard>,
+    rd: Timeout,
+    wr: Timeout,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("conv", &self.shared.conv)
+            .field("peer", &self.shared.peer)
+            .field("origin", &self.shared.origin)
+            .finish()
+    }
+}
+
+/// Socket options a session or listener applies to a socket it owns.
+pub(crate) fn socket_options(config: &Config) -> SocketOptions {
+    let (recv_buffer, send_buffer) = config.socket_buffers();
+    SocketOptions {
+        dscp: config.dscp(),
+        recv_buffer,
+        send_buffer,
+    }
+}
+
+impl Session {
+    /// Dials `addr` (kcp-go `DialWithOptions`, §6.1): binds an ephemeral
+    /// unconnected UDP socket of the peer's family, picks a random conv from
+    /// the OS RNG and returns at once; nothing is sent until the first write.
+    pub async fn dial(addr: impl ToSocketAddrs, config: &Config) -> Result<Session> {
+        config.validate()?;
+        let peer = lookup_host(addr).await?.next().ok_or_else(|| {
+            Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "address resolved to nothing",
+            ))
+        })?;
+        let bind: SocketAddr = if peer.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = uio::bind(bind, &socket_options(config))?;
+        let conv = rand::rngs::OsRng.next_u32();
+        Session::from_socket(socket, peer, conv, config)
+    }
+
+    /// A session on a caller-supplied socket with an explicit conv (kcp-go
+    /// `NewConn3`). The session owns the socket: it reads every datagram
+    /// arriving on it and counts those not from `peer` as `InErrs`. Socket
+    /// options in `config` are applied. Must be called within a tokio runtime.
+    pub fn from_socket(
+        socket: UdpSocket,
+        peer: SocketAddr,
+        conv: u32,
+        config: &Config,
+    ) -> Result<Session> {
+        config.validate()?;
+        uio::apply(&socket, &socket_options(config))?;
+        let local = socket.local_addr()?;
+        let socket = Arc::new(socket);
+        let (session, driver) =
+            Session::build(conv, peer, local, socket, Origin::Dialed, None, config)?;
+        session.mark_opened();
+        tokio::spawn(driver);
+        Ok(session)
+    }
+
+    /// Builds the shared state, the user handle and the driver (not spawned).
+    pub(crate) fn build(
+        conv: u32,
+        peer: SocketAddr,
+        local: SocketAddr,
+        socket: Arc<UdpSocket>,
+        origin: Origin,
+        listener: Option<Weak<ListenerShared>>,
+        config: &Config,
+    ) -> Result<(Session, Driver)> {
+        let (d, p) = config.fec();
+        let sealer = Sealer::new(config.crypt().clone(), d, p)?;
+        let state = State::new(conv, config, origin)?;
+        let shared = Arc::new(Shared {
+            conv,
+            peer,
+            local,
+            socket,
+            origin,
+            listener,
+            opened: AtomicBool::new(false),
+            wakeups: AtomicU64::new(0),
+            state: Mutex::new(state),
+        });
+        let driver = Driver::new(shared.clone(), sealer, origin, config.crypt().clone());
+        let session = Session {
+            guard: Arc::new(CloseGuard(shared.clone())),
+            shared,
+            rd: Timeout::default(),
+            wr: Timeout::default(),
+        };
+        Ok((session, driver))
+    }
+
+    /// Counts the session as established (`CurrEstab`, `Active/PassiveOpens`).
+    pub(crate) fn mark_opened(&self) {
+        if !self.shared.opened.swap(true, Ordering::AcqRel) {
+            stats::session_opened();
+            // PassiveOpens is the listener's counter (Listener::stats).
+            if self.shared.origin == Origin::Dialed {
+                self.shared.lock().c.active_opens += 1;
+            }
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Splits into owned read and write halves; the session closes when both
+    /// are dropped (or on an explicit [`OwnedWriteHalf::close`]).
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let Session {
+            shared,
+            guard,
+            rd,
+            wr,
+        } = self;
+        (
+            OwnedReadHalf {
+                shared: shared.clone(),
+                _guard: guard.clone(),
+                rd,
+            },
+            OwnedWriteHalf {
+                shared,
+                _guard: guard,
+                wr,
+            },
+        )
+    }
+
+    /// The conversation id.
+    pub fn conv(&self) -> u32 {
+        self.shared.conv
+    }
+    /// The local socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer
+    }
+    /// Whether the session was dialed or accepted.
+    pub fn origin(&self) -> Origin {
+        self.shared.origin
+    }
+    /// Current retransmission timeout in ms (kcp-go `GetRTO`).
+    pub fn rto(&self) -> u32 {
+        self.shared.lock().kcp.rto()
+    }
+    /// Smoothed RTT in ms (kcp-go `GetSRTT`).
+    pub fn srtt(&self) -> i32 {
+        self.shared.lock().kcp.srtt()
+    }
+    /// RTT variance in ms (kcp-go `GetSRTTVar`).
+    pub fn rttvar(&self) -> i32 {
+        self.shared.lock().kcp.rttvar()
+    }
+    /// Segments queued or in flight (kcp-go `WaitSnd`).
+    pub fn wait_snd(&self) -> usize {
+        self.shared.lock().kcp.wait_snd()
+    }
+    /// This session's counters (kcp-go names; §6.5).
+    pub fn stats(&self) -> Snmp {
+        self.shared.lock().snapshot()
+    }
+    /// How many times this session's driver task has run. An idle session
+    /// (nothing queued, in flight or to acknowledge) arms no timer, so this
+    /// stops growing; useful to check that in tests and diagnostics.
+    pub fn driver_wakeups(&self) -> u64 {
+        self.shared.wakeups.load(Ordering::Relaxed)
+    }
+    /// Whether the session has ended (closed locally or by an error).
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+    /// Why the session ended, if it has.
+    pub fn error(&self) -> Option<Error> {
+        self.shared.lock().fate.as_ref().map(Fate::error)
+    }
+
+    /// kcp-go `SetNoDelay`.
+    pub fn set_nodelay(&self, nd: NoDelay) {
+        let mut st = self.shared.lock();
+        apply_nodelay(&mut st.kcp, nd);
+        st.wake_driver();
+    }
+    /// kcp-go `SetWindowSize`; zero leaves a window unchanged.
+    pub fn set_window(&self, snd_wnd: u32, rcv_wnd: u32) {
+        let mut st = self.shared.lock();
+        st.kcp.set_wndsize(snd_wnd, rcv_wnd);
+        st.wake_io();
+        st.wake_driver();
+    }
+    /// kcp-go `SetMtu`: KCP gets min(mtu, 1500) − headers − AEAD tag (§1.9).
+    pub fn set_mtu(&self, mtu: usize) -> Result<()> {
+        let mut st = self.shared.lock();
+        let kmtu = mtu.min(MTU_LIMIT).saturating_sub(st.room + st.trailer);
+        if kmtu <= IKCP_OVERHEAD {
+            return Err(Error::InvalidConfig(format!(
+                "mtu {mtu} leaves no room for data after {} header bytes",
+                st.room + st.trailer
+            )));
+        }
+        st.kcp.set_mtu(kmtu)
+    }
+    /// kcp-go `SetStreamMode`.
+    pub fn set_stream_mode(&self, mode: StreamMode) {
+        self.shared
+            .lock()
+            .kcp
+            .set_stream_mode(mode == StreamMode::Stream);
+    }
+    /// kcp-go `SetACKNoDelay`.
+    pub fn set_ack_nodelay(&self, nodelay: bool) {
+        self.shared.lock().ack_nodelay = nodelay;
+    }
+    /// kcp-go `SetWriteDelay`.
+    pub fn set_write_delay(&self, delay: bool) {
+        self.shared.lock().write_delay = delay;
+    }
+    /// kcp-go `SetRateLimit` in bytes per second; 0 disables.
+    pub fn set_rate_limit(&self, bytes_per_second: u32) {
+        let mut st = self.shared.lock();
+        st.rate_limit = bytes_per_second;
+        st.wake_driver();
+    }
+    /// Each read waiting longer than this fails with [`Error::Timeout`].
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
+        let mut st = self.shared.lock();
+        st.read_timeout = timeout;
+        if let Some(w) = st.read_waker.take() {
+            w.wake();
+        }
+    }
+    /// Each write waiting longer than this fails with [`Error::Timeout`].
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) {
+        let mut st = self.shared.lock();
+        st.write_timeout = timeout;
+        if let Some(w) = st.write_waker.take() {
+            w.wake();
+        }
+    }
+    /// End the session with [`Error::IdleTimeout`] after this long without a
+    /// valid datagram from the peer.
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        let mut st = self.shared.lock();
+        st.idle_timeout = timeout;
+        st.wake_driver();
+    }
+    /// End the session with [`Error::DeadLink`] when a segment sent this many
+    /// times is still unacknowledged when its next retransmission is due.
+    pub fn set_dead_link(&self, transmissions: Option<u32>) {
+        self.shared.lock().dead_link = transmissions;
+    }
+    /// kcp-go `SetDSCP`; only for a session that owns its socket.
+    pub fn set_dscp(&self, dscp: u8) -> Result<()> {
+        self.owned_socket("SetDSCP")?;
+        if dscp > 63 {
+            return Err(Error::InvalidConfig(format!("DSCP {dscp} exceeds 63")));
+        }
+        Ok(uio::set_dscp(&self.shared.socket, dscp)?)
+    }
+    /// kcp-go `SetReadBuffer`; only for a session that owns its socket.
+    pub fn set_recv_buffer(&self, bytes: usize) -> Result<()> {
+        self.owned_socket("SetReadBuffer")?;
+        Ok(uio::set_recv_buffer(&self.shared.socket, bytes)?)
+    }
+    /// kcp-go `SetWriteBuffer`; only for a session that owns its socket.
+    pub fn set_send_buffer(&self, bytes: usize) -> Result<()> {
+        self.owned_socket("SetWriteBuffer")?;
+        Ok(uio::set_send_buffer(&self.shared.socket, bytes)?)
+    }
+    fn owned_socket(&self, what: &str) -> Result<()> {
+        match self.shared.origin {
+            Origin::Dialed => Ok(()),
+            Origin::Accepted => Err(Error::InvalidConfig(format!(
+                "{what} is not allowed on a session sharing its listener's socket"
+            ))),
+        }
+    }
+
+    /// Registers the handler for OOB payloads (§4.6); it runs on the receive
+    /// path and must not block.
+    pub fn set_oob_handler(&self, handler: impl FnMut(&[u8]) + Send + 'static) -> Result<()> {
+        let mut st = self.shared.lock();
+        if !st.fec_enabled {
+            return Err(Error::InvalidConfig(
+                "OOB requires FEC to be enabled".into(),
+            ));
+        }
+        st.oob_handler = Some(Box::new(handler));
+        Ok(())
+    }
+    /// Largest OOB payload (kcp-go `GetOOBMaxSize`); 0 without FEC.
+    pub fn oob_max_size(&self) -> usize {
+        let st = self.shared.lock();
+        if st.fec_enabled {
+            st.kcp.mtu().saturating_sub(CONV_SIZE)
+        } else {
+            0
+        }
+    }
+    /// Sends an unreliable out-of-band datagram (kcp-go `SendOOB`, §4.6).
+    pub fn send_oob(&self, data: &[u8]) -> Result<()> {
+        let mut st = self.shared.lock();
+        if let Some(f) = &st.fate {
+            return Err(f.error());
+        }
+        if !st.fec_enabled {
+            return Err(Error::InvalidConfig(
+                "OOB requires FEC to be enabled".into(),
+            ));
+        }
+        let max = st.kcp.mtu().saturating_sub(CONV_SIZE);
+        if data.len() > max {
+            return Err(Error::MessageTooLarge {
+                len: data.len(),
+                fragments: 1,
+                max,
+            });
+        }
+        let room = st.room;
+        let mut p = st.pool.get();
+        let buf = p.buf_mut();
+        buf[room..room + CONV_SIZE].copy_from_slice(&self.shared.conv.to_le_bytes());
+        buf[room + CONV_SIZE..room + CONV_SIZE + data.len()].copy_from_slice(data);
+        p.set_len(room + CONV_SIZE + data.len());
+        st.pending.push(Outgoing {
+            packet: p,
+            kind: OutKind::Oob,
+        });
+        st.wake_driver();
+        Ok(())
+    }
+
+    /// Closes the session (kcp-go `Close`): one final flush, nothing else on
+    /// the wire; buffered received data can still be read. A second call
+    /// returns [`Error::Closed`].
+    pub fn close(&self) -> Result<()> {
+        close_shared(&self.shared)
+    }
+
+    /// Waits until everything written has been acknowledged by the peer (or
+    /// the session ends, or the write timeout passes).
+    pub async fn drain(&mut self) -> Result<()> {
+        let shared = self.shared.clone();
+        let wr = &mut self.wr;
+        std::future::poll_fn(|cx| poll_drain(&shared, wr, cx)).await
+    }
+
+    /// Sends one message (message mode: it arrives whole in one
+    /// [`recv_msg`](Self::recv_msg)). Waits while the send window is full.
+    pub async fn send_msg(&mut self, msg: &[u8]) -> Result<()> {
+        let shared = self.shared.clone();
+        let wr = &mut self.wr;
+        std::future::poll_fn(|cx| poll_send_msg(&shared, wr, cx, msg)).await
+    }
+
+    /// Receives one whole message into `buf`; [`Error::BufferTooSmall`] (the
+    /// message stays queued) if it does not fit.
+    pub async fn recv_msg(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let shared = self.shared.clone();
+        let rd = &mut self.rd;
+        std::future::poll_fn(|cx| poll_recv_msg(&shared, rd, cx, buf)).await
+    }
+}
+
+fn close_shared(shared: &Arc<Shared>) -> Result<()> {
+    if shared.close_with(Fate::Closed) {
+        Ok(())
+    } else {
+        Err(Error::Closed)
+    }
+}
+
+fn poll_read_impl(
+    shared: &Shared,
+    rd: &mut Timeout,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    if buf.remaining() == 0 {
+        return Poll::Ready(Ok(()));
+    }
+    let mut st = shared.lock();
+    let st = &mut *st;
+    if st.leftover_pos < st.leftover.len() {
+        let rest = &st.leftover[st.leftover_pos..];
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        st.leftover_pos += n;
+        st.c.bytes_received += n as u64;
+        rd.clear();
+        return Poll::Ready(Ok(()));
+    }
+    if let Some(size) = st.kcp.peek_size() {
+        let dst = buf.initialize_unfilled();
+        let n = if dst.len() >= size {
+            match st.kcp.recv(dst) {
+                Ok(Some(n)) => n,
+                Ok(None) => 0,
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        } else {
+            st.leftover.resize(size, 0);
+            let got = match st.kcp.recv(&mut st.leftover) {
+                Ok(Some(n)) => n,
+                Ok(None) => 0,
+                Err(e) => return Poll::Ready(Err(e.into())),
+            };
+            st.leftover.truncate(got);
+            let n = got.min(dst.len());
+            dst[..n].copy_from_slice(&st.leftover[..n]);
+            st.leftover_pos = n;
+            n
+        };
+        buf.advance(n);
+        st.c.bytes_received += n as u64;
+        // The receive window may have reopened: the driver may owe a WINS.
+        st.wake_driver();
+        rd.clear();
+        return Poll::Ready(Ok(()));
+    }
+    if let Some(f) = &st.fate {
+        rd.clear();
+        return Poll::Ready(Err(f.error().into()));
+    }
+    st.read_waker = Some(cx.waker().clone());
+    let limit = st.read_timeout;
+    if rd.expired(limit, cx) {
+        st.read_waker = None;
+        return Poll::Ready(Err(Error::Timeout.into()));
+    }
+    Poll::Pending
+}
+
+fn poll_recv_msg(
+    shared: &Shared,
+    rd: &mut Timeout,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<Result<usize>> {
+    let mut st = shared.lock();
+    let st = &mut *st;
+    if st.leftover_pos < st.leftover.len() {
+        // The tail of a message a byte-stream read cut short.
+        let rest = &st.leftover[st.leftover_pos..];
+        if buf.len() < rest.len() {
+            return Poll::Ready(Err(Error::BufferTooSmall {
+                need: rest.len(),
+                have: buf.len(),
+            }));
+        }
+        let n = rest.len();
+        buf[..n].copy_from_slice(rest);
+        st.leftover_pos = st.leftover.len();
+        st.c.bytes_received += n as u64;
+        rd.clear();
+        return Poll::Ready(Ok(n));
+    }
+    if let Some(size) = st.kcp.peek_size() {
+        if buf.len() < size {
+            return Poll::Ready(Err(Error::BufferTooSmall {
+                need: size,
+                have: buf.len(),
+            }));
+        }
+        let n = st.kcp.recv(buf)?.unwrap_or(0);
+        st.c.bytes_received += n as u64;
+        st.wake_driver();
+        rd.clear();
+        return Poll::Ready(Ok(n));
+    }
+    if let Some(f) = &st.fate {
+        rd.clear();
+        return Poll::Ready(Err(f.error()));
+    }
+    st.read_waker = Some(cx.waker().clone());
+    let limit = st.read_timeout;
+    if rd.expired(limit, cx) {
+        st.read_waker = None;
+        return Poll::Ready(Err(Error::Timeout));
+    }
+    Poll::Pending
+}
+
+/// Queues data and flushes unless write-delay is on (kcp-go `Write`, §5.6).
+fn queue_and_flush(st: &mut State, pieces: &mut dyn Iterator<Item = &[u8]>) -> Result<usize> {
+    let mut n = 0;
+    for piece in pieces {
+        st.kcp.send(piece)?;
+        n += piece.len();
+    }
+    st.c.bytes_sent += n as u64;
+    if !st.write_delay || !st.writable() {
+        st.flush(now_ms());
+    }
+    st.wake_driver();
+    Ok(n)
+}
+
+fn poll_write_impl(
+    shared: &Shared,
+    wr: &mut Timeout,
+    cx: &mut Context<'_>,
+    data: &[u8],
+) -> Poll<io::Result<usize>> {
+    if data.is_empty() {
+        return Poll::Ready(Ok(0));
+    }
+    let mut st = shared.lock();
+    if let Some(f) = &st.fate {
+        return Poll::Ready(Err(f.error().into()));
+    }
+    let wait = st.kcp.wait_snd();
+    let wnd = st.kcp.snd_wnd() as usize;
+    if wait < wnd {
+        let mss = st.kcp.mss().max(1);
+        // Back-pressure: take no more than the free window holds, so a huge
+        // write cannot queue without bound (kcp-go would take it all).
+        let take = data.len().min((wnd - wait).saturating_mul(mss));
+        let r = queue_and_flush(&mut st, &mut data[..take].chunks(mss));
+        wr.clear();
+        return Poll::Ready(r.map_err(Into::into));
+    }
+    st.write_waker = Some(cx.waker().clone());
+    let limit = st.write_timeout;
+    if wr.expired(limit, cx) {
+        st.write_waker = None;
+        return Poll::Ready(Err(Error::Timeout.into()));
+    }
+    Poll::Pending
+}
+
+fn poll_send_msg(
+    shared: &Shared,
+    wr: &mut Timeout,
+    cx: &mut Context<'_>,
+    msg: &[u8],
+) -> Poll<Result<()>> {
+    if msg.is_empty() {
+        return Poll::Ready(Err(Error::EmptyMessage));
+    }
+    let mut st = shared.lock();
+    if let Some(f) = &st.fate {
+        return Poll::Ready(Err(f.error()));
+    }
+    if st.writable() {
+        let r = queue_and_flush(&mut st, &mut std::iter::once(msg));
+        wr.clear();
+        return Poll::Ready(r.map(|_| ()));
+    }
+    st.write_waker = Some(cx.waker().clone());
+    let limit = st.write_timeout;
+    if wr.expired(limit, cx) {
+        st.write_waker = None;
+        return Poll::Ready(Err(Error::Timeout));
+    }
+    Poll::Pending
+}
+
+fn poll_drain(shared: &Shared, wr: &mut Timeout, cx: &mut Context<'_>) -> Poll<Result<()>> {
+    let mut st = shared.lock();
+    if st.kcp.wait_snd() == 0 {
+        wr.clear();
+        return Poll::Ready(Ok(()));
+    }
+    if let Some(f) = &st.fate {
+        return Poll::Ready(Err(f.error()));
+    }
+    st.write_waker = Some(cx.waker().clone());
+    let limit = st.write_timeout;
+    if wr.expired(limit, cx) {
+        st.write_waker = None;
+        return Poll::Ready(Err(Error::Timeout));
+    }
+    Poll::Pending
+}
+
+fn poll_flush_impl(shared: &Shared) -> Poll<io::Result<()>> {
+    let mut st = shared.lock();
+    if st.write_delay && !st.closed {
+        st.flush_now = true;
+        st.wake_driver();
+    }
+    Poll::Ready(Ok(()))
+}
+
+impl AsyncRead for Session {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        poll_read_impl(&this.shared, &mut this.rd, cx, buf)
+    }
+}
+
+impl AsyncWrite for Session {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        poll_write_impl(&this.shared, &mut this.wr, cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        poll_flush_impl(&self.shared)
+    }
+    /// Closes the session like [`Session::close`] (there is no half-close in
+    /// KCP); a second shutdown is a no-op.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = close_shared(&self.shared);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The read half of a [`Session`].
+pub struct OwnedReadHalf {
+    shared: Arc<Shared>,
+    _guard: Arc<CloseGuard>,
+    rd: Timeout,
+}
+
+impl std::fmt::Debug for OwnedReadHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedReadHalf")
+            .field("conv", &self.shared.conv)
+            .finish()
+    }
+}
+
+impl OwnedReadHalf {
+    /// The conversation id.
+    pub fn conv(&self) -> u32 {
+        self.shared.conv
+    }
+    /// The session's counters.
+    pub fn stats(&self) -> Snmp {
+        self.shared.lock().snapshot()
+    }
+    /// See [`Session::recv_msg`].
+    pub async fn recv_msg(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let shared = self.shared.clone();
+        let rd = &mut self.rd;
+        std::future::poll_fn(|cx| poll_recv_msg(&shared, rd, cx, buf)).await
+    }
+}
+
+impl AsyncRead for OwnedReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        poll_read_impl(&this.shared, &mut this.rd, cx, buf)
+    }
+}
+
+/// The write half of a [`Session`].
+pub struct OwnedWriteHalf {
+    shared: Arc<Shared>,
+    _guard: Arc<CloseGuard>,
+    wr: Timeout,
+}
+
+impl std::fmt::Debug for OwnedWriteHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedWriteHalf")
+            .field("conv", &self.shared.conv)
+            .finish()
+    }
+}
+
+impl OwnedWriteHalf {
+    /// The conversation id.
+    pub fn conv(&self) -> u32 {
+        self.shared.conv
+    }
+    /// The session's counters.
+    pub fn stats(&self) -> Snmp {
+        self.shared.lock().snapshot()
+    }
+    /// See [`Session::send_msg`].
+    pub async fn send_msg(&mut self, msg: &[u8]) -> Result<()> {
+        let shared = self.shared.clone();
+        let wr = &mut self.wr;
+        std::future::poll_fn(|cx| poll_send_msg(&shared, wr, cx, msg)).await
+    }
+    /// See [`Session::drain`].
+    pub async fn drain(&mut self) -> Result<()> {
+        let shared = self.shared.clone();
+        let wr = &mut self.wr;
+        std::future::poll_fn(|cx| poll_drain(&shared, wr, cx)).await
+    }
+    /// Closes the whole session (see [`Session::close`]).
+    pub fn close(&self) -> Result<()> {
+        close_shared(&self.shared)
+    }
+}
+
+impl AsyncWrite for OwnedWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        poll_write_impl(&this.shared, &mut this.wr, cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        poll_flush_impl(&self.shared)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = close_shared(&self.shared);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Converts a KCP millisecond deadline to an instant.
+fn deadline_instant(deadline_ms: u32, now_ms: u32, now: Instant) -> Instant {
+    let delta = deadline_ms.wrapping_sub(now_ms) as i32;
+    if delta <= 0 {
+        now
+    } else {
+        now + Duration::from_millis(delta as u64)
+    }
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+type WritableFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+/// Token bucket for `SetRateLimit` (kcp-go: burst 64 × 1500 bytes).
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, rate: u32, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * f64::from(rate)).min(RATE_BURST);
+    }
+}
+
+/// The per-session task: timers, sealing, sending, and (for dialed sessions)
+/// receiving.
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    sealer: Sealer,
+    /// Dialed sessions open their own datagrams.
+    opener: Option<Opener>,
+    out: SendBatch,
+    taken: Vec<Outgoing>,
+    pool: PacketPool,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+    writable: Option<WritableFuture>,
+    bucket: Bucket,
+    c: Snmp,
+}
+
+impl Driver {
+    fn new(shared: Arc<Shared>, sealer: Sealer, origin: Origin, crypt: Crypt) -> Driver {
+        let opener = match origin {
+            Origin::Dialed => Some((crypt, RecvBatch::new(SESSION_RECV_BATCH), Vec::new())),
+            Origin::Accepted => None,
+        };
+        Driver {
+            shared,
+            sealer,
+            opener,
+            out: SendBatch::new(),
+            taken: Vec::new(),
+            pool: PacketPool::new(SESSION_POOL),
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timer_at: None,
+            writable: None,
+            bucket: Bucket {
+                tokens: RATE_BURST,
+                last: Instant::now(),
+            },
+            c: Snmp::default(),
+        }
+    }
+
+    /// Reads one batch from the owned socket and opens it. Returns how many
+    /// datagrams were read, or the fatal error.
+    fn poll_socket(&mut self, cx: &mut Context<'_>) -> std::result::Result<usize, io::Error> {
+        let Some((crypt, rx, plains)) = self.opener.as_mut() else {
+            return Ok(0);
+        };
+        loop {
+            match rx.poll_recv(&self.shared.socket, cx) {
+                Poll::Pending => return Ok(0),
+                Poll::Ready(Err(e)) if transient(&e) => continue,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Ready(Ok(n)) => {
+                    plains.clear();
+                    for i in 0..n {
+                        let Some((d, from)) = rx.get_mut(i) else {
+                            plains.push(None);
+                            continue;
+                        };
+                        if from != self.shared.peer {
+                            self.c.in_errs += 1;
+                            plains.push(None);
+                            continue;
+                        }
+                        plains.push(codec::open_counted(crypt, d, &mut self.c));
+                    }
+                    return Ok(n);
+                }
+            }
+        }
+    }
+
+    /// Sends what is queued, honouring the rate limit. Returns when to try
+    /// again if rate-limited.
+    fn send(
+        &mut self,
+        cx: &mut Context<'_>,
+        rate: u32,
+    ) -> std::result::Result<Option<Instant>, io::Error> {
+        while !self.out.is_empty() {
+            if let Some(w) = self.writable.as_mut() {
+                match w.as_mut().poll(cx) {
+                    Poll::Pending => return Ok(None),
+                    Poll::Ready(_) => self.writable = None,
+                }
+            }
+            let max = if rate == 0 {
+                usize::MAX
+            } else {
+                let now = Instant::now();
+                self.bucket.refill(rate, now);
+                let budget = self.bucket.tokens.max(0.0) as usize;
+                let n = self.out.count_within(budget);
+                if n == 0 {
+                    let need = self.out.front_len().unwrap_or(0) as f64 - self.bucket.tokens;
+                    let secs = (need / f64::from(rate)).max(0.001);
+                    return Ok(Some(now + Duration::from_secs_f64(secs)));
+                }
+                n
+            };
+            let (pkts, bytes) =
+                self.out
+                    .try_send(&self.shared.socket, self.shared.peer, max, &mut self.pool)?;
+            self.c.out_pkts += pkts as u64;
+            self.c.out_bytes += bytes as u64;
+            if rate != 0 {
+                self.bucket.tokens -= bytes as f64;
+            }
+            if pkts < max && !self.out.is_empty() {
+                // Socket buffer full: wait for writability. Boxed once per
+                // stall, not per packet; works with many sessions sharing a
+                // listener's socket (poll_send_ready keeps only one waker).
+                let sock = self.shared.socket.clone();
+                self.writable = Some(Box::pin(async move { sock.writable().await }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.wakeups.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..DRIVER_BUDGET {
+            let mut fatal: Option<Fate> = None;
+            let got = match self.poll_socket(cx) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.c.in_errs += 1;
+                    fatal = Some(Fate::Io(e.kind(), e.to_string()));
+                    0
+                }
+            };
+            let now = now_ms();
+            let now_i = Instant::now();
+            let (kcp_deadline, idle_deadline, rate, finished);
+            {
+                let mut guard = self.shared.lock();
+                let st = &mut *guard;
+                st.c.absorb(&mut self.c);
+                if got > 0 && !st.closed {
+                    if let Some((_, rx, plains)) = self.opener.as_mut() {
+                        for (i, range) in plains.iter().enumerate().take(got) {
+                            let Some(range) = range.clone() else { continue };
+                            if let Some((d, _)) = rx.get_mut(i) {
+                                if let Some(plain) = d.get(range) {
+                                    st.input(plain, now);
+                                }
+                            }
+                        }
+                    }
+                }
+                if !st.closed {
+                    let due = st
+                        .kcp
+                        .next_deadline(now)
+                        .is_some_and(|d| d.wrapping_sub(now) as i32 <= 0);
+                    if due {
+                        st.tick(now);
+                    } else if st.flush_now {
+                        st.flush(now);
+                    }
+                    st.flush_now = false;
+                    if let Some(limit) = st.dead_link {
+                        // Dead once a segment sent `limit` times is due for
+                        // yet another transmission (that one is not sent).
+                        if st.kcp.max_xmit() > limit {
+                            fatal = fatal.or(Some(Fate::DeadLink(limit)));
+                        }
+                    }
+                    if let Some(idle) = st.idle_timeout {
+                        if now_i.saturating_duration_since(st.last_recv) >= idle {
+                            fatal = fatal.or(Some(Fate::IdleTimeout));
+                        }
+                    }
+                }
+                std::mem::swap(&mut self.taken, &mut st.pending);
+                st.wake_io();
+                st.driver_waker = Some(cx.waker().clone());
+                if st.closed {
+                    kcp_deadline = None;
+                    idle_deadline = None;
+                } else {
+                    kcp_deadline = st
+                        .kcp
+                        .next_deadline(now)
+                        .map(|d| deadline_instant(d, now, now_i));
+                    idle_deadline = st.idle_timeout.map(|t| st.last_recv + t);
+                }
+                rate = st.rate_limit;
+                // Abnormal endings discard unsent data; a local close sends it.
+                finished = st.closed && st.fate.as_ref().is_some_and(|f| *f != Fate::Closed);
+                st.publish();
+            }
+            if let Some(f) = fatal {
+                self.shared.close_with(f);
+                continue;
+            }
+            if finished {
+                self.taken.clear();
+                self.out.clear(&mut self.pool);
+                return Poll::Ready(());
+            }
+            for item in self.taken.drain(..) {
+                self.sealer
+                    .seal(item, now, &mut self.pool, &mut self.out, &mut self.c);
+            }
+            let rate_wait = match self.send(cx, rate) {
+                Ok(w) => w,
+                Err(e) => {
+                    self.shared.close_with(Fate::Io(e.kind(), e.to_string()));
+                    continue;
+                }
+            };
+            let closed = self.shared.lock().closed;
+            if closed && self.out.is_empty() {
+                let mut st = self.shared.lock();
+                st.c.absorb(&mut self.c);
+                st.publish();
+                return Poll::Ready(());
+            }
+            let next = [kcp_deadline, idle_deadline, rate_wait]
+                .into_iter()
+                .flatten()
+                .min();
+            let mut fired = false;
+            if let Some(at) = next {
+                if self.timer_at != Some(at) {
+                    self.timer.as_mut().reset(at.into());
+                    self.timer_at = Some(at);
+                }
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    self.timer_at = None;
+                    fired = true;
+                }
+            } else {
+                self.timer_at = None;
+                if self.out.is_empty() {
+                    // Idle: hand cached buffers back to the shared pool so
+                    // thousands of idle sessions hold none.
+                    self.pool.release();
+                    self.shared.lock().pool.release();
+                }
+            }
+            if !fired && got == 0 {
+                return Poll::Pending;
+            }
+        }
+        // Used the budget: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().poll_drive(cx)
+    }
+}

@@ -6,10 +6,14 @@
 //!   a virtual millisecond clock. It knows nothing about KCP, so any layer
 //!   that turns bytes into datagrams (KCP alone, or KCP+FEC+crypt) can be put
 //!   on it.
-//! * [`KcpPair`] drives two [`Kcp`] engines over a `Link` the way kcp-go's
+//! * [`Pair`] drives two [`Endpoint`]s over a `Link` the way kcp-go's
 //!   session does (timer ticks at `next_deadline`, immediate flush after each
-//!   write, reads after each input), and [`run_transfer`] moves a byte stream
-//!   or a sequence of messages across and checks it arrives intact.
+//!   write, reads after each input). [`KcpEndpoint`] is a bare [`Kcp`];
+//!   later layers implement [`Endpoint`] for KCP behind FEC and encryption
+//!   and reuse the same harness.
+//! * [`transfer`] moves a byte stream or a sequence of messages across any
+//!   pair and checks it arrives intact; [`run_transfer`] does that for two
+//!   bare engines described by a [`TransferConfig`].
 //!
 //! Everything is reproducible from the seed: same seed, same datagrams, same
 //! virtual time.
@@ -257,54 +261,132 @@ impl Link {
     }
 }
 
-/// Two KCP engines joined by a [`Link`], on a virtual clock. The engines see
+/// Something the harness can put at one end of a [`Link`]: a KCP engine
+/// alone ([`KcpEndpoint`]), or one behind FEC and encryption. Datagrams go out
+/// through `out`; time is the engines' `now_ms` clock.
+pub trait Endpoint {
+    /// Queues application bytes (one message in message mode).
+    fn send(&mut self, data: &[u8]) -> crate::Result<()>;
+    /// Reads the next message (message mode) or chunk (stream mode), if ready.
+    fn recv(&mut self, buf: &mut [u8]) -> crate::Result<Option<usize>>;
+    /// Whether a writer must wait before sending more (kcp-go's `Write`
+    /// blocks while `WaitSnd >= snd_wnd`).
+    fn send_blocked(&self) -> bool;
+    /// Transmits what was queued (kcp-go's `Write` ends with `flush(FULL)`).
+    fn flush(&mut self, now_ms: u32, out: &mut dyn FnMut(&[u8]));
+    /// Takes one datagram from the link.
+    fn input(&mut self, datagram: &[u8], now_ms: u32, out: &mut dyn FnMut(&[u8]));
+    /// When [`Endpoint::tick`] must run next (`None`: idle, no timer).
+    fn next_deadline(&self, now_ms: u32) -> Option<u32>;
+    /// Timer tick.
+    fn tick(&mut self, now_ms: u32, out: &mut dyn FnMut(&[u8]));
+    /// The KCP counters of the engine inside.
+    fn kcp_stats(&self) -> KcpStats;
+}
+
+/// A bare [`Kcp`] as an [`Endpoint`]: every datagram is fed as
+/// [`PacketKind::Regular`].
+#[derive(Debug)]
+pub struct KcpEndpoint {
+    /// The engine.
+    pub kcp: Kcp,
+    /// Passed to [`Kcp::input`].
+    pub ack_no_delay: bool,
+}
+
+impl KcpEndpoint {
+    /// Wraps an engine.
+    pub fn new(kcp: Kcp) -> KcpEndpoint {
+        KcpEndpoint {
+            kcp,
+            ack_no_delay: false,
+        }
+    }
+}
+
+impl Endpoint for KcpEndpoint {
+    fn send(&mut self, data: &[u8]) -> crate::Result<()> {
+        self.kcp.send(data)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> crate::Result<Option<usize>> {
+        self.kcp.recv(buf)
+    }
+    fn send_blocked(&self) -> bool {
+        self.kcp.wait_snd() >= self.kcp.snd_wnd() as usize
+    }
+    fn flush(&mut self, now_ms: u32, mut out: &mut dyn FnMut(&[u8])) {
+        self.kcp.flush(FlushKind::Full, now_ms, &mut out);
+    }
+    fn input(&mut self, datagram: &[u8], now_ms: u32, mut out: &mut dyn FnMut(&[u8])) {
+        // A broken datagram is dropped (a session would count it); only a
+        // deliberately hostile test produces one.
+        let _ = self.kcp.input(
+            datagram,
+            PacketKind::Regular,
+            self.ack_no_delay,
+            now_ms,
+            &mut out,
+        );
+    }
+    fn next_deadline(&self, now_ms: u32) -> Option<u32> {
+        self.kcp.next_deadline(now_ms)
+    }
+    fn tick(&mut self, now_ms: u32, mut out: &mut dyn FnMut(&[u8])) {
+        self.kcp.update(now_ms, &mut out);
+    }
+    fn kcp_stats(&self) -> KcpStats {
+        *self.kcp.stats()
+    }
+}
+
+/// Two endpoints joined by a [`Link`], on a virtual clock. The endpoints see
 /// `now as u32 + clock_offset`, so a test can start near the u32 wrap.
 #[derive(Debug)]
-pub struct KcpPair {
-    /// Engine at [`Side::A`].
-    pub a: Kcp,
-    /// Engine at [`Side::B`].
-    pub b: Kcp,
+pub struct Pair<A, B> {
+    /// Endpoint at [`Side::A`].
+    pub a: A,
+    /// Endpoint at [`Side::B`].
+    pub b: B,
     /// The link between them.
     pub link: Link,
     /// Virtual time (ms since the start).
     pub now: u64,
-    /// Added to `now` (wrapping) to get the engines' `now_ms`.
+    /// Added to `now` (wrapping) to get the endpoints' `now_ms`.
     pub clock_offset: u32,
-    /// Passed to [`Kcp::input`] on both sides.
-    pub ack_no_delay: bool,
 }
 
-impl KcpPair {
-    /// Joins two engines.
-    pub fn new(a: Kcp, b: Kcp, link: Link) -> KcpPair {
-        KcpPair {
+/// Two bare KCP engines over a [`Link`].
+pub type KcpPair = Pair<KcpEndpoint, KcpEndpoint>;
+
+impl<A: Endpoint, B: Endpoint> Pair<A, B> {
+    /// Joins two endpoints.
+    pub fn new(a: A, b: B, link: Link) -> Pair<A, B> {
+        Pair {
             a,
             b,
             link,
             now: 0,
             clock_offset: 0,
-            ack_no_delay: false,
         }
     }
 
-    /// The engines' clock at virtual time `now`.
+    /// The endpoints' clock at virtual time `now`.
     pub fn kcp_now(&self) -> u32 {
         (self.now as u32).wrapping_add(self.clock_offset)
     }
 
-    fn deadline_of(&self, k: &Kcp) -> Option<u64> {
+    fn deadline_of(&self, d: Option<u32>) -> Option<u64> {
         let now32 = self.kcp_now();
-        k.next_deadline(now32)
-            .map(|d| self.now + d.wrapping_sub(now32).min(i32::MAX as u32) as u64)
+        d.map(|d| self.now + u64::from(d.wrapping_sub(now32).min(i32::MAX as u32)))
     }
 
     /// The next time something happens (a datagram arrives or a timer fires).
     pub fn next_event_time(&self) -> Option<u64> {
+        let now32 = self.kcp_now();
         [
             self.link.next_event_time(),
-            self.deadline_of(&self.a),
-            self.deadline_of(&self.b),
+            self.deadline_of(self.a.next_deadline(now32)),
+            self.deadline_of(self.b.next_deadline(now32)),
         ]
         .into_iter()
         .flatten()
@@ -317,14 +399,17 @@ impl KcpPair {
         let now32 = self.kcp_now();
         let now = self.now;
         let link = &mut self.link;
-        let k = match side {
-            Side::A => &mut self.a,
-            Side::B => &mut self.b,
-        };
-        k.send(data)?;
-        k.flush(FlushKind::Full, now32, &mut |d: &[u8]| {
-            link.send(side, d, now)
-        });
+        let mut out = |d: &[u8]| link.send(side, d, now);
+        match side {
+            Side::A => {
+                self.a.send(data)?;
+                self.a.flush(now32, &mut out);
+            }
+            Side::B => {
+                self.b.send(data)?;
+                self.b.flush(now32, &mut out);
+            }
+        }
         Ok(())
     }
 
@@ -339,31 +424,22 @@ impl KcpPair {
         let now32 = self.kcp_now();
         while let Some((to, bytes)) = self.link.pop_due(now) {
             let link = &mut self.link;
-            let k = match to {
-                Side::A => &mut self.a,
-                Side::B => &mut self.b,
-            };
-            // Broken datagrams are dropped and counted by the caller in a
-            // session; here they only come from a deliberately hostile test.
-            let _ = k.input(
-                &bytes,
-                PacketKind::Regular,
-                self.ack_no_delay,
-                now32,
-                &mut |d: &[u8]| link.send(to, d, now),
-            );
-        }
-        for side in [Side::A, Side::B] {
-            let link = &mut self.link;
-            let k = match side {
-                Side::A => &mut self.a,
-                Side::B => &mut self.b,
-            };
-            if let Some(d) = k.next_deadline(now32) {
-                if d.wrapping_sub(now32) == 0 || (d.wrapping_sub(now32) as i32) < 0 {
-                    k.update(now32, &mut |dg: &[u8]| link.send(side, dg, now));
-                }
+            let mut out = |d: &[u8]| link.send(to, d, now);
+            match to {
+                Side::A => self.a.input(&bytes, now32, &mut out),
+                Side::B => self.b.input(&bytes, now32, &mut out),
             }
+        }
+        let due = |d: Option<u32>| d.is_some_and(|d| (d.wrapping_sub(now32) as i32) <= 0);
+        if due(self.a.next_deadline(now32)) {
+            let link = &mut self.link;
+            self.a
+                .tick(now32, &mut |d: &[u8]| link.send(Side::A, d, now));
+        }
+        if due(self.b.next_deadline(now32)) {
+            let link = &mut self.link;
+            self.b
+                .tick(now32, &mut |d: &[u8]| link.send(Side::B, d, now));
         }
         true
     }
@@ -428,9 +504,20 @@ impl TransferConfig {
             max_virtual_ms: 3_600_000,
         }
     }
+
+    /// A configured engine for one side.
+    pub fn engine(&self, conv: u32) -> crate::Result<Kcp> {
+        let mut k = Kcp::new(conv);
+        let (n, i, r, c) = self.nodelay;
+        k.set_nodelay(n, i, r, c);
+        k.set_wndsize(self.window.0, self.window.1);
+        k.set_mtu(self.mtu)?;
+        k.set_stream_mode(matches!(self.mode, TransferMode::Stream { .. }));
+        Ok(k)
+    }
 }
 
-/// Outcome of a successful [`run_transfer`].
+/// Outcome of a successful transfer.
 #[derive(Debug, Clone)]
 pub struct TransferReport {
     /// Bytes delivered (equal to the request).
@@ -454,38 +541,47 @@ pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-/// Moves `cfg.bytes` from A to B over a simulated link and checks every byte
-/// (and in message mode every boundary). The writer behaves like kcp-go's
-/// `Write`: it queues while `wait_snd < snd_wnd` and flushes after each write.
+/// Moves `cfg.bytes` from A to B between two bare KCP engines configured by
+/// `cfg`; see [`transfer`].
 pub fn run_transfer(cfg: &TransferConfig) -> Result<TransferReport, String> {
-    let data = test_data(cfg.bytes, cfg.seed);
-    let mut a = Kcp::new(0x1122_3344);
-    let mut b = Kcp::new(0x1122_3344);
-    for k in [&mut a, &mut b] {
-        let (n, i, r, c) = cfg.nodelay;
-        k.set_nodelay(n, i, r, c);
-        k.set_wndsize(cfg.window.0, cfg.window.1);
-        k.set_mtu(cfg.mtu).map_err(|e| e.to_string())?;
-        k.set_stream_mode(matches!(cfg.mode, TransferMode::Stream { .. }));
-    }
-    let mut pair = KcpPair::new(a, b, Link::new(cfg.link.clone(), cfg.seed));
+    let conv = 0x1122_3344;
+    let mut a = KcpEndpoint::new(cfg.engine(conv).map_err(|e| e.to_string())?);
+    let mut b = KcpEndpoint::new(cfg.engine(conv).map_err(|e| e.to_string())?);
+    a.ack_no_delay = cfg.ack_no_delay;
+    b.ack_no_delay = cfg.ack_no_delay;
+    let mut pair = Pair::new(a, b, Link::new(cfg.link.clone(), cfg.seed));
     pair.clock_offset = cfg.clock_offset;
-    pair.ack_no_delay = cfg.ack_no_delay;
+    transfer(&mut pair, cfg.bytes, cfg.mode, cfg.seed, cfg.max_virtual_ms)
+}
 
-    let mut rng = SmallRng::seed_from_u64(cfg.seed.wrapping_mul(31).wrapping_add(7));
+/// Moves `bytes` pseudo-random bytes from A to B over the pair's link and
+/// checks every byte (and in message mode every boundary). The writer
+/// behaves like kcp-go's `Write`: it sends while [`Endpoint::send_blocked`]
+/// is false and flushes after each write; the reader drains B after every
+/// event. Works for any [`Endpoint`]s.
+pub fn transfer<A: Endpoint, B: Endpoint>(
+    pair: &mut Pair<A, B>,
+    bytes: usize,
+    mode: TransferMode,
+    seed: u64,
+    max_virtual_ms: u64,
+) -> Result<TransferReport, String> {
+    let data = test_data(bytes, seed);
+    let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(7));
     let mut sent_lens = Vec::new();
     let mut offset = 0usize;
-    let mut received = Vec::with_capacity(cfg.bytes);
+    let mut received = Vec::with_capacity(bytes);
     let mut recv_lens = Vec::new();
-    let max_msg = match cfg.mode {
-        TransferMode::Stream { .. } => pair.b.mss(),
+    let max_msg = match mode {
+        TransferMode::Stream { .. } => 0,
         TransferMode::Message { max_len } => max_len,
     };
-    let mut rbuf = vec![0u8; max_msg.max(pair.b.mss())];
+    let mut rbuf = vec![0u8; max_msg.max(1 << 16)];
+    let start = pair.now;
 
     loop {
-        while offset < data.len() && pair.a.wait_snd() < pair.a.snd_wnd() as usize {
-            let n = match cfg.mode {
+        while offset < data.len() && !pair.a.send_blocked() {
+            let n = match mode {
                 TransferMode::Stream { write_size } => write_size.max(1),
                 TransferMode::Message { max_len } => rng.gen_range(1..=max_len.max(1)),
             }
@@ -506,10 +602,10 @@ pub fn run_transfer(cfg: &TransferConfig) -> Result<TransferReport, String> {
         if received.len() >= data.len() {
             break;
         }
-        if pair.now > cfg.max_virtual_ms {
+        if pair.now - start > max_virtual_ms {
             return Err(format!(
                 "gave up after {} virtual ms with {}/{} bytes delivered",
-                pair.now,
+                pair.now - start,
                 received.len(),
                 data.len()
             ));
@@ -535,7 +631,7 @@ pub fn run_transfer(cfg: &TransferConfig) -> Result<TransferReport, String> {
             data.len()
         ));
     }
-    if matches!(cfg.mode, TransferMode::Message { .. }) && recv_lens != sent_lens {
+    if matches!(mode, TransferMode::Message { .. }) && recv_lens != sent_lens {
         return Err(format!(
             "message boundaries differ: sent {} messages, received {}",
             sent_lens.len(),
@@ -545,9 +641,9 @@ pub fn run_transfer(cfg: &TransferConfig) -> Result<TransferReport, String> {
     Ok(TransferReport {
         bytes: received.len(),
         messages: recv_lens.len(),
-        virtual_ms: pair.now,
-        sender: *pair.a.stats(),
-        receiver: *pair.b.stats(),
+        virtual_ms: pair.now - start,
+        sender: pair.a.kcp_stats(),
+        receiver: pair.b.kcp_stats(),
         link: pair.link.stats(),
     })
 }

@@ -563,3 +563,45 @@ fn zero_window_blocks_new_data_until_reopened() {
     assert!(h.is_empty(), "a window update alone does not flush");
     assert_eq!(pushes(&flush(&mut k, FlushKind::Full, 2).0), vec![0]);
 }
+
+#[test]
+fn receive_window_beyond_u16_buffers_far_segments_sparsely() {
+    // A peer that respects our (u16) advertised window never sends 65536 or
+    // more ahead; one that does is still handled as kcp-go would (buffered
+    // and acknowledged), without a dense allocation per slot.
+    let mut k = Kcp::new(CONV);
+    k.set_wndsize(32, 200_000);
+    let far = 150_000u32;
+    let mut d = seg(IKCP_CMD_PUSH, far, 0, 1, 32, b"far");
+    d.extend(seg(IKCP_CMD_PUSH, far + 40_000, 0, 1, 32, b"farther"));
+    input(&mut k, &d, PacketKind::Regular, 0);
+    assert_eq!(k.rcv_buf_len(), 2);
+    assert_eq!(k.pending_acks(), 2);
+    input(
+        &mut k,
+        &seg(IKCP_CMD_PUSH, far, 0, 1, 32, b"far"),
+        PacketKind::Regular,
+        0,
+    );
+    assert_eq!(k.stats().repeat_segs, 1);
+    // Fill the gap below `far`, 50 one-byte segments per datagram.
+    let mut sn = 0;
+    while sn < far {
+        let mut d = Vec::new();
+        for _ in 0..50.min(far - sn) {
+            d.extend(seg(IKCP_CMD_PUSH, sn, 0, 1, 32, &[sn as u8]));
+            sn += 1;
+        }
+        input(&mut k, &d, PacketKind::Regular, 0);
+    }
+    assert_eq!(k.rcv_nxt(), far + 1);
+    let mut buf = [0u8; 16];
+    let mut last = Vec::new();
+    let mut n = 0;
+    while let Some(len) = k.recv(&mut buf).unwrap() {
+        last = buf[..len].to_vec();
+        n += 1;
+    }
+    assert_eq!((n, last.as_slice()), (far as usize + 1, &b"far"[..]));
+    assert_eq!(k.rcv_buf_len(), 1, "the farther one still waits");
+}

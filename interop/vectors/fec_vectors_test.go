@@ -157,6 +157,48 @@ func fecRSVectors(t *testing.T) any {
 // fecRunInPackage copies kcp-go's package sources into a temp dir, adds our
 // generator as a test file and returns the JSON it writes.
 func fecRunInPackage(t *testing.T) map[string]json.RawMessage {
+	tmp := fecInPackageCopy(t)
+	outPath := filepath.Join(tmp, "fec_vectors.json")
+	fecGoTest(t, tmp, "^TestFecVectorGen$", "FEC_VECTOR_OUT="+outPath)
+	js, err := os.ReadFile(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts map[string]json.RawMessage
+	if err := json.Unmarshal(js, &parts); err != nil {
+		t.Fatal(err)
+	}
+	return parts
+}
+
+// fecGoTest runs `go test -run pattern` in the in-package copy.
+func fecGoTest(t *testing.T, dir, pattern string, env ...string) []byte {
+	cmd := exec.Command("go", "test", "-count=1", "-v", "-run", pattern, ".")
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off"), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("in-package generator failed: %v\n%s", err, out)
+	}
+	return out
+}
+
+// TestFecGoSpeed prints kcp-go's FEC timings for the comparison with
+// `FEC_MIN_BATCH=1 cargo bench --bench fec` (run with FEC_MIN_BATCH=1).
+func TestFecGoSpeed(t *testing.T) {
+	if os.Getenv("FEC_MIN_BATCH") == "" {
+		t.Skip("set FEC_MIN_BATCH=1 to time kcp-go's FEC")
+	}
+	out := fecGoTest(t, fecInPackageCopy(t), "^TestFecGoMinBatch$")
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "min-batch") {
+			t.Log(line)
+		}
+	}
+}
+
+// fecInPackageCopy makes the temporary copy of kcp-go plus our test file.
+func fecInPackageCopy(t *testing.T) string {
 	list := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", fecKcpGoModule)
 	list.Env = append(os.Environ(), "GOWORK=off")
 	dirOut, err := list.Output()
@@ -189,22 +231,7 @@ func fecRunInPackage(t *testing.T) map[string]json.RawMessage {
 	if err := os.WriteFile(filepath.Join(tmp, "fec_gen_test.go"), []byte(fecInPackageGenerator), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	outPath := filepath.Join(tmp, "fec_vectors.json")
-	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestFecVectorGen$", ".")
-	cmd.Dir = tmp
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off", "FEC_VECTOR_OUT="+outPath)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("in-package generator failed: %v\n%s", err, out)
-	}
-	js, err := os.ReadFile(outPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var parts map[string]json.RawMessage
-	if err := json.Unmarshal(js, &parts); err != nil {
-		t.Fatal(err)
-	}
-	return parts
+	return tmp
 }
 
 func TestFecVectors(t *testing.T) {
@@ -214,6 +241,7 @@ func TestFecVectors(t *testing.T) {
 		{"fec_encoder.json", "encoder", "fecEncoder.encode (newFECEncoder(d, p, 0)); output[i] = data packet then parity packets; now_ms: logical clock (pauses are real 600 ms sleeps)"},
 		{"fec_decoder.json", "decoder", "fecDecoder.decode (newFECDecoder(d, p)) plus the session's r[2:size] filter; stats = DefaultSnmp after the case"},
 		{"fec_autotune.json", "autotune", "autoTune.Sample then [FindPeriod(true), FindPeriod(false)] after every sample"},
+		{"fec_oob.json", "oob", "fecEncoder.encodeOOB on [8 bytes room | conv | payload], interleaved with data packets"},
 	} {
 		raw, ok := parts[p.key]
 		if !ok {

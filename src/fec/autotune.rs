@@ -12,13 +12,21 @@ struct Pulse {
 
 /// Ring of the last [`AUTO_TUNE_SAMPLES`] (is-data, seqid) samples and the
 /// period finder over them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AutoTune {
     pulses: [Pulse; AUTO_TUNE_SAMPLES],
     sorted: [Pulse; AUTO_TUNE_SAMPLES],
     /// Next write position.
     tail: usize,
     count: usize,
+}
+
+impl std::fmt::Debug for AutoTune {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoTune")
+            .field("samples", &self.count)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AutoTune {

@@ -52,7 +52,7 @@ pub struct FecMemory {
 /// Memory is bounded whatever the peer sends: packets over 1500 bytes are
 /// rejected, at most 4 shard sets live at once, each holds fewer than
 /// `data_shards` shards, and shard storage is a reused arena.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FecDecoder {
     data_shards: usize,
     parity_shards: usize,
@@ -75,6 +75,19 @@ pub struct FecDecoder {
     dst_offs: Vec<usize>,
     missing: Vec<usize>,
     stats: FecStats,
+}
+
+impl std::fmt::Debug for FecDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FecDecoder")
+            .field("data_shards", &self.data_shards)
+            .field("parity_shards", &self.parity_shards)
+            .field("newest_shard_id", &self.newest)
+            .field("should_tune", &self.should_tune)
+            .field("memory", &self.memory())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FecDecoder {

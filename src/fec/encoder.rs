@@ -27,7 +27,7 @@ pub(super) const SHARD_STRIDE: usize = 1536;
 /// assert_eq!(&parity[..6], &[2, 0, 0, 0, 0xf2, 0]); // seqid 2, type 0xF2
 /// assert_eq!(n, 6 + 2 + 3);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FecEncoder {
     data_shards: usize,
     parity_shards: usize,
@@ -56,6 +56,18 @@ pub struct FecEncoder {
     parity_seqid: u32,
     parity_len: usize,
     stats: FecStats,
+}
+
+impl std::fmt::Debug for FecEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FecEncoder")
+            .field("data_shards", &self.data_shards)
+            .field("parity_shards", &self.parity_shards)
+            .field("next_seqid", &self.next)
+            .field("in_group", &self.count)
+            .field("parity_ready", &self.ready)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FecEncoder {

@@ -159,6 +159,8 @@ pub enum KernelPath {
     Avx512Gfni,
     /// AVX2 with GFNI affine multiplication (VEX encoded), 32 bytes per step.
     Avx2Gfni,
+    /// AVX-512 (F + BW) split-nibble VPSHUFB, 64 bytes per step.
+    Avx512,
     /// AVX2 split-nibble VPSHUFB, 32 bytes per step.
     Avx2,
     /// SSSE3 split-nibble PSHUFB, 16 bytes per step.
@@ -183,6 +185,11 @@ impl KernelPath {
                 && std::arch::is_x86_feature_detected!("gfni")
             {
                 v.push(KernelPath::Avx2Gfni);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                v.push(KernelPath::Avx512);
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 v.push(KernelPath::Avx2);
@@ -234,13 +241,54 @@ pub(crate) fn matmul_with(
     dst_offs: &[usize],
     len: usize,
 ) -> Result<(), KernelArgsError> {
+    dispatch::<false>(path, coefs, src, src_offs, dst, dst_offs, len)
+}
+
+/// Like [`matmul`] but adds into the outputs: `dst[j] ^= sum_i ...`.
+pub(crate) fn matmul_acc(
+    coefs: &[u8],
+    src: &[u8],
+    src_offs: &[usize],
+    dst: &mut [u8],
+    dst_offs: &[usize],
+    len: usize,
+) -> Result<(), KernelArgsError> {
+    dispatch::<true>(KernelPath::best(), coefs, src, src_offs, dst, dst_offs, len)
+}
+
+/// [`matmul_acc`] on an explicit path.
+#[cfg(test)]
+pub(crate) fn matmul_acc_with(
+    path: KernelPath,
+    coefs: &[u8],
+    src: &[u8],
+    src_offs: &[usize],
+    dst: &mut [u8],
+    dst_offs: &[usize],
+    len: usize,
+) -> Result<(), KernelArgsError> {
+    dispatch::<true>(path, coefs, src, src_offs, dst, dst_offs, len)
+}
+
+/// `ACC`: add into the outputs instead of overwriting them.
+fn dispatch<const ACC: bool>(
+    path: KernelPath,
+    coefs: &[u8],
+    src: &[u8],
+    src_offs: &[usize],
+    dst: &mut [u8],
+    dst_offs: &[usize],
+    len: usize,
+) -> Result<(), KernelArgsError> {
     check_args(coefs, src, src_offs, dst, dst_offs, len)?;
     if len == 0 || dst_offs.is_empty() {
         return Ok(());
     }
     if src_offs.is_empty() {
-        for &o in dst_offs {
-            dst[o..o + len].fill(0);
+        if !ACC {
+            for &o in dst_offs {
+                dst[o..o + len].fill(0);
+            }
         }
         return Ok(());
     }
@@ -249,24 +297,29 @@ pub(crate) fn matmul_with(
         KernelPath::Avx512Gfni if x86::has_avx512_gfni() => {
             // SAFETY: the CPU supports the features (checked just above), and
             // check_args proved every range in bounds and the outputs disjoint.
-            unsafe { x86::avx512_gfni::kernel(coefs, src, src_offs, dst, dst_offs, len) }
+            unsafe { x86::avx512_gfni::kernel::<ACC>(coefs, src, src_offs, dst, dst_offs, len) }
         }
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx2Gfni if x86::has_avx2_gfni() => {
             // SAFETY: as above.
-            unsafe { x86::avx2_gfni::kernel(coefs, src, src_offs, dst, dst_offs, len) }
+            unsafe { x86::avx2_gfni::kernel::<ACC>(coefs, src, src_offs, dst, dst_offs, len) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        KernelPath::Avx512 if x86::has_avx512() => {
+            // SAFETY: as above.
+            unsafe { x86::avx512::kernel::<ACC>(coefs, src, src_offs, dst, dst_offs, len) }
         }
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
             // SAFETY: as above.
-            unsafe { x86::avx2::kernel(coefs, src, src_offs, dst, dst_offs, len) }
+            unsafe { x86::avx2::kernel::<ACC>(coefs, src, src_offs, dst, dst_offs, len) }
         }
         #[cfg(target_arch = "x86_64")]
         KernelPath::Ssse3 if std::arch::is_x86_feature_detected!("ssse3") => {
             // SAFETY: as above.
-            unsafe { x86::ssse3::kernel(coefs, src, src_offs, dst, dst_offs, len) }
+            unsafe { x86::ssse3::kernel::<ACC>(coefs, src, src_offs, dst, dst_offs, len) }
         }
-        _ => scalar_kernel(coefs, src, src_offs, dst, dst_offs, 0, len),
+        _ => scalar_kernel::<ACC>(coefs, src, src_offs, dst, dst_offs, 0, len),
     }
     Ok(())
 }
@@ -296,7 +349,14 @@ fn check_args(
     }
     // Destination ranges must be pairwise disjoint: each is written as a whole
     // vector at a time from accumulators, and an overlap would make the
-    // result depend on the path.
+    // result depend on the path. Every caller here passes ascending offsets,
+    // which can be checked in linear time.
+    if dst_offs
+        .windows(2)
+        .all(|w| w[0] < w[1] && w[1] - w[0] >= len)
+    {
+        return Ok(());
+    }
     for (j, &a) in dst_offs.iter().enumerate() {
         for &b in &dst_offs[j + 1..] {
             if len > 0 && a < b + len && b < a + len {
@@ -309,7 +369,7 @@ fn check_args(
 
 /// Portable kernel over bytes `from..len` of every shard (the SIMD paths use
 /// it for their tails).
-fn scalar_kernel(
+fn scalar_kernel<const ACC: bool>(
     coefs: &[u8],
     src: &[u8],
     src_offs: &[usize],
@@ -321,7 +381,9 @@ fn scalar_kernel(
     let n_in = src_offs.len();
     for (j, &d) in dst_offs.iter().enumerate() {
         let out = &mut dst[d + from..d + len];
-        out.fill(0);
+        if !ACC {
+            out.fill(0);
+        }
         for (i, &s) in src_offs.iter().enumerate() {
             let table = &MUL_TABLE[coefs[j * n_in + i] as usize];
             let inp = &src[s + from..s + len];
@@ -350,6 +412,11 @@ mod x86 {
             && std::arch::is_x86_feature_detected!("gfni")
     }
 
+    pub(super) fn has_avx512() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+
     pub(super) fn has_avx2_gfni() -> bool {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("gfni")
     }
@@ -373,7 +440,7 @@ mod x86 {
         ) => {
             /// One block of `NB` outputs starting at output `o`.
             #[target_feature(enable = $feat)]
-            unsafe fn block<const NB: usize>(
+            unsafe fn block<const ACC: bool, const NB: usize>(
                 coefs: &[u8],
                 src: &[u8],
                 src_offs: &[usize],
@@ -388,6 +455,15 @@ mod x86 {
                 let mut pos = 0usize;
                 while pos + $w <= len {
                     let mut acc: [$v; NB] = [$zero; NB];
+                    if ACC {
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            // SAFETY: dst_offs[o+k] + pos + width <= dst.len().
+                            *a = unsafe {
+                                let $lp = dp.add(dst_offs[o + k] + pos).cast_const();
+                                $load
+                            };
+                        }
+                    }
                     for (i, &so) in src_offs.iter().enumerate() {
                         // SAFETY: so + pos + width <= so + len <= src.len().
                         let $px = unsafe {
@@ -416,13 +492,13 @@ mod x86 {
                     pos += $w;
                 }
                 if pos < len {
-                    $tail::<NB>(coefs, src, src_offs, dst, dst_offs, o, pos, len);
+                    $tail::<ACC, NB>(coefs, src, src_offs, dst, dst_offs, o, pos, len);
                 }
             }
 
             /// See the module's safety contract.
             #[target_feature(enable = $feat)]
-            pub(in super::super) unsafe fn kernel(
+            pub(in super::super) unsafe fn kernel<const ACC: bool>(
                 coefs: &[u8],
                 src: &[u8],
                 src_offs: &[usize],
@@ -436,10 +512,10 @@ mod x86 {
                     // SAFETY: forwarded contract.
                     unsafe {
                         match n_out - o {
-                            1 => block::<1>(coefs, src, src_offs, dst, dst_offs, o, len),
-                            2 => block::<2>(coefs, src, src_offs, dst, dst_offs, o, len),
-                            3 => block::<3>(coefs, src, src_offs, dst, dst_offs, o, len),
-                            _ => block::<4>(coefs, src, src_offs, dst, dst_offs, o, len),
+                            1 => block::<ACC, 1>(coefs, src, src_offs, dst, dst_offs, o, len),
+                            2 => block::<ACC, 2>(coefs, src, src_offs, dst, dst_offs, o, len),
+                            3 => block::<ACC, 3>(coefs, src, src_offs, dst, dst_offs, o, len),
+                            _ => block::<ACC, 4>(coefs, src, src_offs, dst, dst_offs, o, len),
                         }
                     }
                     o += 4;
@@ -452,7 +528,7 @@ mod x86 {
     /// `from..len` of outputs `o..o+NB`.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn scalar_tail<const NB: usize>(
+    fn scalar_tail<const ACC: bool, const NB: usize>(
         coefs: &[u8],
         src: &[u8],
         src_offs: &[usize],
@@ -464,7 +540,7 @@ mod x86 {
     ) {
         let n_in = src_offs.len();
         let end = (o + NB).min(dst_offs.len());
-        super::scalar_kernel(
+        super::scalar_kernel::<ACC>(
             &coefs[o * n_in..end * n_in],
             src,
             src_offs,
@@ -483,7 +559,7 @@ mod x86 {
         /// Masked tail: the last `len - from` (< 64) bytes in one vector step.
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx512f,avx512bw,gfni")]
-        fn masked_tail<const NB: usize>(
+        fn masked_tail<const ACC: bool, const NB: usize>(
             coefs: &[u8],
             src: &[u8],
             src_offs: &[usize],
@@ -497,6 +573,17 @@ mod x86 {
             let rem = len - from;
             let mask: __mmask64 = (1u64 << rem) - 1;
             let mut acc = [_mm512_setzero_si512(); NB];
+            if ACC {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: masked load of exactly the in-bounds bytes.
+                    *a = unsafe {
+                        _mm512_maskz_loadu_epi8(
+                            mask,
+                            dst.as_ptr().add(dst_offs[o + k] + from).cast(),
+                        )
+                    };
+                }
+            }
             for (i, &so) in src_offs.iter().enumerate() {
                 // SAFETY: the mask limits the load to so+from .. so+len, in
                 // bounds by the kernel contract; masked-off bytes are not read.
@@ -556,6 +643,50 @@ mod x86 {
                 x,
                 _mm256_set1_epi64x(AFFINE_TABLES[c as usize] as i64)
             ),
+            tail = scalar_tail,
+        }
+    }
+
+    pub(super) mod avx512 {
+        use std::arch::x86_64::*;
+
+        use super::super::NIBBLE_TABLES;
+        use super::scalar_tail;
+
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn nibbles(x: __m512i) -> (__m512i, __m512i) {
+            let mask = _mm512_set1_epi8(0x0f);
+            (
+                _mm512_and_si512(x, mask),
+                _mm512_and_si512(_mm512_srli_epi64::<4>(x), mask),
+            )
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn mul_nibbles(c: u8, lo: __m512i, hi: __m512i) -> __m512i {
+            let t = &NIBBLE_TABLES[c as usize];
+            // SAFETY: t is 32 bytes; each 16-byte half is read in bounds.
+            // VPSHUFB looks up within each 128-bit lane, so the table is
+            // repeated in all four lanes.
+            let (tl, th) = unsafe {
+                (
+                    _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr().cast())),
+                    _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr().add(16).cast())),
+                )
+            };
+            _mm512_xor_si512(_mm512_shuffle_epi8(tl, lo), _mm512_shuffle_epi8(th, hi))
+        }
+
+        simd_kernel! {
+            features = "avx512f,avx512bw",
+            width = 64,
+            vec = __m512i,
+            zero = _mm512_setzero_si512(),
+            load = |p| _mm512_loadu_si512(p.cast()),
+            store = |p, v| _mm512_storeu_si512(p.cast(), v),
+            xor = |a, b| _mm512_xor_si512(a, b),
+            prep = |x| nibbles(x),
+            mul = |c, x| mul_nibbles(c, x.0, x.1),
             tail = scalar_tail,
         }
     }
@@ -783,6 +914,30 @@ mod tests {
     }
 
     #[test]
+    fn every_path_accumulates() {
+        for &(n_in, n_out) in &[(1, 1), (1, 7), (3, 2), (10, 3), (4, 5)] {
+            for &len in &[1usize, 16, 31, 64, 65, 130, 255] {
+                let c = case(n_in, n_out, len, (n_in * 77 + n_out * 5 + len) as u64);
+                let product = reference(&c);
+                // Start from arbitrary bytes; the result must be start ^ product.
+                let start: Vec<u8> = (0..c.dst_len).map(|i| (i * 29 + 11) as u8).collect();
+                let mut want = start.clone();
+                for &o in &c.dst_offs {
+                    for b in 0..len {
+                        want[o + b] ^= product[o + b];
+                    }
+                }
+                for p in KernelPath::available() {
+                    let mut dst = start.clone();
+                    matmul_acc_with(p, &c.coefs, &c.src, &c.src_offs, &mut dst, &c.dst_offs, len)
+                        .unwrap();
+                    assert_eq!(dst, want, "path {p:?} n_in {n_in} n_out {n_out} len {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn rejects_bad_arguments() {
         let src = [0u8; 10];
         let mut dst = [0u8; 10];
@@ -793,9 +948,12 @@ mod tests {
         // Destination out of bounds, and offset overflow.
         assert!(matmul(&[1], &src, &[0], &mut dst, &[7], 4).is_err());
         assert!(matmul(&[1], &src, &[usize::MAX], &mut dst, &[0], 4).is_err());
-        // Overlapping outputs.
+        // Overlapping outputs, ascending or not.
         assert!(matmul(&[1, 1], &src, &[0], &mut dst, &[0, 3], 4).is_err());
+        assert!(matmul(&[1, 1], &src, &[0], &mut dst, &[3, 0], 4).is_err());
+        assert!(matmul(&[1, 1], &src, &[0], &mut dst, &[2, 2], 4).is_err());
         assert!(matmul(&[1, 1], &src, &[0], &mut dst, &[0, 4], 4).is_ok());
+        assert!(matmul(&[1, 1], &src, &[0], &mut dst, &[4, 0], 4).is_ok());
     }
 
     #[test]

@@ -34,7 +34,7 @@ struct CacheEntry {
 /// Shards live in flat buffers; all shards of one operation have the same
 /// length. Reconstruction caches the inverted matrices it computes, so steady
 /// loss patterns cost no matrix inversion.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReedSolomon {
     data: usize,
     parity: usize,
@@ -44,8 +44,18 @@ pub struct ReedSolomon {
     // Scratch, reused between calls.
     sub: Vec<u8>,
     inv: Vec<u8>,
+    inv_scratch: InvertScratch,
     missing: Vec<usize>,
     offs: Vec<usize>,
+}
+
+impl std::fmt::Debug for ReedSolomon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReedSolomon")
+            .field("data_shards", &self.data)
+            .field("parity_shards", &self.parity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReedSolomon {
@@ -72,6 +82,7 @@ impl ReedSolomon {
             cache: vec![CacheEntry::default(); DECODE_CACHE_SLOTS],
             sub: Vec::new(),
             inv: Vec::new(),
+            inv_scratch: InvertScratch::default(),
             missing: Vec::with_capacity(data),
             offs: Vec::new(),
         })
@@ -162,6 +173,8 @@ impl ReedSolomon {
     /// shards are overwritten; missing parity shards are left alone. Returns
     /// how many data shards were rebuilt. Fails (`Error::InvalidConfig`) when
     /// fewer than `data` shards are present or `present` has the wrong length.
+    /// (This convenience form allocates small scratch per call; the FEC
+    /// decoder uses an allocation-free internal path.)
     pub fn reconstruct_data(
         &mut self,
         shards: &mut [u8],
@@ -278,7 +291,7 @@ impl ReedSolomon {
                 self.sub.push(v);
             }
         }
-        if !invert(&mut self.sub, &mut self.inv, d) {
+        if !invert(&self.sub, &mut self.inv, d, &mut self.inv_scratch) {
             return Err(KernelArgsError);
         }
         let entry = &mut self.cache[slot];
@@ -303,65 +316,84 @@ fn cache_slot(key: &Mask) -> usize {
     (h >> 58) as usize % DECODE_CACHE_SLOTS
 }
 
-/// Inverts the `n x n` matrix in `m` (destroyed) into `out` by Gauss-Jordan
-/// elimination. Returns false if it is singular. The inverse is unique, so
-/// the elimination order does not affect the result.
-fn invert(m: &mut [u8], out: &mut Vec<u8>, n: usize) -> bool {
-    out.clear();
-    out.resize(n * n, 0);
-    for i in 0..n {
-        out[i * n + i] = 1;
+/// Scratch of [`invert`], kept by the codec so cache misses do not allocate.
+#[derive(Debug, Clone, Default)]
+struct InvertScratch {
+    /// The augmented matrix `[m | I]`, `n x 2n`.
+    aug: Vec<u8>,
+    pivot: Vec<u8>,
+    coefs: Vec<u8>,
+    offs: Vec<usize>,
+}
+
+/// Inverts the `n x n` matrix `m` into `out` by Gauss-Jordan elimination on
+/// `[m | I]`. Returns false if it is singular. The inverse is unique, so the
+/// elimination order does not affect the result. Row eliminations for one
+/// column are a single multiply-accumulate kernel call (one source row, all
+/// other rows as outputs), which keeps large (e.g. 128x128) inversions fast.
+fn invert(m: &[u8], out: &mut Vec<u8>, n: usize, s: &mut InvertScratch) -> bool {
+    let w = 2 * n;
+    s.aug.clear();
+    s.aug.resize(n * w, 0);
+    for r in 0..n {
+        s.aug[r * w..r * w + n].copy_from_slice(&m[r * n..(r + 1) * n]);
+        s.aug[r * w + n + r] = 1;
     }
     for col in 0..n {
-        let Some(pivot) = (col..n).find(|&r| m[r * n + col] != 0) else {
+        let Some(pivot) = (col..n).find(|&r| s.aug[r * w + col] != 0) else {
             return false;
         };
         if pivot != col {
-            for c in 0..n {
-                m.swap(pivot * n + c, col * n + c);
-                out.swap(pivot * n + c, col * n + c);
+            for c in 0..w {
+                s.aug.swap(pivot * w + c, col * w + c);
             }
         }
-        let Some(scale) = gf::inv(m[col * n + col]) else {
+        let Some(scale) = gf::inv(s.aug[col * w + col]) else {
             return false;
         };
-        for c in 0..n {
-            m[col * n + c] = gf::mul(m[col * n + c], scale);
-            out[col * n + c] = gf::mul(out[col * n + c], scale);
+        // Columns left of `col` are already zero in the pivot row.
+        for v in &mut s.aug[col * w + col..(col + 1) * w] {
+            *v = gf::mul(*v, scale);
         }
-        for r in 0..n {
-            let f = m[r * n + col];
-            if r == col || f == 0 {
-                continue;
-            }
-            for c in 0..n {
-                m[r * n + c] ^= gf::mul(f, m[col * n + c]);
-                out[r * n + c] ^= gf::mul(f, out[col * n + c]);
+        s.pivot.clear();
+        s.pivot
+            .extend_from_slice(&s.aug[col * w + col..(col + 1) * w]);
+        s.coefs.clear();
+        s.offs.clear();
+        for r in (0..n).filter(|&r| r != col) {
+            let f = s.aug[r * w + col];
+            if f != 0 {
+                s.coefs.push(f);
+                s.offs.push(r * w + col);
             }
         }
+        if gf::matmul_acc(&s.coefs, &s.pivot, &[0], &mut s.aug, &s.offs, w - col).is_err() {
+            return false;
+        }
+    }
+    out.clear();
+    for r in 0..n {
+        out.extend_from_slice(&s.aug[r * w + n..(r + 1) * w]);
     }
     true
 }
 
-/// Parity rows (`parity x data`) of the systematic Vandermonde code.
+/// Parity rows (`parity x data`) of the systematic Vandermonde code:
+/// the bottom rows of the Vandermonde matrix times the inverse of its top.
 fn build_parity_rows(data: usize, parity: usize) -> Option<Vec<u8>> {
-    let total = data + parity;
     let vand = |r: usize, c: usize| gf::exp(r as u8, c);
-    let mut top: Vec<u8> = (0..data * data).map(|i| vand(i / data, i % data)).collect();
+    let top: Vec<u8> = (0..data * data).map(|i| vand(i / data, i % data)).collect();
     let mut top_inv = Vec::new();
-    if !invert(&mut top, &mut top_inv, data) {
+    if !invert(&top, &mut top_inv, data, &mut InvertScratch::default()) {
         return None;
     }
+    let bottom: Vec<u8> = (0..parity * data)
+        .map(|i| vand(data + i / data, i % data))
+        .collect();
+    let src_offs: Vec<usize> = (0..data).map(|k| k * data).collect();
+    let dst_offs: Vec<usize> = (0..parity).map(|j| j * data).collect();
     let mut rows = vec![0u8; parity * data];
-    for r in data..total {
-        for c in 0..data {
-            let mut acc = 0u8;
-            for k in 0..data {
-                acc ^= gf::mul(vand(r, k), top_inv[k * data + c]);
-            }
-            rows[(r - data) * data + c] = acc;
-        }
-    }
+    gf::matmul(&bottom, &top_inv, &src_offs, &mut rows, &dst_offs, data).ok()?;
     Some(rows)
 }
 

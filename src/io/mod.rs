@@ -1,1 +1,109 @@
-//! UDP batch I/O (work in progress).
+//! UDP I/O: batched receive and send, the packet buffer pool, socket options
+//! and the millisecond clock handed to the pure layers.
+//!
+//! On Linux datagrams are moved with `recvmmsg`/`sendmmsg` inside tokio's
+//! [`UdpSocket::try_io`](tokio::net::UdpSocket::try_io), like kcp-go's
+//! `ReadBatch`/`WriteBatch` (§5.8); elsewhere a loop of `try_recv_from` /
+//! `try_send_to` does the same job. Every buffer is [`MTU_LIMIT`] bytes:
+//! kcp-go reads into 1500-byte buffers, so nothing longer is ever sent and a
+//! longer datagram received is truncated by the kernel and then fails its
+//! check (§1.9).
+
+mod batch;
+mod pool;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::UdpSocket;
+
+pub use batch::{RecvBatch, SendBatch};
+pub use pool::{Packet, PacketPool};
+
+pub use crate::config::MTU_LIMIT;
+
+/// Milliseconds since the first call in this process, truncated to u32 like
+/// kcp-go's `currentMs` (§1.6). Only differences of it are ever used.
+pub fn now_ms() -> u32 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    epoch.elapsed().as_millis() as u32
+}
+
+/// Socket options kcp-go exposes (`SetDSCP`, `SetReadBuffer`, `SetWriteBuffer`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketOptions {
+    /// DSCP (6 bits); IPv4 TOS = dscp << 2, IPv6 traffic class = dscp (§6.3).
+    pub dscp: Option<u8>,
+    /// `SO_RCVBUF`.
+    pub recv_buffer: Option<usize>,
+    /// `SO_SNDBUF`.
+    pub send_buffer: Option<usize>,
+}
+
+/// Binds a non-blocking UDP socket and applies `opts`.
+pub fn bind(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual-stack where the OS allows it, like Go's "udp" network on "[::]".
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let std: std::net::UdpSocket = socket.into();
+    let socket = UdpSocket::from_std(std)?;
+    apply(&socket, opts)?;
+    Ok(socket)
+}
+
+/// Applies `opts` to an existing socket.
+pub fn apply(socket: &UdpSocket, opts: &SocketOptions) -> io::Result<()> {
+    if let Some(n) = opts.recv_buffer {
+        set_recv_buffer(socket, n)?;
+    }
+    if let Some(n) = opts.send_buffer {
+        set_send_buffer(socket, n)?;
+    }
+    if let Some(dscp) = opts.dscp {
+        set_dscp(socket, dscp)?;
+    }
+    Ok(())
+}
+
+/// `SO_RCVBUF`.
+pub fn set_recv_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
+    SockRef::from(socket).set_recv_buffer_size(bytes)
+}
+
+/// `SO_SNDBUF`.
+pub fn set_send_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
+    SockRef::from(socket).set_send_buffer_size(bytes)
+}
+
+/// kcp-go `SetDSCP`: IPv4 TOS = dscp << 2 and IPv6 traffic class = dscp
+/// (unshifted, as kcp-go does); succeeds if either works.
+pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
+    let sock = SockRef::from(socket);
+    let v4 = sock.set_tos(u32::from(dscp) << 2);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    ))]
+    let v6 = sock.set_tclass_v6(u32::from(dscp));
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    )))]
+    let v6: io::Result<()> = Err(io::Error::from(io::ErrorKind::Unsupported));
+    match (v4, v6) {
+        (Ok(()), _) | (_, Ok(())) => Ok(()),
+        (Err(e), _) => Err(e),
+    }
+}

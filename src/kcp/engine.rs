@@ -19,9 +19,10 @@
 //!   "ripe". An acknowledged segment is ripe once its next increment must reach
 //!   the threshold; after that its only effect is to make kcp-go flush at once
 //!   when an ACK with a higher sn and a later-or-equal ts arrives, and that is
-//!   answered from a per-64-block minimum of the ripe segments' send times
-//!   (`R`) instead of a walk. With no loss the work is O(ACKs); with loss it
-//!   is O(holes + window/64).
+//!   answered from minima of the ripe segments' send times per 64 and per
+//!   4096 positions (`R`) instead of a walk. The bit sets have a summary level,
+//!   so skipping empty stretches costs one word read per 4096 segments. With
+//!   no loss the work is O(ACKs); with loss it is O(holes + window/4096).
 //! * `flush` does not walk the buffer either: candidates for fast/early
 //!   retransmit are a bit set (`F`), timeouts come from a min-heap of resend
 //!   deadlines (lazily invalidated by the transmission count), and segments
@@ -36,7 +37,7 @@
 //! (other ACK timestamps take an exact slow path).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use super::bits::RingBits;
 use super::segment::SegmentHeader;
@@ -50,6 +51,9 @@ const NEAR: i32 = 1 << 30;
 const POOL_MAX: usize = 512;
 /// Smallest ring capacity of the send-buffer index.
 const MIN_RING: u32 = 128;
+/// Receive-buffer slots kept as a dense ring; a peer that respects our
+/// advertised window (a u16) never sends further ahead.
+const RCV_DENSE: usize = 1 << 16;
 
 #[inline]
 fn itimediff(later: u32, earlier: u32) -> i32 {
@@ -133,6 +137,12 @@ pub struct Kcp {
     snd_buf: VecDeque<SndSeg>,
     /// Out-of-order segments, indexed by `sn - rcv_nxt`.
     rcv_buf: VecDeque<Option<RcvSeg>>,
+    /// Segments `RCV_DENSE` or more ahead of `rcv_nxt` (only a peer that
+    /// ignores our advertised window, which is at most 65535, sends these),
+    /// keyed by unwrapped sn so memory follows the data actually held.
+    rcv_far: BTreeMap<u64, RcvSeg>,
+    /// `rcv_nxt` without wrapping.
+    rcv_nxt_u: u64,
     acklist: Vec<AckItem>,
 
     buffer: Vec<u8>,
@@ -144,6 +154,8 @@ pub struct Kcp {
     f_bits: RingBits,
     r_bits: RingBits,
     r_min: Vec<i64>,
+    /// Minimum of `r_min` per 64 blocks (4096 positions).
+    r_min2: Vec<i64>,
     r_count: usize,
     rto_heap: BinaryHeap<Reverse<(i64, u32, u32)>>,
     /// Every unacknowledged segment before this sn has been sent.
@@ -198,6 +210,8 @@ impl Kcp {
             rcv_queue: VecDeque::new(),
             snd_buf: VecDeque::new(),
             rcv_buf: VecDeque::new(),
+            rcv_far: BTreeMap::new(),
+            rcv_nxt_u: 0,
             acklist: Vec::new(),
             buffer: Vec::with_capacity(IKCP_MTU_DEF),
             pool: Vec::new(),
@@ -206,6 +220,7 @@ impl Kcp {
             f_bits: RingBits::new(MIN_RING),
             r_bits: RingBits::new(MIN_RING),
             r_min: vec![i64::MAX; (MIN_RING / 64) as usize],
+            r_min2: vec![i64::MAX; 1],
             r_count: 0,
             rto_heap: BinaryHeap::new(),
             sent_upto: 0,
@@ -249,10 +264,11 @@ impl Kcp {
         if resend >= 0 && resend != self.fastresend {
             self.fastresend = resend;
             // Ripeness depends on the threshold. Segments already in R have
-            // not been counted since they ripened; they keep their stored
-            // (lower-bound) count. Changing `resend` mid-transfer while
-            // acknowledged segments linger behind a hole is the one case where
-            // the immediate-flush decision may differ from kcp-go.
+            // not been counted since they ripened: lowering `resend` keeps
+            // them ripe (exact), but raising it mid-transfer while
+            // acknowledged segments linger behind a hole re-evaluates them
+            // from their count at ripening (a lower bound), the one case
+            // where the immediate-flush decision may differ from kcp-go.
             self.reindex(self.ring_mask + 1);
         }
         if nc >= 0 {
@@ -271,12 +287,14 @@ impl Kcp {
         }
     }
 
-    /// kcp-go `SetMtu`: the largest datagram the engine emits; must exceed 24.
-    /// Segments already queued keep their size.
+    /// kcp-go `SetMtu`: the largest datagram the engine emits, in 25..=65535
+    /// (kcp-go has no upper bound here, but no datagram can exceed 64 KiB and
+    /// its session clamps to 1500). Segments already queued keep their size.
     pub fn set_mtu(&mut self, mtu: usize) -> Result<()> {
-        if mtu <= IKCP_OVERHEAD {
+        if mtu <= IKCP_OVERHEAD || mtu > IKCP_MTU_MAX {
             return Err(Error::InvalidConfig(format!(
-                "KCP mtu {mtu} must be larger than {IKCP_OVERHEAD}"
+                "KCP mtu {mtu} must be in {}..={IKCP_MTU_MAX}",
+                IKCP_OVERHEAD + 1
             )));
         }
         self.mtu = mtu;
@@ -327,9 +345,10 @@ impl Kcp {
         self.rcv_queue.len()
     }
 
-    /// Out-of-order segments held (at most one per sn within the receive window).
+    /// Out-of-order segments held (at most one per sn within the receive
+    /// window; walks the receive buffer).
     pub fn rcv_buf_len(&self) -> usize {
-        self.rcv_buf.iter().filter(|s| s.is_some()).count()
+        self.rcv_buf.iter().filter(|s| s.is_some()).count() + self.rcv_far.len()
     }
 
     /// ACKs waiting for the next flush.
@@ -409,7 +428,8 @@ impl Kcp {
         self.dead
     }
 
-    /// Highest transmission count among segments still in flight.
+    /// Highest transmission count among segments still in flight (walks the
+    /// send buffer; [`Kcp::is_dead_link`] is the O(1) check).
     pub fn max_xmit(&self) -> u32 {
         self.snd_buf
             .iter()
@@ -847,7 +867,7 @@ impl Kcp {
                 }
                 seg.resendts = now.wrapping_add(seg.rto);
                 seg.due = clock + i64::from(seg.rto);
-                seg.xmit += 1;
+                seg.xmit = seg.xmit.wrapping_add(1);
                 seg.ts = now;
                 seg.ts_key = clock;
                 if seg.xmit >= self.dead_link {
@@ -983,7 +1003,7 @@ impl Kcp {
     }
 
     fn ack_limit(&self) -> usize {
-        (2 * self.rcv_wnd as usize)
+        (2 * (self.rcv_wnd as usize).min(RCV_DENSE))
             .max(2 * self.mtu / IKCP_OVERHEAD)
             .max(1024)
     }
@@ -1068,6 +1088,16 @@ impl Kcp {
                 if let Some(m) = self.r_min.get_mut(b) {
                     *m = i64::MAX;
                 }
+                let sb = b / 64;
+                let lo = sb * 64;
+                let hi = (lo + 64).min(self.r_min.len());
+                let m2 = self
+                    .r_min
+                    .get(lo..hi)
+                    .map_or(i64::MAX, |r| r.iter().copied().min().unwrap_or(i64::MAX));
+                if let Some(m) = self.r_min2.get_mut(sb) {
+                    *m = m2;
+                }
             }
         }
     }
@@ -1111,6 +1141,9 @@ impl Kcp {
         if let Some(m) = self.r_min.get_mut(b) {
             *m = (*m).min(key);
         }
+        if let Some(m) = self.r_min2.get_mut(b / 64) {
+            *m = (*m).min(key);
+        }
     }
 
     /// Stores a PUSH in the receive buffer; true if it was a duplicate or
@@ -1122,6 +1155,16 @@ impl Kcp {
             return true;
         }
         let idx = sn.wrapping_sub(self.rcv_nxt) as usize;
+        if idx >= RCV_DENSE {
+            let key = self.rcv_nxt_u + idx as u64;
+            if self.rcv_far.contains_key(&key) {
+                return true;
+            }
+            let mut buf = self.get_buf();
+            buf.extend_from_slice(data);
+            self.rcv_far.insert(key, RcvSeg { frg, data: buf });
+            return false;
+        }
         if idx >= self.rcv_buf.len() {
             self.rcv_buf.resize_with(idx + 1, || None);
         }
@@ -1141,12 +1184,30 @@ impl Kcp {
     }
 
     fn move_rcv_buf(&mut self) {
-        while matches!(self.rcv_buf.front(), Some(Some(_)))
-            && self.rcv_queue.len() < self.rcv_wnd as usize
-        {
+        loop {
+            // Far segments that are now within the dense range move in.
+            while let Some(entry) = self.rcv_far.first_entry() {
+                let idx = (*entry.key() - self.rcv_nxt_u) as usize;
+                if idx >= RCV_DENSE {
+                    break;
+                }
+                let seg = entry.remove();
+                if idx >= self.rcv_buf.len() {
+                    self.rcv_buf.resize_with(idx + 1, || None);
+                }
+                if let Some(slot) = self.rcv_buf.get_mut(idx) {
+                    *slot = Some(seg);
+                }
+            }
+            if !matches!(self.rcv_buf.front(), Some(Some(_)))
+                || self.rcv_queue.len() >= self.rcv_wnd as usize
+            {
+                break;
+            }
             if let Some(Some(seg)) = self.rcv_buf.pop_front() {
                 self.rcv_queue.push_back(seg);
                 self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+                self.rcv_nxt_u += 1;
             }
         }
     }
@@ -1276,6 +1337,15 @@ impl Kcp {
             while cur < off_a {
                 let sn = una.wrapping_add(cur);
                 let bit = sn & 63;
+                // A whole aligned block (or 64 of them) in range: its members
+                // are all live, since the ring keeps 64 spare slots.
+                if sn & 4095 == 0 && off_a - cur >= 4096 {
+                    if let Some(&m) = self.r_min2.get(self.r_bits.block(sn) / 64) {
+                        run_min = run_min.min(m);
+                    }
+                    cur += 4096;
+                    continue;
+                }
                 if bit == 0 && off_a - cur >= 64 {
                     if let Some(&m) = self.r_min.get(self.r_bits.block(sn)) {
                         run_min = run_min.min(m);
@@ -1319,6 +1389,7 @@ impl Kcp {
         self.f_bits = RingBits::new(cap);
         self.r_bits = RingBits::new(cap);
         self.r_min = vec![i64::MAX; (cap / 64) as usize];
+        self.r_min2 = vec![i64::MAX; (cap / 4096).max(1) as usize];
         self.r_count = 0;
         let una = self.snd_una;
         for i in 0..self.snd_buf.len() {

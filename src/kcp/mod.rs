@@ -9,6 +9,25 @@
 //! Where kcp-go's data structures are O(window) per acknowledgement (kcp-go
 //! issue #338), this engine keeps the same observable behaviour with indexed
 //! structures; see the module documentation of `engine.rs` for how.
+//!
+//! ```
+//! use kcp_session::kcp::{FlushKind, Kcp, PacketKind};
+//!
+//! let (mut a, mut b) = (Kcp::new(7), Kcp::new(7));
+//! a.set_nodelay(1, 10, 2, 1); // kcptun "fast3"
+//! a.send(b"hello")?;
+//! let mut wire = Vec::new();
+//! a.flush(FlushKind::Full, 0, &mut |d: &[u8]| wire.push(d.to_vec()));
+//! for d in &wire {
+//!     b.input(d, PacketKind::Regular, false, 20, &mut |_: &[u8]| {})?;
+//! }
+//! let mut buf = [0u8; 64];
+//! assert_eq!(b.recv(&mut buf)?, Some(5));
+//! assert_eq!(&buf[..5], b"hello");
+//! // b owes an ACK: its timer is armed; a has data in flight.
+//! assert!(b.next_deadline(20).is_some() && a.next_deadline(20).is_some());
+//! # Ok::<(), kcp_session::Error>(())
+//! ```
 
 mod bits;
 mod engine;
@@ -48,6 +67,8 @@ pub const IKCP_WND_SND: u32 = 32;
 pub const IKCP_WND_RCV: u32 = 32;
 /// Default MTU of the KCP layer (bytes).
 pub const IKCP_MTU_DEF: usize = 1400;
+/// Largest MTU [`Kcp::set_mtu`] accepts (not a kcp-go constant).
+pub const IKCP_MTU_MAX: usize = 65535;
 
 /// Classic fast-retransmit threshold (not a default in kcp-go; kept for reference).
 pub const IKCP_ACK_FAST: u32 = 3;

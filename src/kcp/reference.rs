@@ -598,6 +598,8 @@ mod tests {
     struct Twin {
         fast: Kcp,
         slow: RefKcp,
+        b1: Vec<u8>,
+        b2: Vec<u8>,
     }
 
     impl Twin {
@@ -618,7 +620,12 @@ mod tests {
             slow.set_mtu(mtu);
             fast.set_stream_mode(stream);
             slow.set_stream_mode(stream);
-            Twin { fast, slow }
+            Twin {
+                fast,
+                slow,
+                b1: vec![0; 1 << 19],
+                b2: vec![0; 1 << 19],
+            }
         }
 
         fn check(&self, what: &str) {
@@ -693,7 +700,7 @@ mod tests {
             a
         }
 
-        fn flush(&mut self, full: bool, now: u32) -> Vec<Vec<u8>> {
+        fn flush(&mut self, full: bool, now: u32) -> (Vec<Vec<u8>>, u32) {
             let mut a = Vec::new();
             let mut b = Vec::new();
             let kind = if full {
@@ -713,7 +720,7 @@ mod tests {
             );
             assert_eq!(n1, n2, "flush delay differs at {now}");
             self.check("flush");
-            a
+            (a, n1)
         }
 
         fn send(&mut self, d: &[u8]) {
@@ -724,15 +731,13 @@ mod tests {
         }
 
         fn recv_all(&mut self, out: &mut Vec<u8>) {
-            let mut b1 = vec![0u8; 1 << 20];
-            let mut b2 = vec![0u8; 1 << 20];
             loop {
-                let r1 = self.fast.recv(&mut b1).unwrap();
-                let r2 = self.slow.recv(&mut b2).unwrap();
+                let r1 = self.fast.recv(&mut self.b1).unwrap();
+                let r2 = self.slow.recv(&mut self.b2).unwrap();
                 assert_eq!(r1, r2);
                 let Some(n) = r1 else { break };
-                assert_eq!(b1[..n], b2[..n]);
-                out.extend_from_slice(&b1[..n]);
+                assert_eq!(self.b1[..n], self.b2[..n]);
+                out.extend_from_slice(&self.b1[..n]);
             }
             self.check("recv");
         }
@@ -752,69 +757,74 @@ mod tests {
             .collect()
     }
 
+    /// A datagram in flight; ordered by arrival (offset from the start clock)
+    /// then send order, as a min-heap.
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
     struct Flight {
-        at: u32,
+        key: std::cmp::Reverse<(u32, u64)>,
         to_b: bool,
         data: Vec<u8>,
     }
 
-    /// A lossy, reordering, duplicating transfer where every call to the fast
-    /// engine is mirrored on the model and compared.
-    fn differential_transfer(
-        seed: u64,
-        loss: f64,
+    struct Setup {
         nd: (i32, i32, i32, i32),
         wnd: (u32, u32),
+        mtu: usize,
         stream: bool,
-        bytes: usize,
-        start: u32,
-    ) {
+    }
+
+    /// A lossy, reordering, duplicating transfer where every call to the fast
+    /// engine is mirrored on the model and compared.
+    fn differential_transfer(seed: u64, loss: f64, s: &Setup, bytes: usize, start: u32) {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut a = Twin::new(7, nd, wnd, 1400, stream);
-        let mut b = Twin::new(7, nd, wnd, 1400, stream);
+        let mut a = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream);
+        let mut b = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream);
         let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + seed as usize) as u8).collect();
         let mut off = 0;
         let mut got = Vec::new();
-        let mut net: Vec<Flight> = Vec::new();
+        let mut net = std::collections::BinaryHeap::new();
+        let mut seq = 0u64;
         let mut now = start;
         let mut next_a = now;
         let mut next_b = now;
-        let ack_nd = seed % 3 == 0;
+        let ack_nd = seed.is_multiple_of(3);
         let mut steps = 0;
-        let push =
-            |net: &mut Vec<Flight>, rng: &mut SmallRng, now: u32, to_b: bool, dgs: Vec<Vec<u8>>| {
-                for d in dgs {
-                    if rng.gen_bool(loss) {
-                        continue;
-                    }
-                    let copies = if rng.gen_bool(0.03) { 2 } else { 1 };
-                    for _ in 0..copies {
-                        let at = now.wrapping_add(rng.gen_range(10..40));
-                        net.push(Flight {
-                            at,
-                            to_b,
-                            data: d.clone(),
-                        });
-                    }
+        let mut push = |net: &mut std::collections::BinaryHeap<Flight>,
+                        rng: &mut SmallRng,
+                        now: u32,
+                        to_b: bool,
+                        dgs: Vec<Vec<u8>>| {
+            for d in dgs {
+                if rng.gen_bool(loss) {
+                    continue;
                 }
-            };
+                let copies = if rng.gen_bool(0.03) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let at = now.wrapping_add(rng.gen_range(10..40));
+                    seq += 1;
+                    net.push(Flight {
+                        key: std::cmp::Reverse((at.wrapping_sub(start), seq)),
+                        to_b,
+                        data: d.clone(),
+                    });
+                }
+            }
+        };
         while got.len() < bytes {
             steps += 1;
             assert!(steps < 2_000_000, "no progress");
-            while off < bytes && a.fast.wait_snd() < wnd.0 as usize {
+            while off < bytes && a.fast.wait_snd() < s.wnd.0 as usize {
                 let n = rng.gen_range(1..=3000).min(bytes - off);
                 a.send(&data[off..off + n]);
                 off += n;
-                let o = a.flush(true, now);
+                let (o, _) = a.flush(true, now);
                 push(&mut net, &mut rng, now, true, o);
             }
-            // deliver everything due
-            net.sort_by_key(|f| f.at.wrapping_sub(start));
-            while let Some(f) = net.first() {
-                if diff(f.at, now) > 0 {
-                    break;
-                }
-                let f = net.remove(0);
+            while net
+                .peek()
+                .is_some_and(|f| f.key.0 .0 <= now.wrapping_sub(start))
+            {
+                let Some(f) = net.pop() else { break };
                 let regular = !rng.gen_bool(0.1);
                 let o = if f.to_b {
                     b.input(&f.data, regular, ack_nd, now)
@@ -825,26 +835,25 @@ mod tests {
             }
             b.recv_all(&mut got);
             if diff(now, next_a) >= 0 {
-                let o = a.flush(true, now);
-                let d = a.slow.interval.min(
-                    a.fast
-                        .next_deadline(now)
-                        .map_or(u32::MAX, |x| x.wrapping_sub(now))
-                        .max(1),
-                );
-                next_a = now.wrapping_add(d.max(1));
+                let (o, d) = a.flush(true, now);
+                next_a = now.wrapping_add(d);
                 push(&mut net, &mut rng, now, true, o);
             }
             if diff(now, next_b) >= 0 {
-                let o = b.flush(true, now);
-                next_b = now.wrapping_add(b.slow.interval);
+                let (o, d) = b.flush(true, now);
+                next_b = now.wrapping_add(d);
                 push(&mut net, &mut rng, now, false, o);
             }
-            // advance the clock to the next event
-            let mut t = next_a;
-            for c in [next_b].into_iter().chain(net.iter().map(|f| f.at)) {
-                if diff(c, t) < 0 {
-                    t = c;
+            // Advance the clock to the next event.
+            let mut t = if diff(next_b, next_a) < 0 {
+                next_b
+            } else {
+                next_a
+            };
+            if let Some(f) = net.peek() {
+                let at = start.wrapping_add(f.key.0 .0);
+                if diff(at, t) < 0 {
+                    t = at;
                 }
             }
             if diff(t, now) > 0 {
@@ -856,19 +865,28 @@ mod tests {
 
     #[test]
     fn differential_transfers() {
-        let configs = [
-            ((1, 20, 2, 1), (128, 128), true),
-            ((0, 40, 2, 1), (64, 64), false),
-            ((0, 100, 0, 0), (32, 32), true),
-            ((1, 10, 0, 1), (256, 256), true),
-            ((1, 10, 3, 0), (1024, 1024), true),
-            ((0, 30, 1, 0), (16, 300), false),
+        let setups = [
+            ((1, 20, 2, 1), (128, 128), 1400, true),
+            ((0, 40, 2, 1), (64, 64), 1400, false),
+            ((0, 100, 0, 0), (32, 32), 1400, true),
+            ((1, 10, 0, 1), (256, 256), 1400, true),
+            ((1, 10, 3, 0), (1024, 1024), 1400, true),
+            ((0, 30, 1, 0), (16, 300), 1400, false),
+            // Many small segments: windows that fill, ring growth, block minima.
+            ((1, 10, 2, 1), (2048, 2048), 120, true),
+            ((1, 10, 0, 1), (700, 700), 150, false),
         ];
-        for (i, &(nd, wnd, stream)) in configs.iter().enumerate() {
+        for (i, &(nd, wnd, mtu, stream)) in setups.iter().enumerate() {
+            let setup = Setup {
+                nd,
+                wnd,
+                mtu,
+                stream,
+            };
             for (j, loss) in [0.0, 0.1, 0.3].into_iter().enumerate() {
                 let seed = (i * 10 + j) as u64;
                 let start = if j == 1 { 0xFFFF_F000 } else { 1000 };
-                differential_transfer(seed, loss, nd, wnd, stream, 300_000, start);
+                differential_transfer(seed, loss, &setup, 200_000, start);
             }
         }
     }
@@ -878,7 +896,44 @@ mod tests {
     /// with data in flight.
     #[test]
     fn differential_hostile_inputs() {
-        for seed in 0..60u64 {
+        hostile_seeds(0..200);
+    }
+
+    /// Long soak: `cargo test --lib soak -- --ignored`.
+    #[test]
+    #[ignore]
+    fn differential_soak() {
+        hostile_seeds(1000..20000);
+        // Windows far beyond 4096 segments (block-of-blocks minima), tiny mtu.
+        for seed in 0..6u64 {
+            let setup = Setup {
+                nd: (1, 10, (seed % 3) as i32, 1),
+                wnd: (9000 + seed as u32 * 1000, 16000),
+                mtu: 60,
+                stream: true,
+            };
+            differential_transfer(seed, 0.05 * seed as f64, &setup, 600_000, 77);
+        }
+        for seed in 0..300u64 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let setup = Setup {
+                nd: (
+                    rng.gen_range(0..2),
+                    rng.gen_range(10..60),
+                    rng.gen_range(0..4),
+                    rng.gen_range(0..2),
+                ),
+                wnd: (rng.gen_range(1..3000), rng.gen_range(256..3000)),
+                mtu: rng.gen_range(60..1500),
+                stream: rng.gen_bool(0.5),
+            };
+            let loss = rng.gen_range(0.0..0.4);
+            differential_transfer(seed, loss, &setup, 150_000, rng.gen());
+        }
+    }
+
+    fn hostile_seeds(seeds: std::ops::Range<u64>) {
+        for seed in seeds {
             let mut rng = SmallRng::seed_from_u64(seed);
             let resend = rng.gen_range(0..4);
             let nc = rng.gen_range(0..2);

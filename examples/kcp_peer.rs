@@ -1,0 +1,638 @@
+//! The Rust interop peer: the same command line contract as the Go peer in
+//! `interop/peer` (see interop/README.md), so the harness can put either
+//! implementation in either slot.
+//!
+//! ```text
+//! kcp_peer --role echo-server|sink|echo-client|source --addr HOST:PORT
+//!          [--crypt NAME] [--key PASSPHRASE] [--datashard N] [--parityshard N]
+//!          [--mode normal|fast|fast2|fast3] [--mtu N] [--sndwnd N] [--rcvwnd N]
+//!          [--stream|--message] [--bytes N] [--chunk N] [--seed N] [--timeout SECONDS]
+//!          [--sockbuf N] [--acknodelay]
+//! ```
+//!
+//! Servers print `LISTENING <addr>` once bound. Every role prints
+//! `RESULT role=.. bytes=N crc32=HEX ok=true|false ...` and `SNMP Name=value ...`
+//! at exit. Exit status: 0 ok, 1 transfer failed, 2 bad arguments or setup.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kcp_session::crypt::{CipherKind, Crypt};
+use kcp_session::{stats, Config, CryptSpec, Listener, Mode, Session, StreamMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const EXIT_OK: u8 = 0;
+const EXIT_FAIL: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+/// Sent by the source after it read the sink's ack, so the sink can stop lingering.
+const BYE: u8 = b'.';
+/// How long a sink waits for the bye byte after acking.
+const SINK_LINGER: Duration = Duration::from_secs(3);
+const DEFAULT_KEY: &str = "it's a secrect";
+
+#[derive(Debug, Clone)]
+struct Args {
+    role: String,
+    addr: String,
+    crypt: String,
+    key: String,
+    datashard: usize,
+    parityshard: usize,
+    mode: Mode,
+    mtu: usize,
+    sndwnd: u32,
+    rcvwnd: u32,
+    stream: StreamMode,
+    bytes: u64,
+    chunk: usize,
+    seed: u64,
+    timeout: Duration,
+    sockbuf: usize,
+    acknodelay: bool,
+}
+
+fn parse_args(argv: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        role: String::new(),
+        addr: String::new(),
+        crypt: "aes".into(),
+        key: DEFAULT_KEY.into(),
+        datashard: 0,
+        parityshard: 0,
+        mode: Mode::Fast,
+        mtu: 1350,
+        sndwnd: 1024,
+        rcvwnd: 1024,
+        stream: StreamMode::Stream,
+        bytes: 0,
+        chunk: 65536,
+        seed: 1,
+        timeout: Duration::from_secs(60),
+        sockbuf: 4 << 20,
+        acknodelay: false,
+    };
+    let (mut saw_stream, mut saw_message) = (false, false);
+    let mut i = 0;
+    while i < argv.len() {
+        let arg = argv[i].trim_start_matches('-');
+        if arg.len() == argv[i].len() {
+            return Err(format!("unexpected argument {:?}", argv[i]));
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (arg, None),
+        };
+        let is_bool = matches!(name, "stream" | "message" | "acknodelay");
+        let value = if is_bool {
+            inline.unwrap_or_else(|| "true".into())
+        } else if let Some(v) = inline {
+            v
+        } else {
+            i += 1;
+            argv.get(i)
+                .cloned()
+                .ok_or_else(|| format!("flag --{name} needs a value"))?
+        };
+        let num = |v: &str| -> Result<u64, String> {
+            v.parse::<u64>()
+                .map_err(|_| format!("--{name}: {v:?} is not a non-negative integer"))
+        };
+        let flag = |v: &str| -> Result<bool, String> {
+            match v {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(format!("--{name}: {v:?} is not a boolean")),
+            }
+        };
+        match name {
+            "role" => a.role = value,
+            "addr" => a.addr = value,
+            "crypt" => a.crypt = value,
+            "key" => a.key = value,
+            "datashard" => a.datashard = num(&value)? as usize,
+            "parityshard" => a.parityshard = num(&value)? as usize,
+            "mode" => a.mode = Mode::from_name(&value).map_err(|e| e.to_string())?,
+            "mtu" => a.mtu = num(&value)? as usize,
+            "sndwnd" => a.sndwnd = num(&value)? as u32,
+            "rcvwnd" => a.rcvwnd = num(&value)? as u32,
+            "stream" => saw_stream = flag(&value)?,
+            "message" => saw_message = flag(&value)?,
+            "bytes" => a.bytes = num(&value)?,
+            "chunk" => a.chunk = num(&value)? as usize,
+            "seed" => a.seed = num(&value)?,
+            "timeout" => {
+                let s: f64 = value
+                    .parse()
+                    .map_err(|_| format!("--timeout: {value:?} is not a number"))?;
+                if !(s > 0.0 && s.is_finite()) {
+                    return Err("--timeout must be positive".into());
+                }
+                a.timeout = Duration::from_secs_f64(s);
+            }
+            "sockbuf" => a.sockbuf = num(&value)? as usize,
+            "acknodelay" => a.acknodelay = flag(&value)?,
+            other => return Err(format!("unknown flag --{other}")),
+        }
+        i += 1;
+    }
+    if saw_stream && saw_message {
+        return Err("--stream and --message are exclusive".into());
+    }
+    if saw_message {
+        a.stream = StreamMode::Message;
+    }
+    if !matches!(
+        a.role.as_str(),
+        "echo-server" | "sink" | "echo-client" | "source"
+    ) {
+        return Err(format!("unknown --role {:?}", a.role));
+    }
+    if a.addr.is_empty() {
+        return Err("--addr is required".into());
+    }
+    if a.chunk == 0 {
+        return Err("--chunk must be positive".into());
+    }
+    Ok(a)
+}
+
+/// kcptun's cipher names plus the GCM key sizes the harness also uses.
+fn crypt_spec(name: &str, passphrase: &str) -> Result<CryptSpec, String> {
+    let pass = Crypt::kcptun_key(passphrase);
+    let spec = |kind, n: usize| CryptSpec::Cipher {
+        kind,
+        key: pass[..n].to_vec(),
+    };
+    Ok(match name {
+        "null" => CryptSpec::Null,
+        "aes-256" => spec(CipherKind::Aes256, 32),
+        "aes-192-gcm" => spec(CipherKind::AesGcm, 24),
+        "aes-256-gcm" => spec(CipherKind::AesGcm, 32),
+        other => {
+            let kind: CipherKind = other
+                .parse()
+                .map_err(|e: kcp_session::Error| e.to_string())?;
+            spec(kind, kind.kcptun_key_len())
+        }
+    })
+}
+
+fn build_config(a: &Args) -> Result<Config, String> {
+    Config::builder()
+        .crypt(crypt_spec(&a.crypt, &a.key)?)
+        .fec(a.datashard, a.parityshard)
+        .mode(a.mode)
+        .mtu(a.mtu)
+        .window(a.sndwnd, a.rcvwnd)
+        .stream_mode(a.stream)
+        .write_delay(false)
+        .ack_nodelay(a.acknodelay)
+        .socket_buffers(a.sockbuf)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The contract's payload: SplitMix64 from --seed, each output as 8
+/// little-endian bytes, truncated to --bytes.
+struct Payload {
+    state: u64,
+    buf: [u8; 8],
+    avail: usize,
+}
+
+impl Payload {
+    fn new(seed: u64) -> Payload {
+        Payload {
+            state: seed,
+            buf: [0; 8],
+            avail: 0,
+        }
+    }
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn fill(&mut self, mut b: &mut [u8]) {
+        while !b.is_empty() {
+            if self.avail == 0 {
+                self.buf = self.next().to_le_bytes();
+                self.avail = 8;
+            }
+            let n = b.len().min(self.avail);
+            b[..n].copy_from_slice(&self.buf[8 - self.avail..8 - self.avail + n]);
+            self.avail -= n;
+            b = &mut b[n..];
+        }
+    }
+}
+
+/// Checks received bytes against the payload as they arrive.
+struct Verifier {
+    exp: Payload,
+    want: Vec<u8>,
+    crc: crc32fast::Hasher,
+    got: u64,
+    mismatch: Option<u64>,
+}
+
+impl Verifier {
+    fn new(seed: u64) -> Verifier {
+        Verifier {
+            exp: Payload::new(seed),
+            want: vec![0; 1 << 16],
+            crc: crc32fast::Hasher::new(),
+            got: 0,
+            mismatch: None,
+        }
+    }
+    fn add(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            let n = b.len().min(self.want.len());
+            self.exp.fill(&mut self.want[..n]);
+            if self.mismatch.is_none() {
+                if let Some(i) = (0..n).find(|&i| b[i] != self.want[i]) {
+                    self.mismatch = Some(self.got + i as u64);
+                }
+            }
+            self.crc.update(&b[..n]);
+            self.got += n as u64;
+            b = &b[n..];
+        }
+    }
+    fn crc(&self) -> u32 {
+        self.crc.clone().finalize()
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    bytes: u64,
+    crc: u32,
+    ok: bool,
+    extra: String,
+    reason: String,
+    setup: bool,
+}
+
+impl Outcome {
+    fn setup(msg: String) -> Outcome {
+        eprintln!("peer: {msg}");
+        Outcome {
+            reason: msg,
+            setup: true,
+            ..Outcome::default()
+        }
+    }
+    fn verdict(v: &Verifier, want: u64, err: Option<String>) -> Outcome {
+        let mut o = Outcome {
+            bytes: v.got,
+            crc: v.crc(),
+            ok: err.is_none() && v.mismatch.is_none() && v.got == want,
+            ..Outcome::default()
+        };
+        if let Some(e) = err {
+            o.reason = e;
+        } else if let Some(m) = v.mismatch {
+            o.reason = format!("payload mismatch at byte offset {m}");
+        }
+        if let Some(m) = v.mismatch {
+            o.extra = format!("mismatch_at={m}");
+        }
+        o
+    }
+}
+
+fn report(role: &str, o: &Outcome) {
+    let mut line = format!(
+        "RESULT role={role} bytes={} crc32={:08x} ok={}",
+        o.bytes, o.crc, o.ok
+    );
+    if !o.extra.is_empty() {
+        line.push(' ');
+        line.push_str(&o.extra);
+    }
+    if !o.reason.is_empty() {
+        line.push_str(" reason=");
+        line.push_str(&o.reason.replace('\n', " "));
+    }
+    let mut snmp = String::from("SNMP");
+    for (name, v) in stats::global().fields() {
+        snmp.push_str(&format!(" {name}={v}"));
+    }
+    // A closed stdout must not turn a finished run into a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{snmp}");
+    let _ = out.flush();
+}
+
+async fn write_all(s: &mut (impl AsyncWriteExt + Unpin), a: &Args) -> Result<u32, String> {
+    let mut gen = Payload::new(a.seed);
+    let mut buf = vec![0u8; a.chunk];
+    let mut crc = crc32fast::Hasher::new();
+    let mut left = a.bytes;
+    while left > 0 {
+        let n = (left.min(buf.len() as u64)) as usize;
+        gen.fill(&mut buf[..n]);
+        crc.update(&buf[..n]);
+        s.write_all(&buf[..n])
+            .await
+            .map_err(|e| format!("write at offset {}: {e}", a.bytes - left))?;
+        left -= n as u64;
+    }
+    Ok(crc.finalize())
+}
+
+async fn read_verify(s: &mut (impl AsyncReadExt + Unpin), a: &Args) -> (Verifier, Option<String>) {
+    let mut v = Verifier::new(a.seed);
+    let mut buf = vec![0u8; 1 << 16];
+    while v.got < a.bytes {
+        let want = (buf.len() as u64).min(a.bytes - v.got) as usize;
+        match s.read(&mut buf[..want]).await {
+            Ok(0) => {
+                let e = format!("read after {} of {} bytes: end of stream", v.got, a.bytes);
+                return (v, Some(e));
+            }
+            Ok(n) => v.add(&buf[..n]),
+            Err(e) => {
+                let e = format!("read after {} of {} bytes: {e}", v.got, a.bytes);
+                return (v, Some(e));
+            }
+        }
+    }
+    (v, None)
+}
+
+async fn listen(a: &Args, cfg: &Config) -> Result<Listener, String> {
+    let l = Listener::listen(a.addr.as_str(), cfg)
+        .await
+        .map_err(|e| format!("listen {}: {e}", a.addr))?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "LISTENING {}", l.local_addr());
+    let _ = out.flush();
+    Ok(l)
+}
+
+async fn dial(a: &Args, cfg: &Config) -> Result<Session, String> {
+    Session::dial(a.addr.as_str(), cfg)
+        .await
+        .map_err(|e| format!("dial {}: {e}", a.addr))
+}
+
+async fn echo_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+    let l = match listen(a, cfg).await {
+        Ok(l) => l,
+        Err(e) => return Outcome::setup(e),
+    };
+    let crc = Arc::new(Mutex::new(crc32fast::Hasher::new()));
+    let total = Arc::new(AtomicU64::new(0));
+    let sessions = Arc::new(AtomicU64::new(0));
+    let (crc2, total2, sessions2) = (crc.clone(), total.clone(), sessions.clone());
+    let accept = tokio::spawn(async move {
+        while let Ok(s) = l.accept().await {
+            sessions2.fetch_add(1, Ordering::Relaxed);
+            let (crc, total) = (crc2.clone(), total2.clone());
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let mut buf = vec![0u8; 1 << 16];
+                while let Ok(n) = r.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut c) = crc.lock() {
+                        c.update(&buf[..n]);
+                    }
+                    total.fetch_add(n as u64, Ordering::Relaxed);
+                    if w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let stdin_closed = async {
+        let mut stdin = tokio::io::stdin();
+        let mut sink = vec![0u8; 4096];
+        while let Ok(n) = stdin.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let (why, ok) = tokio::select! {
+        _ = stdin_closed => ("stdin-closed", true),
+        _ = sigterm => ("signal-terminated", true),
+        _ = tokio::signal::ctrl_c() => ("signal-interrupt", true),
+        _ = tokio::time::sleep_until(deadline.into()) => ("timeout", false),
+    };
+    accept.abort();
+    let crc = crc.lock().map(|c| c.clone().finalize()).unwrap_or(0);
+    Outcome {
+        bytes: total.load(Ordering::Relaxed),
+        crc,
+        ok,
+        extra: format!("sessions={} stop={why}", sessions.load(Ordering::Relaxed)),
+        reason: if ok {
+            String::new()
+        } else {
+            format!("timeout after {:?}", a.timeout)
+        },
+        setup: false,
+    }
+}
+
+async fn sink(a: &Args, cfg: &Config) -> Outcome {
+    let l = match listen(a, cfg).await {
+        Ok(l) => l,
+        Err(e) => return Outcome::setup(e),
+    };
+    let mut s = match l.accept().await {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome {
+                reason: format!("accept: {e}"),
+                ..Outcome::default()
+            }
+        }
+    };
+    l.close();
+    let (v, err) = read_verify(&mut s, a).await;
+    let failed = err.is_some();
+    let mut o = Outcome::verdict(&v, a.bytes, err);
+    if failed {
+        return o;
+    }
+    if let Err(e) = s.write_all(&v.crc().to_le_bytes()).await {
+        o.ok = false;
+        o.reason = format!("writing the ack: {e}");
+        return o;
+    }
+    // KCP has no close packet: stay until the source answers the ack (or the
+    // linger runs out) so the ack is surely delivered.
+    let mut bye = [0u8; 1];
+    let got_bye = matches!(
+        tokio::time::timeout(SINK_LINGER, s.read(&mut bye)).await,
+        Ok(Ok(1)) if bye[0] == BYE
+    );
+    o.extra = format!("{} bye={got_bye}", o.extra).trim().to_string();
+    o
+}
+
+async fn echo_client(a: &Args, cfg: &Config) -> Outcome {
+    let s = match dial(a, cfg).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::setup(e),
+    };
+    let (mut r, mut w) = s.into_split();
+    let args = a.clone();
+    let writer = tokio::spawn(async move {
+        let res = write_all(&mut w, &args).await;
+        (res, w)
+    });
+    let (v, mut err) = read_verify(&mut r, a).await;
+    if err.is_none() {
+        match writer.await {
+            Ok((Err(e), _)) => err = Some(e),
+            Ok((Ok(_), w)) => drop(w),
+            Err(e) => err = Some(format!("writer task: {e}")),
+        }
+    }
+    Outcome::verdict(&v, a.bytes, err)
+}
+
+async fn source(a: &Args, cfg: &Config) -> Outcome {
+    let mut s = match dial(a, cfg).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::setup(e),
+    };
+    let mut o = Outcome {
+        bytes: a.bytes,
+        ..Outcome::default()
+    };
+    match write_all(&mut s, a).await {
+        Ok(crc) => o.crc = crc,
+        Err(e) => {
+            o.reason = e;
+            return o;
+        }
+    }
+    let mut ack = [0u8; 4];
+    if let Err(e) = s.read_exact(&mut ack).await {
+        o.reason = format!("waiting for the sink's ack: {e}");
+        return o;
+    }
+    let peer = u32::from_le_bytes(ack);
+    o.extra = format!("peer_crc32={peer:08x}");
+    o.ok = peer == o.crc;
+    if !o.ok {
+        o.reason = "sink's CRC-32 differs from the bytes sent".into();
+    }
+    // Answer the ack; give the bye a moment to be acknowledged so the sink
+    // sees it (it is not retransmitted once we are gone).
+    if s.write_all(&[BYE]).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), s.drain()).await;
+    }
+    o
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let a = match parse_args(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("peer: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("peer: runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let outcome = rt.block_on(async {
+        let cfg = match build_config(&a) {
+            Ok(c) => c,
+            Err(e) => return Outcome::setup(e),
+        };
+        let deadline = Instant::now() + a.timeout;
+        let work = async {
+            match a.role.as_str() {
+                "echo-server" => echo_server(&a, &cfg, deadline).await,
+                "sink" => sink(&a, &cfg).await,
+                "echo-client" => echo_client(&a, &cfg).await,
+                _ => source(&a, &cfg).await,
+            }
+        };
+        // The watchdog: every role ends by the deadline (echo-server handles
+        // its own timeout to report what it echoed).
+        match tokio::time::timeout(a.timeout + Duration::from_millis(500), work).await {
+            Ok(o) => o,
+            Err(_) => Outcome {
+                reason: format!("timeout after {:?}", a.timeout),
+                ..Outcome::default()
+            },
+        }
+    });
+    report(&a.role, &outcome);
+    rt.shutdown_timeout(Duration::from_millis(100));
+    if outcome.setup {
+        ExitCode::from(EXIT_USAGE)
+    } else if outcome.ok {
+        ExitCode::from(EXIT_OK)
+    } else {
+        ExitCode::from(EXIT_FAIL)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_splitmix64_little_endian() {
+        // SplitMix64 from 0: first output 0xe220a8397b1dcdaf.
+        let mut p = Payload::new(0);
+        let mut b = [0u8; 10];
+        p.fill(&mut b[..3]);
+        p.fill(&mut b[3..]);
+        assert_eq!(&b[..8], &0xe220_a839_7b1d_cdafu64.to_le_bytes());
+        let mut q = Payload::new(0);
+        let mut c = [0u8; 10];
+        q.fill(&mut c);
+        assert_eq!(b, c);
+    }
+
+    #[test]
+    fn flags_parse_like_go() {
+        let v: Vec<String> = "--role sink --addr 127.0.0.1:0 --message --mtu=1400 --timeout 2.5"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let a = parse_args(&v).unwrap();
+        assert_eq!(a.stream, StreamMode::Message);
+        assert_eq!(a.mtu, 1400);
+        assert_eq!(a.timeout, Duration::from_millis(2500));
+        assert!(parse_args(&["--role".into(), "x".into()]).is_err());
+    }
+}

@@ -1,0 +1,465 @@
+//! Batched datagram receive and send.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use super::pool::{Packet, PacketPool};
+use super::MTU_LIMIT;
+
+/// Most datagrams moved by one `sendmmsg` call (kcp-go's `maxBatchSize`).
+const SEND_BATCH: usize = 64;
+
+/// A set of receive buffers filled by one batched read.
+pub struct RecvBatch {
+    pkts: Vec<Packet>,
+    addrs: Vec<SocketAddr>,
+    count: usize,
+    #[cfg(target_os = "linux")]
+    sys: linux::RecvSys,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("capacity", &self.pkts.len())
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// `n` buffers of [`MTU_LIMIT`] bytes (at least one).
+    pub fn new(n: usize) -> RecvBatch {
+        let n = n.max(1);
+        RecvBatch {
+            pkts: (0..n).map(|_| Packet::new()).collect(),
+            addrs: vec![SocketAddr::from(([0, 0, 0, 0], 0)); n],
+            count: 0,
+            #[cfg(target_os = "linux")]
+            sys: linux::RecvSys::new(n),
+        }
+    }
+
+    /// Datagrams held from the last receive.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the last receive returned nothing.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Datagram `i` of the last receive: its bytes (mutable, for in-place
+    /// decryption) and its source address. `None` past the end.
+    pub fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], SocketAddr)> {
+        if i >= self.count {
+            return None;
+        }
+        let addr = *self.addrs.get(i)?;
+        Some((self.pkts.get_mut(i)?.as_mut_slice(), addr))
+    }
+
+    /// Waits until the socket is readable and reads as many datagrams as are
+    /// queued, up to the batch size. Returns how many were read (at least 1).
+    pub fn poll_recv(&mut self, sock: &UdpSocket, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.count = 0;
+        loop {
+            match sock.poll_recv_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match sock.try_io(Interest::READABLE, || self.recv_now(sock)) {
+                Ok(n) => {
+                    self.count = n;
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn recv_now(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        let n = self.sys.recvmmsg(sock, &mut self.pkts)?;
+        for i in 0..n {
+            let (len, addr) = self.sys.result(i);
+            if let Some(p) = self.pkts.get_mut(i) {
+                p.set_len(len);
+            }
+            if let (Some(slot), Some(addr)) = (self.addrs.get_mut(i), addr) {
+                *slot = addr;
+            }
+        }
+        Ok(n)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv_now(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        let mut n = 0;
+        while n < self.pkts.len() {
+            let p = &mut self.pkts[n];
+            match sock.try_recv_from(p.buf_mut()) {
+                Ok((len, addr)) => {
+                    p.set_len(len);
+                    self.addrs[n] = addr;
+                    n += 1;
+                }
+                Err(e) if n > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Datagrams waiting to be sent to one destination, oldest first.
+#[derive(Debug, Default)]
+pub struct SendBatch {
+    queue: VecDeque<Packet>,
+    bytes: usize,
+    #[cfg(target_os = "linux")]
+    sys: linux::SendSys,
+}
+
+impl SendBatch {
+    /// An empty queue.
+    pub fn new() -> SendBatch {
+        SendBatch::default()
+    }
+
+    /// Queues one datagram.
+    pub fn push(&mut self, p: Packet) {
+        debug_assert!(p.len() <= MTU_LIMIT);
+        self.bytes += p.len();
+        self.queue.push_back(p);
+    }
+
+    /// Datagrams queued.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// How many datagrams from the head fit in `budget` bytes.
+    pub fn count_within(&self, budget: usize) -> usize {
+        let mut used = 0usize;
+        let mut n = 0;
+        for p in &self.queue {
+            used += p.len();
+            if used > budget {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Length of the datagram at the head of the queue.
+    pub fn front_len(&self) -> Option<usize> {
+        self.queue.front().map(Packet::len)
+    }
+
+    /// Drops everything queued (buffers go back to `pool`).
+    pub fn clear(&mut self, pool: &mut PacketPool) {
+        for p in self.queue.drain(..) {
+            pool.put(p);
+        }
+        self.bytes = 0;
+    }
+
+    /// Sends up to `max` queued datagrams to `dest` without waiting. Sent
+    /// buffers go back to `pool`. Returns `(datagrams, bytes)` sent; when the
+    /// socket is full the rest stays queued (`Ok` with fewer sent).
+    pub fn try_send(
+        &mut self,
+        sock: &UdpSocket,
+        dest: SocketAddr,
+        max: usize,
+        pool: &mut PacketPool,
+    ) -> io::Result<(usize, usize)> {
+        let mut pkts = 0;
+        let mut bytes = 0;
+        while pkts < max && !self.queue.is_empty() {
+            let want = (max - pkts).min(SEND_BATCH).min(self.queue.len());
+            match sock.try_io(Interest::WRITABLE, || self.send_now(sock, dest, want)) {
+                Ok(n) => {
+                    for p in self.queue.drain(..n) {
+                        bytes += p.len();
+                        self.bytes -= p.len();
+                        pool.put(p);
+                    }
+                    pkts += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((pkts, bytes))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_now(&mut self, sock: &UdpSocket, dest: SocketAddr, want: usize) -> io::Result<usize> {
+        self.sys.sendmmsg(sock, dest, self.queue.range(..want))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_now(&mut self, sock: &UdpSocket, dest: SocketAddr, want: usize) -> io::Result<usize> {
+        let mut n = 0;
+        for p in self.queue.range(..want) {
+            match sock.try_send_to(p.as_slice(), dest) {
+                Ok(_) => n += 1,
+                Err(e) if n > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    //! `recvmmsg`/`sendmmsg` with preallocated headers. The header arrays hold
+    //! raw pointers into the packet buffers; they are rebuilt before every
+    //! call, so they never outlive or alias a buffer between calls.
+
+    use std::io;
+    use std::mem;
+    use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
+    use std::ptr;
+
+    use socket2::SockAddr;
+    use tokio::net::UdpSocket;
+
+    use super::super::pool::Packet;
+    use super::super::MTU_LIMIT;
+
+    pub(super) struct RecvSys {
+        hdrs: Vec<libc::mmsghdr>,
+        iovs: Vec<libc::iovec>,
+        names: Vec<libc::sockaddr_storage>,
+    }
+
+    // SAFETY: the raw pointers inside are only meaningful during a syscall
+    // made through `&mut self`; between calls they are stale and unused.
+    unsafe impl Send for RecvSys {}
+    unsafe impl Sync for RecvSys {}
+
+    impl RecvSys {
+        pub(super) fn new(n: usize) -> RecvSys {
+            // SAFETY: all-zero bytes are valid for these plain C structs.
+            let zero_hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+            let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
+            RecvSys {
+                hdrs: vec![zero_hdr; n],
+                iovs: vec![
+                    libc::iovec {
+                        iov_base: ptr::null_mut(),
+                        iov_len: 0
+                    };
+                    n
+                ],
+                names: vec![zero_name; n],
+            }
+        }
+
+        pub(super) fn recvmmsg(
+            &mut self,
+            sock: &UdpSocket,
+            pkts: &mut [Packet],
+        ) -> io::Result<usize> {
+            let n = pkts.len().min(self.hdrs.len());
+            for (i, p) in pkts.iter_mut().enumerate().take(n) {
+                self.iovs[i] = libc::iovec {
+                    iov_base: p.buf_mut().as_mut_ptr().cast(),
+                    iov_len: MTU_LIMIT,
+                };
+                let h = &mut self.hdrs[i];
+                h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                h.msg_hdr.msg_iov = &mut self.iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+                h.msg_hdr.msg_flags = 0;
+                h.msg_len = 0;
+            }
+            // SAFETY: every header points at a live iovec, sockaddr_storage and
+            // 1500-byte buffer owned by `self`/`pkts`, all borrowed mutably for
+            // the duration of the call; `n` does not exceed any array.
+            let r = unsafe {
+                libc::recvmmsg(
+                    sock.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    ptr::null_mut(),
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(r as usize)
+        }
+
+        /// Length and source of message `i` of the last call.
+        pub(super) fn result(&self, i: usize) -> (usize, Option<SocketAddr>) {
+            let h = &self.hdrs[i];
+            let len = (h.msg_len as usize).min(MTU_LIMIT);
+            // SAFETY: the kernel wrote a valid address of `msg_namelen` bytes
+            // into the storage; SockAddr only reads within that length.
+            let addr = unsafe { SockAddr::new(self.names[i], h.msg_hdr.msg_namelen) };
+            (len, addr.as_socket())
+        }
+    }
+
+    #[derive(Default)]
+    pub(super) struct SendSys {
+        hdrs: Vec<libc::mmsghdr>,
+        iovs: Vec<libc::iovec>,
+    }
+
+    impl std::fmt::Debug for SendSys {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("SendSys")
+        }
+    }
+
+    // SAFETY: as for RecvSys.
+    unsafe impl Send for SendSys {}
+    unsafe impl Sync for SendSys {}
+
+    impl SendSys {
+        pub(super) fn sendmmsg<'a>(
+            &mut self,
+            sock: &UdpSocket,
+            dest: SocketAddr,
+            pkts: impl Iterator<Item = &'a Packet>,
+        ) -> io::Result<usize> {
+            let name = SockAddr::from(dest);
+            self.hdrs.clear();
+            self.iovs.clear();
+            for p in pkts {
+                let s = p.as_slice();
+                self.iovs.push(libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                });
+            }
+            let n = self.iovs.len();
+            if n == 0 {
+                return Ok(0);
+            }
+            for i in 0..n {
+                // SAFETY: zeroed mmsghdr is valid; pointers set below.
+                let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
+                h.msg_hdr.msg_name = name.as_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_namelen = name.len();
+                h.msg_hdr.msg_iov = &mut self.iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                self.hdrs.push(h);
+            }
+            // SAFETY: headers point at `name` and at iovecs describing packet
+            // bytes, all alive and unmoved until the call returns; the kernel
+            // only reads them (and writes msg_len).
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    0,
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(r as usize)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Poll;
+
+    #[tokio::test]
+    async fn batch_round_trip_over_loopback() {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b_addr = b.local_addr().unwrap();
+        let mut pool = PacketPool::new(8);
+        let mut out = SendBatch::new();
+        for i in 0..100u8 {
+            let mut p = pool.get();
+            p.set_len(usize::from(i) + 1);
+            p.as_mut_slice().fill(i);
+            out.push(p);
+        }
+        let total: usize = (1..=100).sum();
+        assert_eq!(out.bytes(), total);
+        let mut sent = (0, 0);
+        while !out.is_empty() {
+            let (n, bytes) = out.try_send(&a, b_addr, usize::MAX, &mut pool).unwrap();
+            sent.0 += n;
+            sent.1 += bytes;
+            if n == 0 {
+                a.writable().await.unwrap();
+            }
+        }
+        assert_eq!(sent, (100, total));
+        let mut rx = RecvBatch::new(16);
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            let n = std::future::poll_fn(|cx| rx.poll_recv(&b, cx))
+                .await
+                .unwrap();
+            assert!((1..=16).contains(&n));
+            for i in 0..n {
+                let (bytes, from) = rx.get_mut(i).unwrap();
+                assert_eq!(from, a.local_addr().unwrap());
+                got.push(bytes.to_vec());
+            }
+            assert!(rx.get_mut(n).is_none());
+        }
+        for (i, d) in got.iter().enumerate() {
+            assert_eq!(d.len(), i + 1);
+            assert!(d.iter().all(|&x| usize::from(x) == i));
+        }
+        // Nothing left: a poll must be pending, not return stale data.
+        let pending = std::future::poll_fn(|cx| Poll::Ready(rx.poll_recv(&b, cx))).await;
+        assert!(pending.is_pending());
+    }
+
+    #[tokio::test]
+    async fn oversized_datagrams_are_truncated_to_the_limit() {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        a.send_to(&[9u8; 2000], b.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut rx = RecvBatch::new(4);
+        let n = std::future::poll_fn(|cx| rx.poll_recv(&b, cx))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(rx.get_mut(0).unwrap().0.len(), MTU_LIMIT);
+    }
+}
