@@ -436,6 +436,52 @@ async fn dropped_stream_sends_fin_and_closed_session_fails_open() {
     assert!(rest.is_empty());
 }
 
+/// SYNs are not an unbounded queue: with a peer that does not read,
+/// `open_stream` waits once the outgoing queue is full, and resumes when the
+/// peer drains it.
+#[tokio::test(start_paused = true)]
+async fn open_stream_waits_for_queue_space() {
+    let (a, mut raw) = duplex(64);
+    let client = std::sync::Arc::new(Session::client(a, cfg(Version::V1)).expect("client"));
+    let opener = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut streams = Vec::new();
+            for _ in 0..20_000 {
+                streams.push(client.open_stream().await.expect("open"));
+            }
+            streams.len()
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !opener.is_finished(),
+        "20000 SYNs (160 kB) queued for a peer that reads nothing"
+    );
+    let mut syns = 0usize;
+    while syns < 20_000 {
+        let (_, cmd, sid, _) = read_frame(&mut raw).await;
+        assert_eq!((cmd, sid), (CMD_SYN, 3 + 2 * syns as u32));
+        syns += 1;
+    }
+    assert_eq!(opener.await.expect("opener"), 20_000);
+}
+
+/// Tunnels spawn these futures on multi-threaded runtimes.
+#[test]
+fn session_futures_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    let _guard = rt.enter();
+    let (a, _b) = duplex(64);
+    let s = Session::client(a, cfg(Version::V1)).expect("client");
+    is_send(&s.open_stream());
+    is_send(&s.accept_stream());
+    is_send(&s.close());
+}
+
 #[test]
 fn config_is_verified() {
     let bad = [

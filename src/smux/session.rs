@@ -167,6 +167,8 @@ pub(crate) struct Shared {
     pub(crate) writer_notify: Notify,
     /// Budget returned, backlog space or session closed: the reader may go on.
     pub(crate) reader_notify: Notify,
+    /// The writer made room in the outgoing queue (for `open_stream`).
+    space_notify: Notify,
     writer_task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -185,6 +187,7 @@ impl Shared {
         }
         self.writer_notify.notify_one();
         self.reader_notify.notify_one();
+        self.space_notify.notify_waiters();
     }
 }
 
@@ -242,6 +245,7 @@ impl Session {
             }),
             writer_notify: Notify::new(),
             reader_notify: Notify::new(),
+            space_notify: Notify::new(),
             writer_task: Mutex::new(None),
         });
         let (r, w) = tokio::io::split(conn);
@@ -275,9 +279,27 @@ impl Session {
         self.shared.lock().config.version
     }
 
-    /// Opens a stream: queues its SYN and returns at once. Stream ids run
-    /// out after 2^31 opens ([`Error::SmuxGoAway`]).
+    /// Opens a stream: queues its SYN (waiting only while the outgoing queue
+    /// is full) and returns. Stream ids run out after 2^31 opens
+    /// ([`Error::SmuxGoAway`]).
     pub async fn open_stream(&self) -> Result<Stream> {
+        loop {
+            let space = self.shared.space_notify.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            // No guard may live across the await: the future must be Send.
+            let full = {
+                let st = self.shared.lock();
+                if let Some(r) = &st.closed {
+                    return Err(r.to_error());
+                }
+                st.out.len() >= OUT_QUEUE_LIMIT
+            };
+            if !full {
+                break;
+            }
+            space.await;
+        }
         let mut st = self.shared.lock();
         if let Some(r) = &st.closed {
             return Err(r.to_error());
@@ -519,6 +541,8 @@ async fn writer_loop<T: AsyncWrite>(shared: Arc<Shared>, mut w: WriteHalf<T>) {
                 w.wake();
             }
         }
+        drop(st);
+        shared.space_notify.notify_waiters();
     }
 }
 
