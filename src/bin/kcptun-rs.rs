@@ -310,7 +310,10 @@ fn parse_args(role: Role, args: &[String]) -> Result<Opts, Exit> {
             .map_err(|e| Exit::Usage(format!("cannot read config {path}: {e}")))?;
         let pairs = parse_flat_json(&text).map_err(|e| Exit::Usage(format!("{path}: {e}")))?;
         for (k, v) in pairs {
-            if IGNORED.contains(&k.as_str()) {
+            // kcptun's JSON decoding ignores keys it does not know (a shared
+            // file may hold both roles' keys); we say so instead of failing.
+            if IGNORED.contains(&k.as_str()) || slot(&mut o.clone(), &k).is_none() {
+                log_line(&format!("note: config key {k:?} is ignored"));
                 continue;
             }
             set_value(&mut o, &k, &v, &path)?;
@@ -888,6 +891,44 @@ mod tests {
         assert!(parse_flat_json("[1]").is_err());
         assert!(parse_flat_json(r#"{"a": {"b": 1}}"#).is_err());
         assert!(parse_flat_json(r#"{"a": "x""#).is_err());
+    }
+
+    #[test]
+    fn json_config_overrides_the_command_line() {
+        let path = std::env::temp_dir().join(format!("kcptun-rs-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"listen": ":4000", "target": "127.0.0.1:22", "key": "k", "crypt": "salsa20",
+                "mode": "fast2", "mtu": 1200, "nocomp": true, "smuxver": 1, "snmplog": "x"}"#,
+        )
+        .expect("write config");
+        let p = path.to_string_lossy().to_string();
+        let parsed = parse_args(
+            Role::Server,
+            &args(&["--mtu", "1000", "-c", &p, "--crypt", "aes"]),
+        );
+        let Ok(o) = parsed else { panic!("parse") };
+        assert_eq!(
+            (o.listen.as_str(), o.target.as_str(), o.key.as_str()),
+            (":4000", "127.0.0.1:22", "k")
+        );
+        assert_eq!(
+            (o.crypt.as_str(), o.mode.as_str(), o.mtu, o.smuxver),
+            ("salsa20", "fast2", 1200, 1)
+        );
+        assert!(o.nocomp);
+        // Unknown keys are ignored as kcptun's JSON decoding does; bad values fail.
+        std::fs::write(&path, r#"{"remoteaddr": "x:1", "mtu": 1100}"#).expect("write config");
+        let Ok(o) = parse_args(Role::Server, &args(&["-c", &p])) else {
+            panic!("parse")
+        };
+        assert_eq!(o.mtu, 1100);
+        std::fs::write(&path, r#"{"mtu": "big"}"#).expect("write config");
+        assert!(matches!(
+            parse_args(Role::Server, &args(&["-c", &p])),
+            Err(Exit::Usage(_))
+        ));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
