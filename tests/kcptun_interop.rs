@@ -29,9 +29,11 @@ const MIB: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     /// Our client, their server.
-    RustClient,
+    OursToGo,
     /// Their client, our server.
-    RustServer,
+    GoToOurs,
+    /// Our client, our server (runs without kcptun installed).
+    OursToOurs,
 }
 
 #[derive(Debug, Clone)]
@@ -247,13 +249,17 @@ async fn run_cell(
     cargs.extend(common_args(cell, false));
     let ours = Path::new(OURS);
     let mut children = match side {
-        Side::RustClient => vec![
+        Side::OursToGo => vec![
             spawn(&go.1, None, sargs, &server_log),
             spawn(ours, Some("client"), cargs, &client_log),
         ],
-        Side::RustServer => vec![
+        Side::GoToOurs => vec![
             spawn(ours, Some("server"), sargs, &server_log),
             spawn(&go.0, None, cargs, &client_log),
+        ],
+        Side::OursToOurs => vec![
+            spawn(ours, Some("server"), sargs, &server_log),
+            spawn(ours, Some("client"), cargs, &client_log),
         ],
     };
     wait_listening(local, &mut children).await;
@@ -367,10 +373,14 @@ async fn run_side(side: Side, client_env: &str, server_env: &str, tag: &str) {
     let Some(go) = go_peers(client_env, server_env, &what) else {
         return;
     };
+    run_cells(side, &go, tag, &what, cells()).await;
+}
+
+async fn run_cells(side: Side, go: &(PathBuf, PathBuf), tag: &str, what: &str, cells: Vec<Cell>) {
     let mut failed = Vec::new();
     let mut passed = 0;
-    for cell in cells() {
-        match run_cell(side, &cell, &go, tag).await {
+    for cell in cells {
+        match run_cell(side, &cell, go, tag).await {
             Ok(took) => {
                 passed += 1;
                 let bytes: usize = cell.sizes.iter().sum();
@@ -401,12 +411,12 @@ async fn run_side(side: Side, client_env: &str, server_env: &str, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_client_to_kcptun_server() {
-    run_side(Side::RustClient, "KCPTUN_CLIENT", "KCPTUN_SERVER", "debian").await;
+    run_side(Side::OursToGo, "KCPTUN_CLIENT", "KCPTUN_SERVER", "debian").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcptun_client_to_rust_server() {
-    run_side(Side::RustServer, "KCPTUN_CLIENT", "KCPTUN_SERVER", "debian").await;
+    run_side(Side::GoToOurs, "KCPTUN_CLIENT", "KCPTUN_SERVER", "debian").await;
 }
 
 /// The second peer (kcptun on kcp-go v5.6.64), when the environment points
@@ -421,17 +431,41 @@ async fn kcpgo_5664_peer_both_ways() {
     }
     let tag = "kcp-go-5.6.64";
     run_side(
-        Side::RustClient,
+        Side::OursToGo,
         "KCPTUN_NEW_CLIENT",
         "KCPTUN_NEW_SERVER",
         tag,
     )
     .await;
     run_side(
-        Side::RustServer,
+        Side::GoToOurs,
         "KCPTUN_NEW_CLIENT",
         "KCPTUN_NEW_SERVER",
         tag,
     )
     .await;
+}
+
+/// Our tunnel pair, always run (no Go needed): every cell above plus the
+/// ciphers kcptun 20210922 lacks (`null`, `aes-128-gcm`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_client_to_rust_server() {
+    let mut cells = cells();
+    for (crypt, fec, comp, smuxver) in [
+        ("null", (0, 0), true, 2),
+        ("aes-128-gcm", (10, 3), true, 2),
+        ("aes-128-gcm", (0, 0), false, 1),
+    ] {
+        cells.push(Cell {
+            crypt,
+            fec,
+            comp,
+            smuxver,
+            mode: "fast3",
+            sizes: small_sizes(),
+        });
+    }
+    let ours = (PathBuf::from(OURS), PathBuf::from(OURS));
+    let what = "kcptun-rs pair OursToOurs";
+    run_cells(Side::OursToOurs, &ours, "rust", what, cells).await;
 }
