@@ -570,6 +570,9 @@ async fn run_client(o: Opts) -> Result<(), String> {
     }
     let kcp = kcp_config(&o)?;
     let sm = smux_config(&o)?;
+    if o.autoexpire != 0 {
+        log_line("note: --autoexpire is accepted but sessions do not expire in kcptun-rs");
+    }
     let conns = usize::try_from(o.conn)
         .ok()
         .filter(|c| (1..=65535).contains(c))
