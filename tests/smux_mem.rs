@@ -467,6 +467,51 @@ async fn open_stream_waits_for_queue_space() {
     assert_eq!(opener.await.expect("opener"), 20_000);
 }
 
+/// A peer that stops reading cannot pin the connection: `close` gives the
+/// writer a bounded linger, and a keepalive timeout releases it at once.
+#[tokio::test(start_paused = true)]
+async fn stuck_writer_does_not_pin_the_connection() {
+    for keepalive_failure in [false, true] {
+        let (a, mut raw) = duplex(1024);
+        let config = Config {
+            keep_alive: KeepAlive::Enabled {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(3),
+            },
+            ..cfg(Version::V1)
+        };
+        let client = Session::client(a, config).expect("client");
+        let mut s = client.open_stream().await.expect("open");
+        // 64 KiB into a 1 KiB pipe nobody reads: the writer task blocks.
+        s.write_all(&vec![0u8; 64 * 1024]).await.expect("queued");
+        let t0 = tokio::time::Instant::now();
+        if keepalive_failure {
+            assert!(matches!(
+                client.accept_stream().await,
+                Err(Error::SmuxKeepaliveTimeout)
+            ));
+        } else {
+            tokio::time::timeout(Duration::from_secs(60), client.close())
+                .await
+                .expect("close never returned");
+        }
+        drop(s);
+        drop(client);
+        // The connection is released: the raw end reaches EOF.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), raw.read_to_end(&mut rest))
+            .await
+            .expect("the connection was never released")
+            .expect("EOF");
+        let waited = t0.elapsed();
+        assert!(
+            waited <= Duration::from_secs(11),
+            "released after {waited:?}"
+        );
+        assert!(rest.len() < 64 * 1024, "the stuck data was not all written");
+    }
+}
+
 /// Tunnels spawn these futures on multi-threaded runtimes.
 #[test]
 fn session_futures_are_send() {

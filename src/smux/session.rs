@@ -26,6 +26,9 @@ pub(crate) const ACCEPT_BACKLOG: usize = 1024;
 /// control frames (SYN, FIN, UPD, NOP) always go in, so a window update can
 /// never be starved by data.
 pub(crate) const OUT_QUEUE_LIMIT: usize = 65536;
+/// After a local close, how long the writer may go on writing queued frames
+/// (FINs, last data) before it is stopped.
+pub(crate) const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the session ended. Kept small and `Clone` so every stream can report it.
 #[derive(Debug, Clone)]
@@ -120,6 +123,10 @@ pub(crate) struct State {
     go_away: bool,
     /// Reader and keepalive tasks, aborted when the session ends.
     aborts: Vec<AbortHandle>,
+    /// The writer task: aborted at once when the session fails, and
+    /// [`CLOSE_LINGER`] after a local close if it is still writing (a dead
+    /// peer must not pin the connection forever).
+    writer_abort: Option<AbortHandle>,
 }
 
 impl State {
@@ -143,11 +150,18 @@ impl State {
         was_blocked && self.bucket > 0
     }
 
-    /// Ends the session once; wakes everyone. Returns the tasks to abort (do
-    /// it after releasing the lock).
-    pub(crate) fn close(&mut self, reason: CloseReason) -> Vec<AbortHandle> {
+    /// Ends the session once; wakes everyone. Returns the tasks to abort
+    /// now and the writer to abort after the linger (do it after releasing
+    /// the lock).
+    pub(crate) fn close(&mut self, reason: CloseReason) -> (Vec<AbortHandle>, Option<AbortHandle>) {
         if self.closed.is_some() {
-            return Vec::new();
+            return (Vec::new(), None);
+        }
+        let mut now = std::mem::take(&mut self.aborts);
+        let mut later = None;
+        match reason {
+            CloseReason::Local => later = self.writer_abort.take(),
+            _ => now.extend(self.writer_abort.take()),
         }
         self.closed = Some(reason);
         for s in self.streams.values_mut() {
@@ -156,7 +170,7 @@ impl State {
         if let Some(w) = self.accept_waker.take() {
             w.wake();
         }
-        std::mem::take(&mut self.aborts)
+        (now, later)
     }
 }
 
@@ -181,9 +195,17 @@ impl Shared {
 
     /// Closes the session with `reason` and stops the background tasks.
     pub(crate) fn close(&self, reason: CloseReason) {
-        let aborts = self.lock().close(reason);
-        for a in aborts {
+        let (now, later) = self.lock().close(reason);
+        for a in now {
             a.abort();
+        }
+        if let (Some(writer), Ok(rt)) = (later, tokio::runtime::Handle::try_current()) {
+            if !writer.is_finished() {
+                rt.spawn(async move {
+                    tokio::time::sleep(CLOSE_LINGER).await;
+                    writer.abort();
+                });
+            }
         }
         self.writer_notify.notify_one();
         self.reader_notify.notify_one();
@@ -242,6 +264,7 @@ impl Session {
                 },
                 go_away: false,
                 aborts: Vec::new(),
+                writer_abort: None,
             }),
             writer_notify: Notify::new(),
             reader_notify: Notify::new(),
@@ -256,14 +279,17 @@ impl Session {
             let ka = tokio::spawn(keepalive_loop(shared.clone(), interval, timeout));
             aborts.push(ka.abort_handle());
         }
+        let writer_abort = writer.abort_handle();
         *shared.writer_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
         {
             let mut st = shared.lock();
             if st.closed.is_some() {
                 drop(st);
                 aborts.iter().for_each(AbortHandle::abort);
+                writer_abort.abort();
             } else {
                 st.aborts = aborts;
+                st.writer_abort = Some(writer_abort);
             }
         }
         Ok(Session { shared, role })
@@ -364,7 +390,8 @@ impl Session {
     }
 
     /// Closes the session: frames already queued (e.g. FINs) are written,
-    /// then the connection is shut down. Streams fail afterwards.
+    /// then the connection is shut down; a writer still blocked after 10 s
+    /// (a peer that stopped reading) is stopped. Streams fail afterwards.
     pub async fn close(&self) {
         self.shared.close(CloseReason::Local);
         let writer = self
