@@ -1426,3 +1426,33 @@ impl Future for Driver {
         self.get_mut().poll_drive(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<Session>();
+        send_sync::<OwnedReadHalf>();
+        send_sync::<OwnedWriteHalf>();
+        send_sync::<crate::listener::Listener>();
+    }
+
+    #[test]
+    fn deadlines_convert_with_wrapping_clock() {
+        let now = Instant::now();
+        assert_eq!(deadline_instant(5, 10, now), now);
+        assert_eq!(
+            deadline_instant(30, 10, now),
+            now + Duration::from_millis(20)
+        );
+        // Across the u32 wrap of the millisecond clock.
+        assert_eq!(
+            deadline_instant(4, u32::MAX - 5, now),
+            now + Duration::from_millis(10)
+        );
+    }
+}
