@@ -79,12 +79,12 @@ async fn main() -> kcp_session::Result<()> {
     let mut sent = 0usize;
     let mut x = seed;
     while sent < total {
-        for b in data.iter_mut() {
-            // xorshift: cheap, not compressible, deterministic.
+        for w in data.chunks_exact_mut(8) {
+            // xorshift64: cheap, not compressible, deterministic.
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            *b = x as u8;
+            w.copy_from_slice(&x.to_le_bytes());
         }
         let n = data.len().min(total - sent);
         crc.update(&data[..n]);
