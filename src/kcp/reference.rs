@@ -787,7 +787,7 @@ mod tests {
         let mut now = start;
         let mut next_a = now;
         let mut next_b = now;
-        let ack_nd = seed % 3 == 0;
+        let ack_nd = seed.is_multiple_of(3);
         let mut steps = 0;
         let mut push = |net: &mut std::collections::BinaryHeap<Flight>,
                         rng: &mut SmallRng,
