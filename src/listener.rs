@@ -212,6 +212,15 @@ impl Drop for Listener {
     }
 }
 
+/// Moves the task's counters into the listener's (and the global's).
+fn flush_counters(local: &mut Snmp, shared: &ListenerShared, publisher: &mut Publisher) {
+    if *local != Snmp::default() {
+        let mut c = lock(&shared.c);
+        c.absorb(local);
+        publisher.publish(&c);
+    }
+}
+
 /// The receive task.
 struct ListenTask {
     shared: Arc<ListenerShared>,
@@ -304,6 +313,9 @@ impl ListenTask {
         }
         session.mark_opened();
         self.c.passive_opens += 1;
+        // Counters first, so whoever sees the session (table or accept) sees
+        // everything that came before it.
+        flush_counters(&mut self.c, &self.shared, &mut self.publisher);
         lock(&self.shared.table).insert(from, shared.clone());
         permit.send(session);
         tokio::spawn(driver);
@@ -314,11 +326,7 @@ impl ListenTask {
         for s in self.touched.drain(..) {
             s.lock().wake_driver();
         }
-        if self.c != Snmp::default() {
-            let mut c = lock(&self.shared.c);
-            c.absorb(&mut self.c);
-            self.publisher.publish(&c);
-        }
+        flush_counters(&mut self.c, &self.shared, &mut self.publisher);
     }
 
     fn fail(&mut self, e: io::Error) {
