@@ -37,6 +37,7 @@ mod kind;
 mod nonce;
 mod salsa;
 mod tea;
+mod twofish_fast;
 
 use core::fmt;
 use core::ops::Range;
@@ -98,7 +99,7 @@ enum Engine {
     TripleDes(des::TdesEde3),
     Tea(Tea16),
     Xtea(Xtea),
-    Twofish(twofish::Twofish),
+    Twofish(twofish_fast::Twofish),
     Sm4(sm4::Sm4),
     Xor([u8; MTU_LIMIT]),
     Gcm128(aes_gcm::Aes128Gcm),
@@ -178,13 +179,10 @@ impl Crypt {
             }
             CipherKind::Tea => Engine::Tea(Tea16::new(&exact::<16>(kind, key, "16")?)),
             CipherKind::Xtea => Engine::Xtea(Xtea::new(&exact::<16>(kind, key, "16")?)),
-            CipherKind::Twofish => match key.len() {
-                16 | 24 | 32 => Engine::Twofish(
-                    twofish::Twofish::new_from_slice(key)
-                        .map_err(|_| bad_key(kind, key.len(), "16, 24 or 32"))?,
-                ),
-                n => return Err(bad_key(kind, n, "16, 24 or 32")),
-            },
+            CipherKind::Twofish => Engine::Twofish(
+                twofish_fast::Twofish::new(key)
+                    .ok_or_else(|| bad_key(kind, key.len(), "16, 24 or 32"))?,
+            ),
             CipherKind::Sm4 => Engine::Sm4(sm4::Sm4::new(&exact::<16>(kind, key, "16")?.into())),
             CipherKind::Xor => Engine::Xor(Crypt::xor_pad(key)),
         };
