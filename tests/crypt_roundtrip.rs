@@ -270,3 +270,9 @@ fn raw_is_refused_for_aead() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn crypt_is_send_sync_and_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<Crypt>();
+}
