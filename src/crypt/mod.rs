@@ -47,6 +47,7 @@ mod gcm;
 mod kind;
 mod nonce;
 mod salsa;
+mod tdes;
 mod tea;
 mod twofish_fast;
 
@@ -107,7 +108,7 @@ enum Engine {
     Salsa20([u8; 32]),
     Blowfish(blowfish::Blowfish),
     Cast5(cast5::Cast5),
-    TripleDes(des::TdesEde3),
+    TripleDes(tdes::TripleDes),
     Tea(Tea16),
     Xtea(Xtea),
     Twofish(twofish_fast::Twofish),
@@ -185,9 +186,9 @@ impl Crypt {
                 let k = exact::<16>(kind, key, "16")?;
                 Engine::Cast5(cast5::Cast5::new(&k.into()))
             }
-            CipherKind::TripleDes => {
-                Engine::TripleDes(des::TdesEde3::new(&exact::<24>(kind, key, "24")?.into()))
-            }
+            CipherKind::TripleDes => Engine::TripleDes(
+                tdes::TripleDes::new(key).ok_or_else(|| bad_key(kind, key.len(), "24"))?,
+            ),
             CipherKind::Tea => Engine::Tea(Tea16::new(&exact::<16>(kind, key, "16")?)),
             CipherKind::Xtea => Engine::Xtea(Xtea::new(&exact::<16>(kind, key, "16")?)),
             CipherKind::Twofish => Engine::Twofish(
