@@ -95,6 +95,18 @@ pub const KCPTUN_ITERATIONS: u32 = 4096;
 
 type Aes192Gcm = AesGcm<Aes192, U12>;
 
+/// Which implementation a [`Crypt`] runs; both give identical bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// Our x86-64 SIMD fast paths where the CPU has them (AES-NI CFB,
+    /// AES-NI + PCLMULQDQ GCM, AVX2/SSE2 Salsa20), else `Portable`.
+    #[default]
+    Fastest,
+    /// The RustCrypto crates for AES, AES-GCM and Salsa20 (no `unsafe` of
+    /// ours on the data path). For tests and cautious users.
+    Portable,
+}
+
 /// The keyed cipher state, shared by clones of a [`Crypt`].
 // Lives once behind an `Arc`; boxing the big key schedules would only add a
 // second indirection on the hot path.
@@ -109,6 +121,7 @@ enum Engine {
     #[cfg(target_arch = "x86_64")]
     AesNi(aesni::AesNi),
     Salsa20([u8; 32]),
+    Salsa20Portable([u8; 32]),
     Blowfish(blowfish::Blowfish),
     Cast5(cast5::Cast5),
     TripleDes(tdes::TripleDes),
@@ -165,24 +178,38 @@ impl Crypt {
     /// bytes (zero-padded or truncated, as Go does); `Xor` takes any key;
     /// `None` and `Null` ignore it. Anything else is [`Error::InvalidKey`].
     pub fn new(kind: CipherKind, key: &[u8]) -> Result<Crypt> {
+        Crypt::with_backend(kind, key, Backend::Fastest)
+    }
+
+    /// [`new`](Crypt::new) with an explicit implementation choice.
+    pub fn with_backend(kind: CipherKind, key: &[u8], backend: Backend) -> Result<Crypt> {
         let engine = match kind {
             CipherKind::Null => Engine::Null,
             CipherKind::None => Engine::None,
-            CipherKind::Aes128 => {
-                aes_engine(Aes128::new(&exact::<16>(kind, key, "16")?.into()), key)
-            }
-            CipherKind::Aes192 => {
-                aes_engine(Aes192::new(&exact::<24>(kind, key, "24")?.into()), key)
-            }
-            CipherKind::Aes256 => {
-                aes_engine(Aes256::new(&exact::<32>(kind, key, "32")?.into()), key)
-            }
-            CipherKind::AesGcm => gcm_engine(key)?,
+            CipherKind::Aes128 => aes_engine(
+                Aes128::new(&exact::<16>(kind, key, "16")?.into()),
+                key,
+                backend,
+            ),
+            CipherKind::Aes192 => aes_engine(
+                Aes192::new(&exact::<24>(kind, key, "24")?.into()),
+                key,
+                backend,
+            ),
+            CipherKind::Aes256 => aes_engine(
+                Aes256::new(&exact::<32>(kind, key, "32")?.into()),
+                key,
+                backend,
+            ),
+            CipherKind::AesGcm => gcm_engine(key, backend)?,
             CipherKind::Salsa20 => {
                 let mut k = [0u8; 32];
                 let n = key.len().min(32);
                 k[..n].copy_from_slice(&key[..n]);
-                Engine::Salsa20(k)
+                match backend {
+                    Backend::Fastest => Engine::Salsa20(k),
+                    Backend::Portable => Engine::Salsa20Portable(k),
+                }
             }
             CipherKind::Blowfish => Engine::Blowfish(blowfish_key(key)?),
             CipherKind::Cast5 => {
@@ -452,11 +479,14 @@ fn open_gcm_ni(g: &gcm::GcmNi, buf: &mut [u8]) -> Result<Range<usize>> {
 }
 
 /// AES-GCM with AES-NI + PCLMULQDQ when available, else the `aes-gcm` crate.
-fn gcm_engine(key: &[u8]) -> Result<Engine> {
+fn gcm_engine(key: &[u8], backend: Backend) -> Result<Engine> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(g) = gcm::GcmNi::new(key) {
-        return Ok(Engine::GcmNi(g));
+    if backend == Backend::Fastest {
+        if let Some(g) = gcm::GcmNi::new(key) {
+            return Ok(Engine::GcmNi(g));
+        }
     }
+    let _ = backend;
     Ok(match key.len() {
         16 => Engine::Gcm128(aes_gcm::Aes128Gcm::new(key.into())),
         24 => Engine::Gcm192(Aes192Gcm::new(key.into())),
@@ -468,12 +498,14 @@ fn gcm_engine(key: &[u8]) -> Result<Engine> {
 /// Picks the AES-NI CFB path when the CPU has it, else the `aes` crate
 /// (which itself autodetects AES-NI, but pays a call and a memory round trip
 /// per block in the serial CFB chain).
-fn aes_engine<C: IntoAesEngine>(portable: C, key: &[u8]) -> Engine {
+fn aes_engine<C: IntoAesEngine>(portable: C, key: &[u8], backend: Backend) -> Engine {
     #[cfg(target_arch = "x86_64")]
-    if let Some(ni) = aesni::AesNi::new(key) {
-        return Engine::AesNi(ni);
+    if backend == Backend::Fastest {
+        if let Some(ni) = aesni::AesNi::new(key) {
+            return Engine::AesNi(ni);
+        }
     }
-    let _ = key;
+    let _ = (key, backend);
     portable.into_engine()
 }
 
@@ -566,6 +598,15 @@ impl Engine {
                 let (nonce, data) = buf.split_at_mut(8);
                 if let Ok(nonce) = <&[u8; 8]>::try_from(&*nonce) {
                     salsa::xor_keystream(key, nonce, data);
+                }
+            }
+            Engine::Salsa20Portable(key) => {
+                if buf.len() < 8 {
+                    return;
+                }
+                let (nonce, data) = buf.split_at_mut(8);
+                if let Ok(nonce) = <&[u8; 8]>::try_from(&*nonce) {
+                    salsa::xor_keystream_portable(key, nonce, data);
                 }
             }
             // §2.5: pad aligned to byte 0; bytes past the 1500-byte pad are
