@@ -9,7 +9,12 @@
 
 use std::sync::OnceLock;
 
-use cipher::consts::U8;
+use cipher::consts::{U4, U8};
+use cipher::inout::InOut;
+use cipher::{
+    Block, BlockBackend, BlockClosure, BlockDecrypt, BlockEncrypt, BlockSizeUser, ParBlocks,
+    ParBlocksSizeUser,
+};
 
 /// FIPS 46-3 S-boxes S1..S8, rows of 16.
 const S: [[u8; 64]; 8] = [
@@ -181,30 +186,34 @@ impl TripleDes {
         })
     }
 
+    /// Sixteen DES rounds on `N` independent blocks at once: their
+    /// dependency chains interleave, which hides the table-load latency.
     #[inline(always)]
-    fn feistel(&self, mut l: u32, mut r: u32, keys: &[[u32; 2]; 16]) -> (u32, u32) {
+    fn feistel<const N: usize>(&self, l: &mut [u32; N], r: &mut [u32; N], keys: &[[u32; 2]; 16]) {
         let sp = &self.tables.sp;
         for k in keys {
-            // E expansion: with R rotated right by one, the even 6-bit
-            // chunks of E(R) sit at bits 26, 18, 10, 2; rotated four more
-            // bits left, so do the odd ones (the last wrapping around).
-            let e = r.rotate_right(1) ^ k[0];
-            let o = r.rotate_left(3) ^ k[1];
-            let w = |x: u32, sh: u32| ((x >> sh) & 0x3f) as usize;
-            let f = sp[0][w(e, 26)]
-                | sp[1][w(o, 26)]
-                | sp[2][w(e, 18)]
-                | sp[3][w(o, 18)]
-                | sp[4][w(e, 10)]
-                | sp[5][w(o, 10)]
-                | sp[6][w(e, 2)]
-                | sp[7][w(o, 2)];
-            let t = r;
-            r = l ^ f;
-            l = t;
+            for j in 0..N {
+                // E expansion: with R rotated right by one, the even 6-bit
+                // chunks of E(R) sit at bits 26, 18, 10, 2; rotated four
+                // more bits left, so do the odd ones (the last wrapping).
+                let e = r[j].rotate_right(1) ^ k[0];
+                let o = r[j].rotate_left(3) ^ k[1];
+                let w = |x: u32, sh: u32| ((x >> sh) & 0x3f) as usize;
+                let f = sp[0][w(e, 26)]
+                    | sp[1][w(o, 26)]
+                    | sp[2][w(e, 18)]
+                    | sp[3][w(o, 18)]
+                    | sp[4][w(e, 10)]
+                    | sp[5][w(o, 10)]
+                    | sp[6][w(e, 2)]
+                    | sp[7][w(o, 2)];
+                let t = r[j];
+                r[j] = l[j] ^ f;
+                l[j] = t;
+            }
         }
         // Undo the last swap: the pre-output is R16 || L16.
-        (r, l)
+        core::mem::swap(l, r);
     }
 
     #[inline(always)]
@@ -216,30 +225,33 @@ impl TripleDes {
     }
 
     #[inline(always)]
-    fn crypt(&self, block: u64, order: [usize; 3], reverse: bool) -> u64 {
+    fn crypt<const N: usize>(
+        &self,
+        blocks: [u64; N],
+        order: [usize; 3],
+        reverse: bool,
+    ) -> [u64; N] {
         let t = self.tables;
-        let x = Self::permute_bytes(&t.ip, block);
-        let (mut l, mut r) = ((x >> 32) as u32, x as u32);
+        let mut l = [0u32; N];
+        let mut r = [0u32; N];
+        for j in 0..N {
+            let x = Self::permute_bytes(&t.ip, blocks[j]);
+            (l[j], r[j]) = ((x >> 32) as u32, x as u32);
+        }
         // FP then IP between passes cancel, so the halves go straight on.
         for idx in order {
             let keys = &self.enc[idx];
-            (l, r) = if reverse {
+            if reverse {
                 let mut rev = *keys;
                 rev.reverse();
-                self.feistel(l, r, &rev)
+                self.feistel(&mut l, &mut r, &rev);
             } else {
-                self.feistel(l, r, keys)
-            };
+                self.feistel(&mut l, &mut r, keys);
+            }
         }
-        Self::permute_bytes(&t.fp, (u64::from(l) << 32) | u64::from(r))
-    }
-
-    fn encrypt_u64(&self, block: u64) -> u64 {
-        self.crypt(block, [0, 1, 2], false)
-    }
-
-    fn decrypt_u64(&self, block: u64) -> u64 {
-        self.crypt(block, [2, 1, 0], true)
+        core::array::from_fn(|j| {
+            Self::permute_bytes(&t.fp, (u64::from(l[j]) << 32) | u64::from(r[j]))
+        })
     }
 }
 
@@ -249,17 +261,72 @@ fn load(b: &[u8]) -> u64 {
     u64::from_be_bytes(w)
 }
 
-cipher::impl_simple_block_encdec!(
-    TripleDes, U8, cipher, block,
-    encrypt: {
-        let v = cipher.encrypt_u64(load(block.get_in()));
+// Encryption gets a 4-block backend: kcp-go's CFB decryption computes the
+// keystream of independent ciphertext blocks (`cfb.rs`), so four 48-round
+// chains can run side by side. Decryption is only needed for completeness.
+
+impl BlockSizeUser for TripleDes {
+    type BlockSize = U8;
+}
+
+impl BlockEncrypt for TripleDes {
+    fn encrypt_with_backend(&self, f: impl BlockClosure<BlockSize = U8>) {
+        f.call(&mut Backend {
+            des: self,
+            decrypt: false,
+        })
+    }
+}
+
+impl BlockDecrypt for TripleDes {
+    fn decrypt_with_backend(&self, f: impl BlockClosure<BlockSize = U8>) {
+        f.call(&mut Backend {
+            des: self,
+            decrypt: true,
+        })
+    }
+}
+
+struct Backend<'a> {
+    des: &'a TripleDes,
+    decrypt: bool,
+}
+
+impl BlockSizeUser for Backend<'_> {
+    type BlockSize = U8;
+}
+
+impl ParBlocksSizeUser for Backend<'_> {
+    type ParBlocksSize = U4;
+}
+
+impl Backend<'_> {
+    #[inline(always)]
+    fn run<const N: usize>(&self, blocks: [u64; N]) -> [u64; N] {
+        if self.decrypt {
+            self.des.crypt(blocks, [2, 1, 0], true)
+        } else {
+            self.des.crypt(blocks, [0, 1, 2], false)
+        }
+    }
+}
+
+impl BlockBackend for Backend<'_> {
+    #[inline(always)]
+    fn proc_block(&mut self, mut block: InOut<'_, '_, Block<Self>>) {
+        let [v] = self.run([load(block.get_in())]);
         block.get_out().copy_from_slice(&v.to_be_bytes());
     }
-    decrypt: {
-        let v = cipher.decrypt_u64(load(block.get_in()));
-        block.get_out().copy_from_slice(&v.to_be_bytes());
+
+    #[inline(always)]
+    fn proc_par_blocks(&mut self, mut blocks: InOut<'_, '_, ParBlocks<Self>>) {
+        let input: [u64; 4] = core::array::from_fn(|j| load(&blocks.get_in()[j]));
+        let out = self.run(input);
+        for (b, v) in blocks.get_out().iter_mut().zip(out) {
+            b.copy_from_slice(&v.to_be_bytes());
+        }
     }
-);
+}
 
 impl cipher::BlockCipher for TripleDes {}
 
