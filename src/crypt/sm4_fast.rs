@@ -9,7 +9,12 @@
 
 use std::sync::OnceLock;
 
-use cipher::consts::U16;
+use cipher::consts::{U16, U4};
+use cipher::inout::InOut;
+use cipher::{
+    Block, BlockBackend, BlockClosure, BlockDecrypt, BlockEncrypt, BlockSizeUser, ParBlocks,
+    ParBlocksSizeUser,
+};
 
 const FK: [u32; 4] = [0xa3b1_bac6, 0x56aa_3350, 0x677d_9197, 0xb270_22dc];
 const SBOX_POLY: u16 = 0x1f5;
@@ -122,36 +127,93 @@ impl Sm4 {
             ^ t[3][usize::from(b[3])]
     }
 
+    /// Runs the 32 rounds on `N` independent blocks (big-endian words),
+    /// interleaved; `reverse` runs the round keys backwards (decryption).
     #[inline(always)]
-    fn crypt<'a>(&self, block: [u8; 16], keys: impl Iterator<Item = &'a u32>) -> [u8; 16] {
-        let mut x: [u32; 4] = core::array::from_fn(|i| {
-            let mut w = [0u8; 4];
-            w.copy_from_slice(&block[4 * i..4 * i + 4]);
-            u32::from_be_bytes(w)
-        });
-        for rk in keys {
-            let next = x[0] ^ self.t(x[1] ^ x[2] ^ x[3] ^ rk);
-            x = [x[1], x[2], x[3], next];
+    fn crypt_lanes<const N: usize>(&self, x: &mut [[u32; 4]; N], reverse: bool) {
+        for i in 0..32 {
+            let rk = if reverse { self.rk[31 - i] } else { self.rk[i] };
+            for b in x.iter_mut() {
+                let next = b[0] ^ self.t(b[1] ^ b[2] ^ b[3] ^ rk);
+                *b = [b[1], b[2], b[3], next];
+            }
         }
-        let mut out = [0u8; 16];
-        for (chunk, w) in out.chunks_exact_mut(4).zip(x.iter().rev()) {
-            chunk.copy_from_slice(&w.to_be_bytes());
+        for b in x.iter_mut() {
+            b.reverse();
         }
-        out
     }
 }
 
-cipher::impl_simple_block_encdec!(
-    Sm4, U16, cipher, block,
-    encrypt: {
-        let out = cipher.crypt((*block.get_in()).into(), cipher.rk.iter());
-        block.get_out().copy_from_slice(&out);
+fn load(block: &[u8]) -> [u32; 4] {
+    core::array::from_fn(|i| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&block[4 * i..4 * i + 4]);
+        u32::from_be_bytes(w)
+    })
+}
+
+fn store(block: &mut [u8], x: [u32; 4]) {
+    for (chunk, w) in block.chunks_exact_mut(4).zip(x) {
+        chunk.copy_from_slice(&w.to_be_bytes());
     }
-    decrypt: {
-        let out = cipher.crypt((*block.get_in()).into(), cipher.rk.iter().rev());
-        block.get_out().copy_from_slice(&out);
+}
+
+// Encryption gets a 4-block backend: kcp-go's CFB decryption computes the
+// keystream of independent ciphertext blocks (`cfb.rs`), so four round
+// chains can run side by side.
+
+impl BlockSizeUser for Sm4 {
+    type BlockSize = U16;
+}
+
+impl BlockEncrypt for Sm4 {
+    fn encrypt_with_backend(&self, f: impl BlockClosure<BlockSize = U16>) {
+        f.call(&mut Backend {
+            sm4: self,
+            reverse: false,
+        })
     }
-);
+}
+
+impl BlockDecrypt for Sm4 {
+    fn decrypt_with_backend(&self, f: impl BlockClosure<BlockSize = U16>) {
+        f.call(&mut Backend {
+            sm4: self,
+            reverse: true,
+        })
+    }
+}
+
+struct Backend<'a> {
+    sm4: &'a Sm4,
+    reverse: bool,
+}
+
+impl BlockSizeUser for Backend<'_> {
+    type BlockSize = U16;
+}
+
+impl ParBlocksSizeUser for Backend<'_> {
+    type ParBlocksSize = U4;
+}
+
+impl BlockBackend for Backend<'_> {
+    #[inline(always)]
+    fn proc_block(&mut self, mut block: InOut<'_, '_, Block<Self>>) {
+        let mut x = [load(block.get_in())];
+        self.sm4.crypt_lanes(&mut x, self.reverse);
+        store(block.get_out(), x[0]);
+    }
+
+    #[inline(always)]
+    fn proc_par_blocks(&mut self, mut blocks: InOut<'_, '_, ParBlocks<Self>>) {
+        let mut x: [[u32; 4]; 4] = core::array::from_fn(|j| load(&blocks.get_in()[j]));
+        self.sm4.crypt_lanes(&mut x, self.reverse);
+        for (b, v) in blocks.get_out().iter_mut().zip(x) {
+            store(b, v);
+        }
+    }
+}
 
 impl cipher::BlockCipher for Sm4 {}
 
@@ -159,7 +221,7 @@ impl cipher::BlockCipher for Sm4 {}
 mod tests {
     use super::*;
     use cipher::generic_array::GenericArray;
-    use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+    use cipher::KeyInit;
 
     /// GB/T 32907 example 1: key = plaintext = 0123456789abcdeffedcba9876543210.
     #[test]

@@ -7,7 +7,12 @@
 //! this one is checked against it block for block (unit test) and against
 //! kcp-go's vectors.
 
-use cipher::consts::U16;
+use cipher::consts::{U1, U16, U4};
+use cipher::inout::InOut;
+use cipher::{
+    Block, BlockBackend, BlockClosure, BlockDecrypt, BlockEncrypt, BlockSizeUser, ParBlocks,
+    ParBlocksSizeUser,
+};
 
 /// The 4-bit permutations t0..t3 defining q0 and q1 (Twofish paper §4.3.5).
 const Q_NIBBLES: [[[u8; 16]; 4]; 2] = [
@@ -187,30 +192,43 @@ impl Twofish {
             ^ self.t[3][b[3] as usize]
     }
 
+    /// Encrypts `N` independent blocks (as little-endian words), their
+    /// rounds interleaved to hide the table-load latency.
     #[inline(always)]
-    fn encrypt_words(&self, w: [u32; 4]) -> [u32; 4] {
+    fn encrypt_lanes<const N: usize>(&self, w: &mut [[u32; 4]; N]) {
         let k = &self.k;
-        let (mut r0, mut r1, mut r2, mut r3) = (w[0] ^ k[0], w[1] ^ k[1], w[2] ^ k[2], w[3] ^ k[3]);
-        for round in 0..8 {
-            // Two rounds per iteration so the word swap is a renaming.
-            let t0 = self.g(r0);
-            let t1 = self.g(r1.rotate_left(8));
-            let f0 = t0.wrapping_add(t1).wrapping_add(k[4 * round + 8]);
-            let f1 = t0
-                .wrapping_add(t1.wrapping_mul(2))
-                .wrapping_add(k[4 * round + 9]);
-            r2 = (r2 ^ f0).rotate_right(1);
-            r3 = r3.rotate_left(1) ^ f1;
-            let t0 = self.g(r2);
-            let t1 = self.g(r3.rotate_left(8));
-            let f0 = t0.wrapping_add(t1).wrapping_add(k[4 * round + 10]);
-            let f1 = t0
-                .wrapping_add(t1.wrapping_mul(2))
-                .wrapping_add(k[4 * round + 11]);
-            r0 = (r0 ^ f0).rotate_right(1);
-            r1 = r1.rotate_left(1) ^ f1;
+        for b in w.iter_mut() {
+            for (x, kk) in b.iter_mut().zip(&k[..4]) {
+                *x ^= kk;
+            }
         }
-        [r2 ^ k[4], r3 ^ k[5], r0 ^ k[6], r1 ^ k[7]]
+        for round in 0..8 {
+            // Two rounds per iteration so the word swap is a renaming:
+            // b = [r0, r1, r2, r3].
+            for b in w.iter_mut() {
+                let t0 = self.g(b[0]);
+                let t1 = self.g(b[1].rotate_left(8));
+                let f0 = t0.wrapping_add(t1).wrapping_add(k[4 * round + 8]);
+                let f1 = t0
+                    .wrapping_add(t1.wrapping_mul(2))
+                    .wrapping_add(k[4 * round + 9]);
+                b[2] = (b[2] ^ f0).rotate_right(1);
+                b[3] = b[3].rotate_left(1) ^ f1;
+            }
+            for b in w.iter_mut() {
+                let t0 = self.g(b[2]);
+                let t1 = self.g(b[3].rotate_left(8));
+                let f0 = t0.wrapping_add(t1).wrapping_add(k[4 * round + 10]);
+                let f1 = t0
+                    .wrapping_add(t1.wrapping_mul(2))
+                    .wrapping_add(k[4 * round + 11]);
+                b[0] = (b[0] ^ f0).rotate_right(1);
+                b[1] = b[1].rotate_left(1) ^ f1;
+            }
+        }
+        for b in w.iter_mut() {
+            *b = [b[2] ^ k[4], b[3] ^ k[5], b[0] ^ k[6], b[1] ^ k[7]];
+        }
     }
 
     #[inline(always)]
@@ -253,17 +271,71 @@ fn store(b: &mut [u8], w: [u32; 4]) {
     }
 }
 
-cipher::impl_simple_block_encdec!(
-    Twofish, U16, cipher, block,
-    encrypt: {
-        let w = cipher.encrypt_words(load(block.get_in()));
+// Encryption gets a 4-block backend: kcp-go's CFB decryption computes the
+// keystream of independent ciphertext blocks (`cfb.rs`), so four round
+// chains can run side by side.
+
+impl BlockSizeUser for Twofish {
+    type BlockSize = U16;
+}
+
+impl BlockEncrypt for Twofish {
+    fn encrypt_with_backend(&self, f: impl BlockClosure<BlockSize = U16>) {
+        f.call(&mut EncBackend(self))
+    }
+}
+
+impl BlockDecrypt for Twofish {
+    fn decrypt_with_backend(&self, f: impl BlockClosure<BlockSize = U16>) {
+        f.call(&mut DecBackend(self))
+    }
+}
+
+struct EncBackend<'a>(&'a Twofish);
+
+impl BlockSizeUser for EncBackend<'_> {
+    type BlockSize = U16;
+}
+
+impl ParBlocksSizeUser for EncBackend<'_> {
+    type ParBlocksSize = U4;
+}
+
+impl BlockBackend for EncBackend<'_> {
+    #[inline(always)]
+    fn proc_block(&mut self, mut block: InOut<'_, '_, Block<Self>>) {
+        let mut w = [load(block.get_in())];
+        self.0.encrypt_lanes(&mut w);
+        store(block.get_out(), w[0]);
+    }
+
+    #[inline(always)]
+    fn proc_par_blocks(&mut self, mut blocks: InOut<'_, '_, ParBlocks<Self>>) {
+        let mut w: [[u32; 4]; 4] = core::array::from_fn(|j| load(&blocks.get_in()[j]));
+        self.0.encrypt_lanes(&mut w);
+        for (b, v) in blocks.get_out().iter_mut().zip(w) {
+            store(b, v);
+        }
+    }
+}
+
+struct DecBackend<'a>(&'a Twofish);
+
+impl BlockSizeUser for DecBackend<'_> {
+    type BlockSize = U16;
+}
+
+impl ParBlocksSizeUser for DecBackend<'_> {
+    type ParBlocksSize = U1;
+}
+
+impl BlockBackend for DecBackend<'_> {
+    #[inline(always)]
+    fn proc_block(&mut self, mut block: InOut<'_, '_, Block<Self>>) {
+        let w = self.0.decrypt_words(load(block.get_in()));
         store(block.get_out(), w);
     }
-    decrypt: {
-        let w = cipher.decrypt_words(load(block.get_in()));
-        store(block.get_out(), w);
-    }
-);
+}
 
 impl cipher::BlockCipher for Twofish {}
 
@@ -271,7 +343,7 @@ impl cipher::BlockCipher for Twofish {}
 mod tests {
     use super::*;
     use cipher::generic_array::GenericArray;
-    use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+    use cipher::KeyInit;
 
     #[test]
     fn matches_twofish_crate() {
