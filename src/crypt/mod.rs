@@ -25,8 +25,10 @@
 //! TEA, XTEA, Twofish, Triple DES and SM4 are our own (kcp-go's TEA is a
 //! 16-round big-endian variant; the table-driven Twofish, 3DES and SM4 are
 //! ~80x, ~2.8x and ~1.6x faster than the `twofish`, `des` and `sm4` crates,
-//! which serve as test references). No datagram operation allocates
-//! (`tests/crypt_alloc.rs`).
+//! which serve as test references); their encrypt direction works four
+//! blocks side by side, which kcp-go's CFB decryption can use because its
+//! keystream blocks are independent. [`Backend::Portable`] opts out of our
+//! SIMD code. No datagram operation allocates (`tests/crypt_alloc.rs`).
 //!
 //! ```
 //! use kcp_session::crypt::{CipherKind, Crypt};
