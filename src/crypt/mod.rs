@@ -299,7 +299,8 @@ impl Crypt {
     pub fn seal(&mut self, buf: &mut [u8], payload_len: usize) -> Result<usize> {
         let total = self.check_seal(buf.len(), payload_len)?;
         let n = self.kind.nonce_len();
-        if let Some(nonce) = buf.get_mut(..n) {
+        // `Null` has no nonce and never needs to seed the generator.
+        if let Some(nonce) = buf.get_mut(..n).filter(|b| !b.is_empty()) {
             self.nonces.fill(nonce)?;
         }
         self.seal_in_place(buf, payload_len)?;
