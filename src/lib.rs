@@ -41,7 +41,8 @@
 //!     while let Ok(mut s) = listener.accept().await {
 //!         tokio::spawn(async move {
 //!             let mut buf = vec![0u8; 4096];
-//!             while let Ok(n) = s.read(&mut buf).await {
+//!             // Until EOF (Ok(0)) or an error.
+//!             while let Ok(n @ 1..) = s.read(&mut buf).await {
 //!                 if s.write_all(&buf[..n]).await.is_err() {
 //!                     break;
 //!                 }
@@ -82,3 +83,8 @@ pub use error::{Error, Result};
 pub use listener::Listener;
 pub use session::{Origin, OwnedReadHalf, OwnedWriteHalf, Session};
 pub use stats::Snmp;
+
+/// Compiles the README's code blocks as doctests, so the README cannot drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

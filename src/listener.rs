@@ -29,7 +29,7 @@ use crate::codec::{self, Demux, OpenError, PacketType, MIN_PLAINTEXT};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::io::{self as uio, now_ms, RecvBatch};
-use crate::session::{socket_options, Fate, Origin, Session, Shared};
+use crate::session::{runtime_handle, socket_options, Fate, Origin, Session, Shared};
 use crate::stats::{Publisher, Snmp};
 
 /// Datagrams read per `recvmmsg` on the shared socket.
@@ -102,9 +102,11 @@ impl Listener {
     }
 
     /// Serves on a caller-supplied socket (kcp-go `ServeConn`). Socket
-    /// options in `config` are applied. Must be called within a tokio runtime.
+    /// options in `config` are applied. Outside a tokio runtime this fails
+    /// with [`Error::Io`].
     pub fn from_socket(socket: UdpSocket, config: &Config) -> Result<Listener> {
         config.validate()?;
+        let runtime = runtime_handle()?;
         uio::apply(&socket, &socket_options(config))?;
         let local = socket.local_addr()?;
         let (tx, rx) = mpsc::channel(config.accept_backlog());
@@ -126,7 +128,7 @@ impl Listener {
             c: Snmp::default(),
             publisher: Publisher::default(),
         };
-        tokio::spawn(task);
+        runtime.spawn(task);
         Ok(Listener {
             shared,
             accept_rx: Mutex::new(rx),
@@ -207,6 +209,15 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Moves the task's counters into the listener's (and the global's).
+fn flush_counters(local: &mut Snmp, shared: &ListenerShared, publisher: &mut Publisher) {
+    if *local != Snmp::default() {
+        let mut c = lock(&shared.c);
+        c.absorb(local);
+        publisher.publish(&c);
     }
 }
 
@@ -302,6 +313,9 @@ impl ListenTask {
         }
         session.mark_opened();
         self.c.passive_opens += 1;
+        // Counters first, so whoever sees the session (table or accept) sees
+        // everything that came before it.
+        flush_counters(&mut self.c, &self.shared, &mut self.publisher);
         lock(&self.shared.table).insert(from, shared.clone());
         permit.send(session);
         tokio::spawn(driver);
@@ -312,11 +326,7 @@ impl ListenTask {
         for s in self.touched.drain(..) {
             s.lock().wake_driver();
         }
-        if self.c != Snmp::default() {
-            let mut c = lock(&self.shared.c);
-            c.absorb(&mut self.c);
-            self.publisher.publish(&c);
-        }
+        flush_counters(&mut self.c, &self.shared, &mut self.publisher);
     }
 
     fn fail(&mut self, e: io::Error) {

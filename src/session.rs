@@ -449,7 +449,8 @@ impl Session {
     /// A session on a caller-supplied socket with an explicit conv (kcp-go
     /// `NewConn3`). The session owns the socket: it reads every datagram
     /// arriving on it and counts those not from `peer` as `InErrs`. Socket
-    /// options in `config` are applied. Must be called within a tokio runtime.
+    /// options in `config` are applied. Outside a tokio runtime this fails
+    /// with [`Error::Io`].
     pub fn from_socket(
         socket: UdpSocket,
         peer: SocketAddr,
@@ -458,12 +459,13 @@ impl Session {
     ) -> Result<Session> {
         config.validate()?;
         uio::apply(&socket, &socket_options(config))?;
+        let runtime = runtime_handle()?;
         let local = socket.local_addr()?;
         let socket = Arc::new(socket);
         let (session, driver) =
             Session::build(conv, peer, local, socket, Origin::Dialed, None, config)?;
         session.mark_opened();
-        tokio::spawn(driver);
+        runtime.spawn(driver);
         Ok(session)
     }
 
@@ -775,6 +777,15 @@ impl Session {
         let rd = &mut self.rd;
         std::future::poll_fn(|cx| poll_recv_msg(&shared, rd, cx, buf)).await
     }
+}
+
+/// The current tokio runtime, or an error instead of tokio's panic.
+pub(crate) fn runtime_handle() -> Result<tokio::runtime::Handle> {
+    tokio::runtime::Handle::try_current().map_err(|_| {
+        Error::Io(io::Error::other(
+            "kcp-session needs a tokio runtime (call from within one)",
+        ))
+    })
 }
 
 fn close_shared(shared: &Arc<Shared>) -> Result<()> {
@@ -1424,5 +1435,35 @@ impl Future for Driver {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.get_mut().poll_drive(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<Session>();
+        send_sync::<OwnedReadHalf>();
+        send_sync::<OwnedWriteHalf>();
+        send_sync::<crate::listener::Listener>();
+    }
+
+    #[test]
+    fn deadlines_convert_with_wrapping_clock() {
+        let now = Instant::now();
+        assert_eq!(deadline_instant(5, 10, now), now);
+        assert_eq!(
+            deadline_instant(30, 10, now),
+            now + Duration::from_millis(20)
+        );
+        // Across the u32 wrap of the millisecond clock.
+        assert_eq!(
+            deadline_instant(4, u32::MAX - 5, now),
+            now + Duration::from_millis(10)
+        );
     }
 }

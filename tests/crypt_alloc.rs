@@ -6,7 +6,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use kcp_session::crypt::{CipherKind, Crypt};
+use kcp_session::crypt::{Backend, CipherKind, Crypt};
 
 struct Counting;
 
@@ -63,9 +63,13 @@ fn seal_and_open_do_not_allocate() {
     });
     assert_eq!(probe, 1, "the counting allocator must see a Vec allocation");
 
-    for kind in CipherKind::ALL {
+    let cases = CipherKind::ALL
+        .iter()
+        .flat_map(|k| [Backend::Fastest, Backend::Portable].map(|b| (*k, b)));
+    for (kind, backend) in cases {
         let key = Crypt::kcptun_key("alloc test");
-        let mut crypt = Crypt::new(kind, &key[..kind.kcptun_key_len()]).expect("valid key");
+        let mut crypt =
+            Crypt::with_backend(kind, &key[..kind.kcptun_key_len()], backend).expect("valid key");
         let opener = crypt.clone();
         let mut buf = [0u8; 1500];
         let payload_len = 1400 - crypt.overhead();
@@ -85,6 +89,9 @@ fn seal_and_open_do_not_allocate() {
                 round(&mut crypt, &mut buf, i);
             }
         });
-        assert_eq!(count, 0, "{kind}: {count} allocations in 1000 seal+open");
+        assert_eq!(
+            count, 0,
+            "{kind} {backend:?}: {count} allocations in 1000 seal+open"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Round trips for every cipher, robustness of `open` against hostile input,
 //! and the API's argument checks.
 
-use kcp_session::crypt::{CipherKind, Crypt, AEAD_TAG_SIZE, CRYPT_HEADER_SIZE, NONCE_SIZE};
+use kcp_session::crypt::{
+    Backend, CipherKind, Crypt, AEAD_TAG_SIZE, CRYPT_HEADER_SIZE, NONCE_SIZE,
+};
 use kcp_session::Error;
 use proptest::prelude::*;
 
@@ -39,6 +41,21 @@ proptest! {
         let (c, mut dgram) = sealed(kind, &payload);
         let range = c.open(&mut dgram).expect("open own datagram");
         prop_assert_eq!(&dgram[range], &payload[..]);
+    }
+
+    /// A datagram sealed by one backend opens with the other.
+    #[test]
+    fn backends_interoperate(kind in kinds(), payload in proptest::collection::vec(any::<u8>(), 0..1480)) {
+        let key = Crypt::kcptun_key("round trip");
+        let key = &key[..kind.kcptun_key_len()];
+        let mut fast = Crypt::with_backend(kind, key, Backend::Fastest).expect("key");
+        let portable = Crypt::with_backend(kind, key, Backend::Portable).expect("key");
+        let mut buf = vec![0u8; payload.len() + fast.overhead()];
+        let h = fast.header_len();
+        buf[h..h + payload.len()].copy_from_slice(&payload);
+        let n = fast.seal(&mut buf, payload.len()).expect("seal");
+        let range = portable.open(&mut buf[..n]).expect("portable opens fast");
+        prop_assert_eq!(&buf[range], &payload[..]);
     }
 
     #[test]
@@ -269,4 +286,10 @@ fn raw_is_refused_for_aead() {
         c.decrypt_raw(&mut [0u8; 4]),
         Err(Error::InvalidConfig(_))
     ));
+}
+
+#[test]
+fn crypt_is_send_sync_and_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<Crypt>();
 }

@@ -2,7 +2,7 @@
 //! (generator: interop/vectors/crypt_gen_test.go; regenerate with
 //! `cd interop && UPDATE_VECTORS=1 go test ./vectors/`).
 
-use kcp_session::crypt::{CipherKind, Crypt, MTU_LIMIT};
+use kcp_session::crypt::{Backend, CipherKind, Crypt, MTU_LIMIT};
 use kcp_session::Error;
 use serde::Deserialize;
 
@@ -16,9 +16,20 @@ fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap_or_else(|e| panic!("bad hex {s:?}: {e}"))
 }
 
-fn crypt(cipher: &str, key: &str) -> Crypt {
+const BACKENDS: [Backend; 2] = [Backend::Fastest, Backend::Portable];
+
+/// The cipher once per backend: every vector is checked against both the
+/// SIMD fast paths and the portable RustCrypto implementations.
+fn crypts(kind: CipherKind, key: &[u8]) -> Vec<Crypt> {
+    BACKENDS
+        .iter()
+        .map(|b| Crypt::with_backend(kind, key, *b).expect("vector key"))
+        .collect()
+}
+
+fn crypt(cipher: &str, key: &str) -> Vec<Crypt> {
     let kind: CipherKind = cipher.parse().expect("vector cipher name");
-    Crypt::new(kind, &unhex(key)).expect("vector key")
+    crypts(kind, &unhex(key))
 }
 
 /// Seals `payload` with `nonce` and checks the result is `datagram`; then
@@ -66,9 +77,11 @@ fn raw_cipher_streams_match_go() {
     assert_eq!(f.ciphers.len(), 16);
     let mut checked = 0;
     for set in &f.ciphers {
-        let c = crypt(&set.cipher, &set.key);
         assert_eq!(set.vectors.len(), 17, "{}", set.label);
-        for v in &set.vectors {
+        for (c, v) in crypt(&set.cipher, &set.key)
+            .iter()
+            .flat_map(|c| set.vectors.iter().map(move |v| (c, v)))
+        {
             let input = unhex(&v.input);
             assert_eq!(input.len(), v.len);
             let mut buf = input.clone();
@@ -86,7 +99,7 @@ fn raw_cipher_streams_match_go() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 16 * 17);
+    assert_eq!(checked, 2 * 16 * 17);
 }
 
 #[derive(Deserialize)]
@@ -109,16 +122,17 @@ fn framed_datagrams_match_go() {
     let f: DatagramFile = load("crypt_datagrams.json");
     assert_eq!(f.datagrams.len(), 16 * 6);
     for d in &f.datagrams {
-        let c = crypt(&d.cipher, &d.key);
         let payload = unhex(&d.payload);
         assert_eq!(crc32fast::hash(&payload), d.crc, "{}: crc", d.label);
-        check_datagram(
-            &d.label,
-            &c,
-            &unhex(&d.nonce),
-            &payload,
-            &unhex(&d.datagram),
-        );
+        for c in crypt(&d.cipher, &d.key) {
+            check_datagram(
+                &d.label,
+                &c,
+                &unhex(&d.nonce),
+                &payload,
+                &unhex(&d.datagram),
+            );
+        }
     }
 }
 
@@ -148,30 +162,23 @@ fn aead_datagrams_match_go_and_tampering_is_rejected() {
     let f: AeadFile = load("crypt_aead.json");
     assert_eq!(f.vectors.len(), 3 * 8);
     for v in &f.vectors {
-        let c = Crypt::new(CipherKind::AesGcm, &unhex(&v.key)).expect("gcm key");
-        check_datagram(
-            &v.label,
-            &c,
-            &unhex(&v.nonce),
-            &unhex(&v.payload),
-            &unhex(&v.datagram),
-        );
+        for c in crypts(CipherKind::AesGcm, &unhex(&v.key)) {
+            let (nonce, payload) = (unhex(&v.nonce), unhex(&v.payload));
+            check_datagram(&v.label, &c, &nonce, &payload, &unhex(&v.datagram));
+        }
     }
     assert_eq!(f.tampered.len(), 3 * 4);
     for t in &f.tampered {
-        let c = Crypt::new(CipherKind::AesGcm, &unhex(&t.key)).expect("gcm key");
-        let mut d = unhex(&t.datagram);
-        let err = c.open(&mut d).expect_err("tampered datagram accepted");
-        if t.what.starts_with("truncated") {
+        for c in crypts(CipherKind::AesGcm, &unhex(&t.key)) {
+            let mut d = unhex(&t.datagram);
+            let err = c.open(&mut d).expect_err("tampered datagram accepted");
+            let want_truncated = t.what.starts_with("truncated");
             assert!(
-                matches!(err, Error::Truncated(_)),
-                "{} {}: {err:?}",
-                t.label,
-                t.what
-            );
-        } else {
-            assert!(
-                matches!(err, Error::Authentication),
+                if want_truncated {
+                    matches!(err, Error::Truncated(_))
+                } else {
+                    matches!(err, Error::Authentication)
+                },
                 "{} {}: {err:?}",
                 t.label,
                 t.what
@@ -200,25 +207,17 @@ fn spec_example_datagram() {
     assert_eq!(plain.len(), 57);
     assert_eq!(crc32fast::hash(&plain[20..]), e.crc);
     assert_eq!(e.crc, 0xfd19_3d82);
-    let c = Crypt::new(CipherKind::Aes128, &unhex(&e.aes128_key)).expect("key");
-    check_datagram(
-        "§1.8 aes-128",
-        &c,
-        &plain[..16],
-        &plain[20..],
-        &unhex(&e.aes128_datagram),
-    );
-    let mut raw = plain.clone();
-    c.encrypt_raw(&mut raw).expect("raw");
-    assert_eq!(hex::encode(raw), e.aes128_datagram);
-    let g = Crypt::new(CipherKind::AesGcm, &unhex(&e.gcm_key)).expect("key");
-    check_datagram(
-        "§1.8 aes-128-gcm",
-        &g,
-        &unhex(&e.gcm_nonce),
-        &unhex(&e.gcm_plaintext),
-        &unhex(&e.gcm_datagram),
-    );
+    for c in crypts(CipherKind::Aes128, &unhex(&e.aes128_key)) {
+        let datagram = unhex(&e.aes128_datagram);
+        check_datagram("§1.8 aes-128", &c, &plain[..16], &plain[20..], &datagram);
+        let mut raw = plain.clone();
+        c.encrypt_raw(&mut raw).expect("raw");
+        assert_eq!(raw, datagram);
+    }
+    for g in crypts(CipherKind::AesGcm, &unhex(&e.gcm_key)) {
+        let (nonce, payload) = (unhex(&e.gcm_nonce), unhex(&e.gcm_plaintext));
+        check_datagram("§1.8 gcm", &g, &nonce, &payload, &unhex(&e.gcm_datagram));
+    }
 }
 
 #[derive(Deserialize)]
@@ -303,14 +302,15 @@ fn captured_session_datagrams_match_go() {
     let f: CaptureFile = load("crypt_captured.json");
     assert_eq!(f.captures.len(), 16);
     for c in &f.captures {
-        let crypt = crypt(&c.cipher, &c.key);
         let label = format!("{} fec {}", c.label, c.data_shards);
-        check_datagram(
-            &label,
-            &crypt,
-            &unhex(&c.nonce),
-            &unhex(&c.plaintext),
-            &unhex(&c.datagram),
-        );
+        for crypt in crypt(&c.cipher, &c.key) {
+            check_datagram(
+                &label,
+                &crypt,
+                &unhex(&c.nonce),
+                &unhex(&c.plaintext),
+                &unhex(&c.datagram),
+            );
+        }
     }
 }

@@ -80,7 +80,10 @@ async fn ten_thousand_sessions_then_idle_costs_nothing() {
     bounded(Duration::from_secs(120), "open sessions", async {
         for batch in 0..N / 100 {
             for i in batch * 100..(batch + 1) * 100 {
-                let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                // Spread clients over 127.1.x.y so ten thousand sockets do
+                // not drain 127.0.0.1's ephemeral ports (other tests run too).
+                let ip = std::net::Ipv4Addr::new(127, 1, (i / 200) as u8, (i % 200 + 1) as u8);
+                let s = UdpSocket::bind((ip, 0)).await.unwrap();
                 s.send_to(&push(i as u32 + 1, 0, &(i as u32).to_le_bytes()), addr)
                     .await
                     .unwrap();

@@ -97,7 +97,12 @@ async fn every_cipher_with_and_without_fec() {
     let mut cases = Vec::new();
     for (i, c) in CIPHERS.iter().enumerate() {
         for (j, fec) in [(0, 0), (10, 3)].into_iter().enumerate() {
-            let size = SIZES[(i * 2 + j) % SIZES.len()];
+            let mut size = SIZES[(i * 2 + j) % SIZES.len()];
+            if matches!(*c, "twofish" | "3des") {
+                // RustCrypto's Twofish and 3DES run at a few MB/s: keep the
+                // big sizes for the fast ciphers so the suite stays quick.
+                size = size.min(100_003);
+            }
             let mode = if (i + j) % 2 == 0 {
                 StreamMode::Stream
             } else {

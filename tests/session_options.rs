@@ -138,3 +138,25 @@ async fn from_socket_with_explicit_conv() {
     assert!(matches!(s.close(), Err(Error::Closed)));
     assert!(s.write(b"x").await.is_err());
 }
+
+#[test]
+fn outside_a_runtime_is_an_error_not_a_panic() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Sockets made inside a runtime, used to build sessions outside it.
+    let (a, b) = rt.block_on(async {
+        (
+            tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        )
+    });
+    let cfg = Config::default();
+    let peer = b.local_addr().unwrap();
+    assert!(matches!(
+        Session::from_socket(a, peer, 1, &cfg),
+        Err(Error::Io(_))
+    ));
+    assert!(matches!(Listener::from_socket(b, &cfg), Err(Error::Io(_))));
+}

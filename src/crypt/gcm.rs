@@ -19,8 +19,63 @@ use super::aesni::{encrypt1, encrypt8, AesNi};
 #[derive(Clone, Copy)]
 pub(crate) struct GcmNi {
     aes: AesNi,
+    h: Powers,
+}
+
+/// H^1..H^8 for aggregated GHASH, with their Karatsuba halves.
+#[derive(Clone, Copy)]
+struct Powers {
     /// `h[i]` = H^(i+1).
     h: [__m128i; 8],
+    /// `hk[i]` low 64 bits = high ^ low 64 bits of `h[i]`.
+    hk: [__m128i; 8],
+}
+
+/// Unreduced GHASH accumulator: Karatsuba low, middle and high products.
+#[derive(Clone, Copy)]
+struct Acc {
+    lo: __m128i,
+    mid: __m128i,
+    hi: __m128i,
+}
+
+impl Acc {
+    #[inline(always)]
+    #[allow(unused_unsafe)]
+    unsafe fn new() -> Acc {
+        unsafe {
+            Acc {
+                lo: _mm_setzero_si128(),
+                mid: _mm_setzero_si128(),
+                hi: _mm_setzero_si128(),
+            }
+        }
+    }
+
+    /// Adds y·H^(k+1) (y already byte-reflected), unreduced.
+    #[inline(always)]
+    #[allow(unused_unsafe)]
+    unsafe fn mul_add(&mut self, y: __m128i, p: &Powers, k: usize) {
+        unsafe {
+            let yk = _mm_xor_si128(y, _mm_shuffle_epi32::<0x4e>(y));
+            self.lo = _mm_xor_si128(self.lo, _mm_clmulepi64_si128::<0x00>(y, p.h[k]));
+            self.hi = _mm_xor_si128(self.hi, _mm_clmulepi64_si128::<0x11>(y, p.h[k]));
+            self.mid = _mm_xor_si128(self.mid, _mm_clmulepi64_si128::<0x00>(yk, p.hk[k]));
+        }
+    }
+
+    /// Combines the Karatsuba parts and reduces.
+    #[inline(always)]
+    #[allow(unused_unsafe)]
+    unsafe fn finish(self) -> __m128i {
+        unsafe {
+            let mid = _mm_xor_si128(self.mid, _mm_xor_si128(self.lo, self.hi));
+            reduce(
+                _mm_xor_si128(self.lo, _mm_slli_si128::<8>(mid)),
+                _mm_xor_si128(self.hi, _mm_srli_si128::<8>(mid)),
+            )
+        }
+    }
 }
 
 impl core::fmt::Debug for GcmNi {
@@ -41,59 +96,37 @@ unsafe fn bswap_mask() -> __m128i {
     unsafe { _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) }
 }
 
-/// The 256-bit carry-less product `[hi:lo]` of `a` and `b`.
-#[inline(always)]
-#[allow(unused_unsafe)]
-unsafe fn clmul(a: __m128i, b: __m128i) -> (__m128i, __m128i) {
-    unsafe {
-        let lo = _mm_clmulepi64_si128::<0x00>(a, b);
-        let mid = _mm_xor_si128(
-            _mm_clmulepi64_si128::<0x10>(a, b),
-            _mm_clmulepi64_si128::<0x01>(a, b),
-        );
-        let hi = _mm_clmulepi64_si128::<0x11>(a, b);
-        (
-            _mm_xor_si128(lo, _mm_slli_si128::<8>(mid)),
-            _mm_xor_si128(hi, _mm_srli_si128::<8>(mid)),
-        )
-    }
-}
-
-/// Shifts the reflected 256-bit product left by one bit and reduces it
-/// modulo the GCM polynomial. Linear, so sums of products may share it.
+/// Reduces the 256-bit product `[hi:lo]` modulo the GCM polynomial with two
+/// carry-less folds by 0xc2 << 56 (Gueron's method). Because H is stored
+/// pre-multiplied by x^-1, the product needs no one-bit shift first.
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn reduce(lo: __m128i, hi: __m128i) -> __m128i {
     unsafe {
-        let c_lo = _mm_srli_epi32::<31>(lo);
-        let c_hi = _mm_srli_epi32::<31>(hi);
-        let mut lo = _mm_slli_epi32::<1>(lo);
-        let mut hi = _mm_slli_epi32::<1>(hi);
-        let carry_across = _mm_srli_si128::<12>(c_lo);
-        lo = _mm_or_si128(lo, _mm_slli_si128::<4>(c_lo));
-        hi = _mm_or_si128(hi, _mm_slli_si128::<4>(c_hi));
-        hi = _mm_or_si128(hi, carry_across);
-
-        let a = _mm_xor_si128(
-            _mm_xor_si128(_mm_slli_epi32::<31>(lo), _mm_slli_epi32::<30>(lo)),
-            _mm_slli_epi32::<25>(lo),
-        );
-        let a_hi = _mm_srli_si128::<4>(a);
-        lo = _mm_xor_si128(lo, _mm_slli_si128::<12>(a));
-        let b = _mm_xor_si128(
-            _mm_xor_si128(_mm_srli_epi32::<1>(lo), _mm_srli_epi32::<2>(lo)),
-            _mm_xor_si128(_mm_srli_epi32::<7>(lo), a_hi),
-        );
-        _mm_xor_si128(hi, _mm_xor_si128(lo, b))
+        let poly = _mm_set_epi64x(0xc200_0000_0000_0000_u64 as i64, 1);
+        let t = _mm_clmulepi64_si128::<0x10>(lo, poly);
+        let lo = _mm_xor_si128(_mm_shuffle_epi32::<0x4e>(lo), t);
+        let t = _mm_clmulepi64_si128::<0x10>(lo, poly);
+        let lo = _mm_xor_si128(_mm_shuffle_epi32::<0x4e>(lo), t);
+        _mm_xor_si128(lo, hi)
     }
 }
 
+/// a·b·x mod P for byte-reflected a, b; with b = H·x^-1 this is a·H.
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn gfmul(a: __m128i, b: __m128i) -> __m128i {
     unsafe {
-        let (lo, hi) = clmul(a, b);
-        reduce(lo, hi)
+        let lo = _mm_clmulepi64_si128::<0x00>(a, b);
+        let hi = _mm_clmulepi64_si128::<0x11>(a, b);
+        let mid = _mm_xor_si128(
+            _mm_clmulepi64_si128::<0x10>(a, b),
+            _mm_clmulepi64_si128::<0x01>(a, b),
+        );
+        reduce(
+            _mm_xor_si128(lo, _mm_slli_si128::<8>(mid)),
+            _mm_xor_si128(hi, _mm_srli_si128::<8>(mid)),
+        )
     }
 }
 
@@ -151,29 +184,136 @@ impl GcmNi {
 }
 
 #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3")]
-unsafe fn powers(h_raw: &[u8; 16]) -> [__m128i; 8] {
+unsafe fn powers(h_raw: &[u8; 16]) -> Powers {
     // SAFETY: caller checked the features; unaligned load of a 16-byte array.
     unsafe {
         let h = _mm_shuffle_epi8(_mm_loadu_si128(h_raw.as_ptr().cast()), bswap_mask());
+        // H·x^-1: a one-bit left shift of the reflected value, folding the
+        // bit shifted out back in with the polynomial.
+        let poly = _mm_set_epi64x(0xc200_0000_0000_0000_u64 as i64, 1);
+        let top = _mm_and_si128(_mm_srai_epi32::<31>(_mm_shuffle_epi32::<0xff>(h)), poly);
+        let carries = _mm_slli_si128::<4>(_mm_srli_epi32::<31>(h));
+        let h = _mm_xor_si128(_mm_xor_si128(_mm_slli_epi32::<1>(h), carries), top);
         let mut p = [h; 8];
         for i in 1..8 {
             p[i] = gfmul(p[i - 1], h);
         }
-        p
+        let hk = p.map(|v| _mm_xor_si128(v, _mm_shuffle_epi32::<0x4e>(v)));
+        Powers { h: p, hk }
+    }
+}
+
+/// Encrypts the eight blocks `ks` and, interleaved with the AES rounds,
+/// folds the raw blocks `gh` (1..=8 of them) into the GHASH accumulator `x`:
+/// (x ^ gh0)·H^n ^ gh1·H^(n-1) ^ ... ^ gh(n-1)·H.
+#[inline(always)]
+#[allow(unused_unsafe)]
+unsafe fn aes8_ghash<const NR: usize>(
+    rk: &[__m128i; 15],
+    ks: &mut [__m128i; 8],
+    gh: &[__m128i],
+    x: __m128i,
+    h: &Powers,
+    bs: __m128i,
+) -> __m128i {
+    unsafe {
+        let n = gh.len();
+        let mut acc = Acc::new();
+        for b in ks.iter_mut() {
+            *b = _mm_xor_si128(*b, rk[0]);
+        }
+        // NR - 1 >= 9 middle rounds: each of the first eight carries at
+        // most one GHASH multiplication.
+        for (j, k) in rk[1..NR].iter().enumerate() {
+            for b in ks.iter_mut() {
+                *b = _mm_aesenc_si128(*b, *k);
+            }
+            if j < 8 && j < n {
+                let mut y = _mm_shuffle_epi8(gh[j], bs);
+                if j == 0 {
+                    y = _mm_xor_si128(y, x);
+                }
+                acc.mul_add(y, h, n - 1 - j);
+            }
+        }
+        for b in ks.iter_mut() {
+            *b = _mm_aesenclast_si128(*b, rk[NR]);
+        }
+        acc.finish()
+    }
+}
+
+/// GHASH of `blocks` (1..=8 raw blocks) into the accumulator `x` with one
+/// reduction: (x ^ b0)·H^n ^ b1·H^(n-1) ^ ... ^ b(n-1)·H.
+#[inline(always)]
+#[allow(unused_unsafe)]
+unsafe fn fold(x: __m128i, blocks: &[__m128i], h: &Powers, bs: __m128i) -> __m128i {
+    unsafe {
+        let n = blocks.len();
+        let mut acc = Acc::new();
+        for (j, b) in blocks.iter().enumerate() {
+            let mut y = _mm_shuffle_epi8(*b, bs);
+            if j == 0 {
+                y = _mm_xor_si128(y, x);
+            }
+            acc.mul_add(y, h, n - 1 - j);
+        }
+        acc.finish()
     }
 }
 
 /// CTR encryption (`SEAL`) or decryption plus GHASH over the ciphertext;
 /// returns the tag.
+#[target_feature(enable = "aes,pclmulqdq,sse2,ssse3,avx")]
+unsafe fn crypt_avx<const NR: usize, const SEAL: bool>(
+    rk: &[__m128i; 15],
+    h: &Powers,
+    nonce: &[u8; 12],
+    data: &mut [u8],
+) -> [u8; 16] {
+    // SAFETY: the caller checked the features.
+    unsafe { crypt_body::<NR, SEAL>(rk, h, nonce, data) }
+}
+
 #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3")]
+unsafe fn crypt_sse<const NR: usize, const SEAL: bool>(
+    rk: &[__m128i; 15],
+    h: &Powers,
+    nonce: &[u8; 12],
+    data: &mut [u8],
+) -> [u8; 16] {
+    // SAFETY: the caller checked the features.
+    unsafe { crypt_body::<NR, SEAL>(rk, h, nonce, data) }
+}
+
+/// Picks the VEX-encoded build (three-operand forms, fewer register copies)
+/// when the CPU has AVX.
+#[inline(always)]
 unsafe fn crypt<const NR: usize, const SEAL: bool>(
     rk: &[__m128i; 15],
-    h: &[__m128i; 8],
+    h: &Powers,
+    nonce: &[u8; 12],
+    data: &mut [u8],
+) -> [u8; 16] {
+    // SAFETY: the caller checked AES-NI/PCLMULQDQ/SSSE3; AVX is checked here.
+    unsafe {
+        if std::is_x86_feature_detected!("avx") {
+            crypt_avx::<NR, SEAL>(rk, h, nonce, data)
+        } else {
+            crypt_sse::<NR, SEAL>(rk, h, nonce, data)
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
+    rk: &[__m128i; 15],
+    h: &Powers,
     nonce: &[u8; 12],
     data: &mut [u8],
 ) -> [u8; 16] {
     // SAFETY: caller checked the features. Loads/stores stay inside
-    // 128-byte or 16-byte chunks from `chunks_exact_mut`, or local arrays.
+    // 128-byte chunks from `chunks_exact_mut` or local arrays.
     unsafe {
         let bs = bswap_mask();
         let mut j0 = [0u8; 16];
@@ -183,76 +323,123 @@ unsafe fn crypt<const NR: usize, const SEAL: bool>(
         // Byte-reversed J0 holds the 32-bit block counter in lane 0, so
         // inc32 is a 32-bit add (wrapping, as GCM specifies).
         let ctr_rev = _mm_shuffle_epi8(j0, bs);
-        let counter =
-            |i: u32| _mm_shuffle_epi8(_mm_add_epi32(ctr_rev, _mm_set_epi32(0, 0, 0, i as i32)), bs);
+        let counters = |first: u32| {
+            let mut ks = [_mm_setzero_si128(); 8];
+            for (j, k) in ks.iter_mut().enumerate() {
+                let i = first.wrapping_add(j as u32);
+                *k = _mm_shuffle_epi8(_mm_add_epi32(ctr_rev, _mm_set_epi32(0, 0, 0, i as i32)), bs);
+            }
+            ks
+        };
         let len = data.len();
         let mut x = _mm_setzero_si128();
         let mut next: u32 = 1;
 
+        // Full 8-block groups. AES of one group is interleaved with GHASH of
+        // eight ciphertext blocks: for sealing those of the previous group
+        // (its ciphertext is only known after its AES), for opening those of
+        // the same group. Both units then stay busy together.
         let mut groups = data.chunks_exact_mut(128);
+        let mut pending: Option<[__m128i; 8]> = None;
         for g in &mut groups {
             let p = g.as_mut_ptr();
-            let mut ks = [_mm_setzero_si128(); 8];
-            for (j, k) in ks.iter_mut().enumerate() {
-                *k = counter(next + j as u32);
-            }
+            let mut ks = counters(next);
             next = next.wrapping_add(8);
-            encrypt8::<NR>(rk, &mut ks);
-            let mut c = [_mm_setzero_si128(); 8];
+            let mut d = [_mm_setzero_si128(); 8];
+            for (j, v) in d.iter_mut().enumerate() {
+                *v = _mm_loadu_si128(p.add(16 * j).cast());
+            }
+            if SEAL {
+                match &pending {
+                    Some(prev) => x = aes8_ghash::<NR>(rk, &mut ks, prev, x, h, bs),
+                    None => encrypt8::<NR>(rk, &mut ks),
+                }
+            } else {
+                x = aes8_ghash::<NR>(rk, &mut ks, &d, x, h, bs);
+            }
+            let mut out = [_mm_setzero_si128(); 8];
             for j in 0..8 {
-                let d = _mm_loadu_si128(p.add(16 * j).cast());
-                let out = _mm_xor_si128(d, ks[j]);
-                _mm_storeu_si128(p.add(16 * j).cast(), out);
-                c[j] = if SEAL { out } else { d };
+                out[j] = _mm_xor_si128(d[j], ks[j]);
+                _mm_storeu_si128(p.add(16 * j).cast(), out[j]);
             }
-            let y0 = _mm_xor_si128(x, _mm_shuffle_epi8(c[0], bs));
-            let (mut lo, mut hi) = clmul(y0, h[7]);
-            for j in 1..8 {
-                let (l, hh) = clmul(_mm_shuffle_epi8(c[j], bs), h[7 - j]);
-                lo = _mm_xor_si128(lo, l);
-                hi = _mm_xor_si128(hi, hh);
+            if SEAL {
+                pending = Some(out);
             }
-            x = reduce(lo, hi);
         }
 
-        let mut blocks = groups.into_remainder().chunks_exact_mut(16);
-        for b in &mut blocks {
-            let ks = encrypt1::<NR>(rk, counter(next));
-            next = next.wrapping_add(1);
-            let d = _mm_loadu_si128(b.as_ptr().cast());
-            let out = _mm_xor_si128(d, ks);
-            _mm_storeu_si128(b.as_mut_ptr().cast(), out);
-            let c = if SEAL { out } else { d };
-            x = gfmul(_mm_xor_si128(x, _mm_shuffle_epi8(c, bs)), h[0]);
+        // The rest (< 8 blocks, the last maybe short) takes one more 8-wide
+        // AES batch, which also yields E(J0) for the tag when a slot is free.
+        let rest = groups.into_remainder();
+        let r = rest.len();
+        let m = r.div_ceil(16);
+        let mut ks = counters(next);
+        if m < 8 {
+            ks[m] = j0;
         }
-
-        let tail = blocks.into_remainder();
-        if !tail.is_empty() {
-            let ks = encrypt1::<NR>(rk, counter(next));
-            let mut k = [0u8; 16];
-            _mm_storeu_si128(k.as_mut_ptr().cast(), ks);
-            // GHASH sees the ciphertext zero-padded to a block.
-            let mut padded = [0u8; 16];
-            for (i, (d, kk)) in tail.iter_mut().zip(k.iter()).enumerate() {
-                if !SEAL {
-                    padded[i] = *d;
-                }
-                *d ^= *kk;
-                if SEAL {
-                    padded[i] = *d;
-                }
+        // Whole blocks are read and written in place; only a final short
+        // block is staged, zero-padded, in `last`.
+        let full = r / 16;
+        let part = r % 16;
+        let mut last = [0u8; 16];
+        last[..part].copy_from_slice(&rest[16 * full..]);
+        let rp = rest.as_mut_ptr();
+        let lp = last.as_mut_ptr();
+        let load = |j: usize| {
+            if j < full {
+                _mm_loadu_si128(rp.add(16 * j).cast())
+            } else {
+                _mm_loadu_si128(lp.cast())
             }
-            let c = _mm_loadu_si128(padded.as_ptr().cast());
-            x = gfmul(_mm_xor_si128(x, _mm_shuffle_epi8(c, bs)), h[0]);
-        }
-
-        // Length block: 64-bit bit lengths of AD (always empty) and data.
+        };
+        // Blocks still to hash: the rest's ciphertext, zero-padded, then the
+        // length block (64-bit bit lengths of AD, always empty, and data).
+        let mut tail = [_mm_setzero_si128(); 9];
         let mut lens = [0u8; 16];
         lens[8..].copy_from_slice(&((len as u64) * 8).to_be_bytes());
-        let l = _mm_loadu_si128(lens.as_ptr().cast());
-        x = gfmul(_mm_xor_si128(x, _mm_shuffle_epi8(l, bs)), h[0]);
+        tail[m] = _mm_loadu_si128(lens.as_ptr().cast());
+        if SEAL {
+            match &pending {
+                Some(prev) => x = aes8_ghash::<NR>(rk, &mut ks, prev, x, h, bs),
+                None => encrypt8::<NR>(rk, &mut ks),
+            }
+        } else {
+            for (j, c) in tail.iter_mut().enumerate().take(m) {
+                *c = load(j);
+            }
+            let first = (m + 1).min(8);
+            x = aes8_ghash::<NR>(rk, &mut ks, &tail[..first], x, h, bs);
+            if first <= m {
+                x = fold(x, &tail[first..=m], h, bs);
+            }
+        }
+        for j in 0..full {
+            let q = rp.add(16 * j).cast::<__m128i>();
+            let c = _mm_xor_si128(_mm_loadu_si128(q), ks[j]);
+            _mm_storeu_si128(q, c);
+            if SEAL {
+                tail[j] = c;
+            }
+        }
+        if part > 0 {
+            let mut k = [0u8; 16];
+            _mm_storeu_si128(k.as_mut_ptr().cast(), ks[full]);
+            for (d, kk) in last[..part].iter_mut().zip(k.iter()) {
+                *d ^= *kk;
+            }
+            rest[16 * full..].copy_from_slice(&last[..part]);
+            if SEAL {
+                // GHASH sees the ciphertext zero-padded to a whole block.
+                tail[full] = _mm_loadu_si128(lp.cast());
+            }
+        }
+        if SEAL {
+            for chunk in tail[..=m].chunks(8) {
+                x = fold(x, chunk, h, bs);
+            }
+        }
 
-        let tag = _mm_xor_si128(_mm_shuffle_epi8(x, bs), encrypt1::<NR>(rk, j0));
+        let ej0 = if m < 8 { ks[m] } else { encrypt1::<NR>(rk, j0) };
+        let tag = _mm_xor_si128(_mm_shuffle_epi8(x, bs), ej0);
         let mut out = [0u8; 16];
         _mm_storeu_si128(out.as_mut_ptr().cast(), tag);
         out

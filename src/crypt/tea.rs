@@ -6,8 +6,12 @@
 //! run in the CFB encrypt direction on the wire, but decryption is provided
 //! for completeness and for the round-trip tests.
 
-use cipher::consts::U8;
-use cipher::generic_array::GenericArray;
+use cipher::consts::{U1, U4, U8};
+use cipher::inout::InOut;
+use cipher::{
+    Block, BlockBackend, BlockClosure, BlockDecrypt, BlockEncrypt, BlockSizeUser, ParBlocks,
+    ParBlocksSizeUser,
+};
 
 const DELTA: u32 = 0x9e37_79b9;
 
@@ -56,20 +60,22 @@ impl Tea16 {
         Tea16 { k: key_words(key) }
     }
 
+    /// Encrypts `N` independent blocks, interleaved.
     #[inline(always)]
-    fn encrypt_words(&self, mut v0: u32, mut v1: u32) -> (u32, u32) {
+    fn encrypt_lanes<const N: usize>(&self, v0: &mut [u32; N], v1: &mut [u32; N]) {
         let [k0, k1, k2, k3] = self.k;
         let mut sum = 0u32;
         for _ in 0..TEA_CYCLES {
             sum = sum.wrapping_add(DELTA);
-            v0 = v0.wrapping_add(
-                (v1 << 4).wrapping_add(k0) ^ v1.wrapping_add(sum) ^ (v1 >> 5).wrapping_add(k1),
-            );
-            v1 = v1.wrapping_add(
-                (v0 << 4).wrapping_add(k2) ^ v0.wrapping_add(sum) ^ (v0 >> 5).wrapping_add(k3),
-            );
+            for (a, b) in v0.iter_mut().zip(v1.iter_mut()) {
+                *a = a.wrapping_add(
+                    (*b << 4).wrapping_add(k0) ^ b.wrapping_add(sum) ^ (*b >> 5).wrapping_add(k1),
+                );
+                *b = b.wrapping_add(
+                    (*a << 4).wrapping_add(k2) ^ a.wrapping_add(sum) ^ (*a >> 5).wrapping_add(k3),
+                );
+            }
         }
-        (v0, v1)
     }
 
     #[inline(always)]
@@ -110,13 +116,15 @@ impl Xtea {
         Xtea { table }
     }
 
+    /// Encrypts `N` independent blocks, interleaved.
     #[inline(always)]
-    fn encrypt_words(&self, mut v0: u32, mut v1: u32) -> (u32, u32) {
+    fn encrypt_lanes<const N: usize>(&self, v0: &mut [u32; N], v1: &mut [u32; N]) {
         for pair in self.table.chunks_exact(2) {
-            v0 = v0.wrapping_add(((v1 << 4) ^ (v1 >> 5)).wrapping_add(v1) ^ pair[0]);
-            v1 = v1.wrapping_add(((v0 << 4) ^ (v0 >> 5)).wrapping_add(v0) ^ pair[1]);
+            for (a, b) in v0.iter_mut().zip(v1.iter_mut()) {
+                *a = a.wrapping_add(((*b << 4) ^ (*b >> 5)).wrapping_add(*b) ^ pair[0]);
+                *b = b.wrapping_add(((*a << 4) ^ (*a >> 5)).wrapping_add(*a) ^ pair[1]);
+            }
         }
-        (v0, v1)
     }
 
     #[inline(always)]
@@ -129,48 +137,90 @@ impl Xtea {
     }
 }
 
-#[inline(always)]
-fn apply(block: &mut GenericArray<u8, U8>, f: impl FnOnce(u32, u32) -> (u32, u32)) {
-    let (v0, v1) = load(block);
-    let (v0, v1) = f(v0, v1);
-    store(block, v0, v1);
+// Encryption gets a 4-block backend: kcp-go's CFB decryption computes the
+// keystream of independent ciphertext blocks (`cfb.rs`), so four round
+// chains can run side by side.
+macro_rules! lanes_backend {
+    ($cipher:ident, $enc:ident, $dec:ident) => {
+        impl BlockSizeUser for $cipher {
+            type BlockSize = U8;
+        }
+
+        impl BlockEncrypt for $cipher {
+            fn encrypt_with_backend(&self, f: impl BlockClosure<BlockSize = U8>) {
+                f.call(&mut $enc(self))
+            }
+        }
+
+        impl BlockDecrypt for $cipher {
+            fn decrypt_with_backend(&self, f: impl BlockClosure<BlockSize = U8>) {
+                f.call(&mut $dec(self))
+            }
+        }
+
+        struct $enc<'a>(&'a $cipher);
+
+        impl BlockSizeUser for $enc<'_> {
+            type BlockSize = U8;
+        }
+
+        impl ParBlocksSizeUser for $enc<'_> {
+            type ParBlocksSize = U4;
+        }
+
+        impl BlockBackend for $enc<'_> {
+            #[inline(always)]
+            fn proc_block(&mut self, mut block: InOut<'_, '_, Block<Self>>) {
+                let (a, b) = load(block.get_in());
+                let (mut v0, mut v1) = ([a], [b]);
+                self.0.encrypt_lanes(&mut v0, &mut v1);
+                store(block.get_out(), v0[0], v1[0]);
+            }
+
+            #[inline(always)]
+            fn proc_par_blocks(&mut self, mut blocks: InOut<'_, '_, ParBlocks<Self>>) {
+                let mut v0 = [0u32; 4];
+                let mut v1 = [0u32; 4];
+                for (j, b) in blocks.get_in().iter().enumerate() {
+                    (v0[j], v1[j]) = load(b);
+                }
+                self.0.encrypt_lanes(&mut v0, &mut v1);
+                for (j, b) in blocks.get_out().iter_mut().enumerate() {
+                    store(b, v0[j], v1[j]);
+                }
+            }
+        }
+
+        struct $dec<'a>(&'a $cipher);
+
+        impl BlockSizeUser for $dec<'_> {
+            type BlockSize = U8;
+        }
+
+        impl ParBlocksSizeUser for $dec<'_> {
+            type ParBlocksSize = U1;
+        }
+
+        impl BlockBackend for $dec<'_> {
+            #[inline(always)]
+            fn proc_block(&mut self, mut block: InOut<'_, '_, Block<Self>>) {
+                let (a, b) = load(block.get_in());
+                let (v0, v1) = self.0.decrypt_words(a, b);
+                store(block.get_out(), v0, v1);
+            }
+        }
+
+        impl cipher::BlockCipher for $cipher {}
+    };
 }
 
-cipher::impl_simple_block_encdec!(
-    Tea16, U8, cipher, block,
-    encrypt: {
-        let mut b = *block.get_in();
-        apply(&mut b, |v0, v1| cipher.encrypt_words(v0, v1));
-        *block.get_out() = b;
-    }
-    decrypt: {
-        let mut b = *block.get_in();
-        apply(&mut b, |v0, v1| cipher.decrypt_words(v0, v1));
-        *block.get_out() = b;
-    }
-);
-
-cipher::impl_simple_block_encdec!(
-    Xtea, U8, cipher, block,
-    encrypt: {
-        let mut b = *block.get_in();
-        apply(&mut b, |v0, v1| cipher.encrypt_words(v0, v1));
-        *block.get_out() = b;
-    }
-    decrypt: {
-        let mut b = *block.get_in();
-        apply(&mut b, |v0, v1| cipher.decrypt_words(v0, v1));
-        *block.get_out() = b;
-    }
-);
-
-impl cipher::BlockCipher for Tea16 {}
-impl cipher::BlockCipher for Xtea {}
+lanes_backend!(Tea16, TeaEnc, TeaDec);
+lanes_backend!(Xtea, XteaEnc, XteaDec);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cipher::{BlockDecrypt, BlockEncrypt};
+    use cipher::generic_array::GenericArray;
 
     #[test]
     fn tea_and_xtea_invert() {
