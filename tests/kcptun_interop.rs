@@ -317,27 +317,14 @@ fn small_sizes() -> Vec<usize> {
     v
 }
 
-/// For ciphers that are slow in our crypt layer (Twofish ~0.5 MB/s, 3DES
-/// ~3 MB/s measured): fewer and smaller connections, same frame boundaries.
-fn slow_cipher_sizes() -> Vec<usize> {
-    vec![1, 100, 8191, 8192, 8193, 65537, 100_000]
-}
-
 fn cells() -> Vec<Cell> {
-    let c = |crypt, fec, comp, smuxver, mode| {
-        let sizes = if matches!(crypt, "twofish" | "3des") {
-            slow_cipher_sizes()
-        } else {
-            small_sizes()
-        };
-        Cell {
-            crypt,
-            fec,
-            comp,
-            smuxver,
-            mode,
-            sizes,
-        }
+    let c = |crypt, fec, comp, smuxver, mode| Cell {
+        crypt,
+        fec,
+        comp,
+        smuxver,
+        mode,
+        sizes: small_sizes(),
     };
     let mut v = vec![
         c("aes", (10, 3), true, 2, "fast"),
