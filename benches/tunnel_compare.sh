@@ -21,6 +21,12 @@ if [ -z "${KCPTUN_RS:-}" ]; then
 fi
 GO_CLIENT=${KCPTUN_CLIENT:-$(command -v kcptun-client)}
 GO_SERVER=${KCPTUN_SERVER:-$(command -v kcptun-server)}
+# Optional third pair: kcptun rebuilt on kcp-go v5.6.64 (scripts/kcptun-peers).
+NEW_DIR=target/kcptun-kcpgo5664
+NEW_CLIENT=${KCPTUN_NEW_CLIENT:-$NEW_DIR/kcptun-client}
+NEW_SERVER=${KCPTUN_NEW_SERVER:-$NEW_DIR/kcptun-server}
+impls="rust go"
+if [ -x "$NEW_CLIENT" ] && [ -x "$NEW_SERVER" ]; then impls="rust go new"; fi
 GO_VERSION=$(dpkg-query -W -f='${Version}' kcptun 2>/dev/null || "$GO_SERVER" -v 2>&1 | head -1 || true)
 work=$(mktemp -d)
 pids=()
@@ -83,6 +89,9 @@ run() { # impl comp -> MB/s
   if [ "$impl" = rust ]; then
     "$KCPTUN_RS" server -l "127.0.0.1:$u" -t "127.0.0.1:$sinkp" "${common[@]}" 2>"$work/s.log" & spid=$!
     "$KCPTUN_RS" client -l "127.0.0.1:$l" -r "127.0.0.1:$u" "${common[@]}" 2>"$work/c.log" & cpid=$!
+  elif [ "$impl" = new ]; then
+    "$NEW_SERVER" -l "127.0.0.1:$u" -t "127.0.0.1:$sinkp" "${common[@]}" 2>"$work/s.log" & spid=$!
+    "$NEW_CLIENT" -l "127.0.0.1:$l" -r "127.0.0.1:$u" "${common[@]}" 2>"$work/c.log" & cpid=$!
   else
     "$GO_SERVER" -l "127.0.0.1:$u" -t "127.0.0.1:$sinkp" "${common[@]}" 2>"$work/s.log" & spid=$!
     "$GO_CLIENT" -l "127.0.0.1:$l" -r "127.0.0.1:$u" "${common[@]}" 2>"$work/c.log" & cpid=$!
@@ -99,7 +108,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2)?a[(N
 declare -A res
 for round in $(seq "$ROUNDS"); do
   for comp in on off; do
-    for impl in rust go; do
+    for impl in $impls; do
       v=$(run "$impl" "$comp")
       echo "round $round comp=$comp $impl: $v MB/s" >&2
       res[$impl-$comp]="${res[$impl-$comp]:-} $v"
@@ -107,14 +116,25 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-table="| compression | kcptun-rs pair (MB/s) | kcptun pair (MB/s) | Rust/Go |
+if [ "$impls" = "rust go new" ]; then
+  table="| compression | kcptun-rs pair (MB/s) | kcptun pair (MB/s) | Rust/Go | kcptun on kcp-go 5.6.64 (MB/s) | Rust/that |
+|---|---|---|---|---|---|"
+else
+  table="| compression | kcptun-rs pair (MB/s) | kcptun pair (MB/s) | Rust/Go |
 |---|---|---|---|"
+fi
+ratio() { awk -v r="$1" -v g="$2" 'BEGIN { if (g > 0) printf "%.2f", r / g; else print "n/a" }'; }
 for comp in on off; do
   # shellcheck disable=SC2086
   r=$(median ${res[rust-$comp]}); g=$(median ${res[go-$comp]})
-  ratio=$(awk -v r="$r" -v g="$g" 'BEGIN { if (g > 0) printf "%.2f", r / g; else print "n/a" }')
+  row="| $comp | $r | $g | $(ratio "$r" "$g") |"
+  if [ "$impls" = "rust go new" ]; then
+    # shellcheck disable=SC2086
+    n=$(median ${res[new-$comp]})
+    row+=" $n | $(ratio "$r" "$n") |"
+  fi
   table+="
-| $comp | $r | $g | $ratio |"
+$row"
 done
 echo "$table"
 
@@ -125,7 +145,8 @@ section="## kcptun tunnel
 connection pushes $SIZE_MIB MiB of random bytes through each tunnel pair over loopback
 (client → KCP/UDP → server → TCP sink), fast3, windows 1024/1024, AES, FEC 10/3, smux v2;
 median of $ROUNDS alternating runs. Go pair: Debian kcptun ${GO_VERSION:-?} (kcp-go 5.6.1,
-smux 1.5.16). Random data does not compress, so \"on\" shows the cost of the Snappy layer.
+smux 1.5.16); when built, also the same kcptun on kcp-go v5.6.64 (the kcp-go of current kcptun
+releases). Random data does not compress, so \"on\" shows the cost of the Snappy layer.
 The machine is shared with other jobs: runs vary by ±30 %; read the ratios, not the digits.
 
 $table
