@@ -73,7 +73,9 @@ impl ValueFormatter for CpuFormatter {
     }
     fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
         let per_iter = match t {
-            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => *n as f64,
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => {
+                *n as f64
+            }
         };
         // ns per iteration -> decimal MB/s, Go's unit.
         values.iter_mut().for_each(|v| *v = per_iter * 1e3 / *v);

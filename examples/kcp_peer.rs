@@ -7,8 +7,13 @@
 //!          [--crypt NAME] [--key PASSPHRASE] [--datashard N] [--parityshard N]
 //!          [--mode normal|fast|fast2|fast3] [--mtu N] [--sndwnd N] [--rcvwnd N]
 //!          [--stream|--message] [--bytes N] [--chunk N] [--seed N] [--timeout SECONDS]
-//!          [--sockbuf N] [--acknodelay]
+//!          [--sockbuf N] [--acknodelay] [--count N]
 //! ```
+//!
+//! Two more roles serve the benchmark driver (interop/bench): `rr-client`
+//! (--count request/response round trips of --chunk bytes; RESULT carries
+//! `p50_us= p99_us= max_us=`) and `idle-client` (opens --count sessions, echoes
+//! one --chunk message on each, prints `READY N`, idles until stdin closes).
 //!
 //! Servers print `LISTENING <addr>` once bound. Every role prints
 //! `RESULT role=.. bytes=N crc32=HEX ok=true|false ...` and `SNMP Name=value ...`
@@ -52,6 +57,7 @@ struct Args {
     timeout: Duration,
     sockbuf: usize,
     acknodelay: bool,
+    count: usize,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -73,6 +79,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         timeout: Duration::from_secs(60),
         sockbuf: 4 << 20,
         acknodelay: false,
+        count: 1000,
     };
     let (mut saw_stream, mut saw_message) = (false, false);
     let mut i = 0;
@@ -134,6 +141,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             }
             "sockbuf" => a.sockbuf = num(&value)? as usize,
             "acknodelay" => a.acknodelay = flag(&value)?,
+            "count" => a.count = num(&value)? as usize,
             other => return Err(format!("unknown flag --{other}")),
         }
         i += 1;
@@ -146,7 +154,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     }
     if !matches!(
         a.role.as_str(),
-        "echo-server" | "sink" | "echo-client" | "source"
+        "echo-server" | "sink" | "echo-client" | "source" | "rr-client" | "idle-client"
     ) {
         return Err(format!("unknown --role {:?}", a.role));
     }
@@ -550,6 +558,117 @@ async fn source(a: &Args, cfg: &Config) -> Outcome {
     o
 }
 
+/// Request/response latency: one --chunk message at a time, each waiting for
+/// its echo.
+async fn rr_client(a: &Args, cfg: &Config) -> Outcome {
+    let mut s = match dial(a, cfg).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::setup(e),
+    };
+    let mut msg = vec![0u8; a.chunk];
+    Payload::new(a.seed).fill(&mut msg);
+    let mut back = vec![0u8; a.chunk];
+    let mut lat = Vec::with_capacity(a.count);
+    let mut crc = crc32fast::Hasher::new();
+    let mut o = Outcome::default();
+    for i in 0..a.count {
+        let t0 = Instant::now();
+        if let Err(e) = s.write_all(&msg).await {
+            o.reason = format!("request {i}: {e}");
+            return o;
+        }
+        if let Err(e) = s.read_exact(&mut back).await {
+            o.reason = format!("response {i}: {e}");
+            return o;
+        }
+        lat.push(t0.elapsed());
+        crc.update(&back);
+        o.bytes += back.len() as u64;
+        if back != msg {
+            o.reason = format!("response {i} differs from the request");
+            return o;
+        }
+    }
+    o.crc = crc.finalize();
+    o.ok = true;
+    lat.sort_unstable();
+    let pct = |q: usize| {
+        let i = (lat.len() * q).div_ceil(100);
+        lat.get(i.saturating_sub(1).min(lat.len().saturating_sub(1)))
+            .map_or(0, |d| d.as_micros())
+    };
+    o.extra = format!(
+        "count={} p50_us={} p99_us={} max_us={}",
+        lat.len(),
+        pct(50),
+        pct(99),
+        lat.last().map_or(0, |d| d.as_micros())
+    );
+    o
+}
+
+/// Opens --count sessions, echoes one message on each, then idles with all
+/// of them open until stdin closes (the driver measures the server meanwhile).
+async fn idle_client(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+    let mut msg = vec![0u8; a.chunk];
+    Payload::new(a.seed).fill(&mut msg);
+    let msg = Arc::new(msg);
+    let mut sessions = Vec::with_capacity(a.count);
+    let mut set = tokio::task::JoinSet::new();
+    let mut o = Outcome::default();
+    let mut started = 0;
+    while started < a.count || !set.is_empty() {
+        while started < a.count && set.len() < 64 {
+            let (a, cfg, msg) = (a.clone(), cfg.clone(), msg.clone());
+            set.spawn(async move {
+                let mut s = dial(&a, &cfg).await?;
+                let mut back = vec![0u8; msg.len()];
+                s.write_all(&msg).await.map_err(|e| e.to_string())?;
+                s.read_exact(&mut back).await.map_err(|e| e.to_string())?;
+                if back != *msg {
+                    return Err("echo differs".to_string());
+                }
+                Ok(s)
+            });
+            started += 1;
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(s))) => sessions.push(s),
+            Some(Ok(Err(e))) => {
+                o.reason = e;
+                return o;
+            }
+            Some(Err(e)) => {
+                o.reason = e.to_string();
+                return o;
+            }
+            None => {}
+        }
+    }
+    o.bytes = (sessions.len() * msg.len()) as u64;
+    o.extra = format!("sessions={}", sessions.len());
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "READY {}", sessions.len());
+        let _ = out.flush();
+    }
+    let stdin_closed = async {
+        let mut stdin = tokio::io::stdin();
+        let mut sink = vec![0u8; 4096];
+        while let Ok(n) = stdin.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = stdin_closed => o.ok = true,
+        _ = tokio::time::sleep_until(deadline.into()) => o.reason = "timeout while idling".into(),
+    }
+    drop(sessions);
+    o
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let a = match parse_args(&argv) {
@@ -581,6 +700,8 @@ fn main() -> ExitCode {
                 "echo-server" => echo_server(&a, &cfg, deadline).await,
                 "sink" => sink(&a, &cfg).await,
                 "echo-client" => echo_client(&a, &cfg).await,
+                "rr-client" => rr_client(&a, &cfg).await,
+                "idle-client" => idle_client(&a, &cfg, deadline).await,
                 _ => source(&a, &cfg).await,
             }
         };

@@ -34,6 +34,10 @@ const (
 	RoleSink       = "sink"
 	RoleEchoClient = "echo-client"
 	RoleSource     = "source"
+	// RoleRRClient and RoleIdleClient are benchmark roles (interop/bench):
+	// request/response latency, and many idle sessions on one listener.
+	RoleRRClient   = "rr-client"
+	RoleIdleClient = "idle-client"
 )
 
 // byeByte is what the source sends after it has read the sink's CRC ack, so
@@ -64,6 +68,7 @@ type Config struct {
 	Timeout      time.Duration
 	SockBuf      int
 	AckNoDelay   bool
+	Count        int
 }
 
 // modes are kcptun's presets (wire.md §7.3): nodelay, interval, resend, nc.
@@ -97,6 +102,7 @@ func ParseArgs(args []string, stderr io.Writer) (*Config, error) {
 	timeout := fs.Float64("timeout", 60, "give up after this many seconds")
 	fs.IntVar(&c.SockBuf, "sockbuf", 4<<20, "socket buffer size (Go peer extension)")
 	fs.BoolVar(&c.AckNoDelay, "acknodelay", false, "SetACKNoDelay (Go peer extension)")
+	fs.IntVar(&c.Count, "count", 1000, "requests (rr-client) or sessions (idle-client)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -109,7 +115,7 @@ func ParseArgs(args []string, stderr io.Writer) (*Config, error) {
 	c.Stream = !*message
 	c.Timeout = time.Duration(*timeout * float64(time.Second))
 	switch c.Role {
-	case RoleEchoServer, RoleSink, RoleEchoClient, RoleSource:
+	case RoleEchoServer, RoleSink, RoleEchoClient, RoleSource, RoleRRClient, RoleIdleClient:
 	default:
 		return nil, fmt.Errorf("unknown --role %q", c.Role)
 	}
@@ -161,6 +167,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			done <- p.echoClient()
 		case RoleSource:
 			done <- p.source()
+		case RoleRRClient:
+			done <- p.rrClient()
+		case RoleIdleClient:
+			done <- p.idleClient()
 		}
 	}()
 	// Watchdog: the roles honour the deadline through session deadlines; this
