@@ -5,6 +5,7 @@
 package peer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -369,7 +370,7 @@ func (v *verifier) add(b []byte) {
 		n := min(len(b), len(v.buf))
 		want := v.buf[:n]
 		v.exp.Fill(want)
-		if v.mismatch < 0 {
+		if v.mismatch < 0 && !bytes.Equal(b[:n], want) {
 			for i := 0; i < n; i++ {
 				if b[i] != want[i] {
 					v.mismatch = v.got + int64(i)
@@ -435,16 +436,20 @@ func (p *runner) echoClient() result {
 		return p.setupFailed("dial %s: %v", p.cfg.Addr, err)
 	}
 	defer s.Close()
+	t0 := time.Now()
 	werr := make(chan error, 1)
 	go func() {
 		_, err := p.writeAll(s)
 		werr <- err
 	}()
 	v, err := p.readVerify(s)
+	elapsed := time.Since(t0)
 	if err == nil {
 		err = <-werr
 	}
-	return verdict(v, p.cfg.Bytes, err)
+	r := verdict(v, p.cfg.Bytes, err)
+	r.extra = strings.TrimSpace(fmt.Sprintf("%s elapsed_us=%d", r.extra, elapsed.Microseconds()))
+	return r
 }
 
 func (p *runner) sink() result {
@@ -492,6 +497,7 @@ func (p *runner) source() result {
 		return p.setupFailed("dial %s: %v", p.cfg.Addr, err)
 	}
 	defer s.Close()
+	t0 := time.Now()
 	crc, err := p.writeAll(s)
 	r := result{bytes: p.cfg.Bytes, crc: crc}
 	if err != nil {
@@ -504,7 +510,8 @@ func (p *runner) source() result {
 		return r
 	}
 	peerCRC := binary.LittleEndian.Uint32(ack[:])
-	r.extra = fmt.Sprintf("peer_crc32=%08x", peerCRC)
+	// elapsed_us: first write to the sink's ack (interop/bench's throughput).
+	r.extra = fmt.Sprintf("peer_crc32=%08x elapsed_us=%d", peerCRC, time.Since(t0).Microseconds())
 	r.ok = peerCRC == crc
 	if !r.ok {
 		r.reason = "sink's CRC-32 differs from the bytes sent"
