@@ -43,6 +43,10 @@ var (
 	repoRoot    string
 )
 
+// notesMarker starts the hand-written part of docs/benchmarks.md, kept as is
+// when the file is regenerated.
+const notesMarker = "<!-- notes: kept by interop/bench -->"
+
 // impl is one side of the comparison.
 type impl struct {
 	name  string
@@ -87,6 +91,13 @@ func main() {
 		micro(&md)
 	}
 	fmt.Fprintf(&md, "\nTotal driver time: %s.\n", time.Since(start).Round(time.Second))
+	// Hand-written analysis below notesMarker survives regeneration.
+	if old, err := os.ReadFile(*outPath); err == nil {
+		if i := bytes.Index(old, []byte(notesMarker)); i >= 0 {
+			md.WriteString("\n")
+			md.Write(old[i:])
+		}
+	}
 	if err := os.WriteFile(*outPath, []byte(md.String()), 0o644); err != nil {
 		fatal(err.Error())
 	}
@@ -324,7 +335,10 @@ type pairResult struct {
 	server, client *proc
 }
 
-func runPair(im impl, serverRole, clientRole string, flags []string, clientFlags []string, timeout float64, via func(string) (string, func())) (*pairResult, error) {
+// serverGrace: how long the server may take to exit once the client is done
+// (a sink lingers up to 3 s for a bye that may have been lost; throughput runs
+// do not need its rusage, so they pass a short grace and it is killed).
+func runPair(im impl, serverRole, clientRole string, flags []string, clientFlags []string, timeout float64, via func(string) (string, func()), serverGrace time.Duration) (*pairResult, error) {
 	to := []string{"--timeout", strconv.FormatFloat(timeout, 'f', 1, 64)}
 	srv, err := spawn(im, append(append([]string{"--role", serverRole, "--addr", "127.0.0.1:0"}, flags...), to...)...)
 	if err != nil {
@@ -347,7 +361,7 @@ func runPair(im impl, serverRole, clientRole string, flags []string, clientFlags
 	}
 	cl.stdin.Close()
 	<-cl.done
-	srv.stop(5 * time.Second)
+	srv.stop(serverGrace)
 	if !cl.ok() {
 		return &pairResult{srv, cl}, fmt.Errorf("%s %s failed: %s", im.name, clientRole, cl.result)
 	}
@@ -455,7 +469,7 @@ func oneTput(im impl, test string, flags []string, chunk, total int) (mbs float6
 	}
 	f := common(flags...)
 	f = append(f, "--bytes", strconv.Itoa(total), "--chunk", strconv.Itoa(chunk))
-	res, err := runPair(im, srvRole, clRole, f, nil, 60, nil)
+	res, err := runPair(im, srvRole, clRole, f, nil, 60, nil, 100*time.Millisecond)
 	if err != nil {
 		return 0, false, err
 	}
@@ -497,7 +511,7 @@ func cpuPerGiB(md *strings.Builder, impls []impl) {
 		for r := 0; r < runs; r++ {
 			for _, im := range impls {
 				f := append(common(cc.flags...), "--bytes", strconv.Itoa(total), "--chunk", "65536")
-				res, err := runPair(im, "sink", "source", f, nil, 120, nil)
+				res, err := runPair(im, "sink", "source", f, nil, 120, nil, 5*time.Second)
 				if err != nil {
 					logf("  %s cpu: %v", im.name, err)
 					continue
@@ -563,7 +577,7 @@ func latency(md *strings.Builder, impls []impl) {
 			for r := 0; r < runs; r++ {
 				for _, im := range impls {
 					res, err := runPair(im, "echo-server", "rr-client", flags,
-						[]string{"--chunk", "64", "--count", strconv.Itoa(n)}, 120, via)
+						[]string{"--chunk", "64", "--count", strconv.Itoa(n)}, 120, via, 5*time.Second)
 					if err != nil {
 						logf("  %s latency: %v", im.name, err)
 						continue
