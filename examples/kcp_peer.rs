@@ -7,8 +7,13 @@
 //!          [--crypt NAME] [--key PASSPHRASE] [--datashard N] [--parityshard N]
 //!          [--mode normal|fast|fast2|fast3] [--mtu N] [--sndwnd N] [--rcvwnd N]
 //!          [--stream|--message] [--bytes N] [--chunk N] [--seed N] [--timeout SECONDS]
-//!          [--sockbuf N] [--acknodelay]
+//!          [--sockbuf N] [--acknodelay] [--count N]
 //! ```
+//!
+//! Two more roles serve the benchmark driver (interop/bench): `rr-client`
+//! (--count request/response round trips of --chunk bytes; RESULT carries
+//! `p50_us= p99_us= max_us=`) and `idle-client` (opens --count sessions, echoes
+//! one --chunk message on each, prints `READY N`, idles until stdin closes).
 //!
 //! Servers print `LISTENING <addr>` once bound. Every role prints
 //! `RESULT role=.. bytes=N crc32=HEX ok=true|false ...` and `SNMP Name=value ...`
@@ -52,6 +57,8 @@ struct Args {
     timeout: Duration,
     sockbuf: usize,
     acknodelay: bool,
+    count: usize,
+    threads: usize,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -73,6 +80,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         timeout: Duration::from_secs(60),
         sockbuf: 4 << 20,
         acknodelay: false,
+        count: 1000,
+        threads: 2,
     };
     let (mut saw_stream, mut saw_message) = (false, false);
     let mut i = 0;
@@ -134,6 +143,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             }
             "sockbuf" => a.sockbuf = num(&value)? as usize,
             "acknodelay" => a.acknodelay = flag(&value)?,
+            "count" => a.count = num(&value)? as usize,
+            "threads" => a.threads = num(&value)? as usize,
             other => return Err(format!("unknown flag --{other}")),
         }
         i += 1;
@@ -146,7 +157,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     }
     if !matches!(
         a.role.as_str(),
-        "echo-server" | "sink" | "echo-client" | "source"
+        "echo-server" | "sink" | "echo-client" | "source" | "rr-client" | "idle-client"
     ) {
         return Err(format!("unknown --role {:?}", a.role));
     }
@@ -220,6 +231,14 @@ impl Payload {
     }
     fn fill(&mut self, mut b: &mut [u8]) {
         while !b.is_empty() {
+            // Whole words straight into b (same bytes, less per-byte work:
+            // interop/bench counts the peers' CPU time).
+            if self.avail == 0 && b.len() >= 8 {
+                let (word, rest) = std::mem::take(&mut b).split_at_mut(8);
+                word.copy_from_slice(&self.next().to_le_bytes());
+                b = rest;
+                continue;
+            }
             if self.avail == 0 {
                 self.buf = self.next().to_le_bytes();
                 self.avail = 8;
@@ -255,7 +274,7 @@ impl Verifier {
         while !b.is_empty() {
             let n = b.len().min(self.want.len());
             self.exp.fill(&mut self.want[..n]);
-            if self.mismatch.is_none() {
+            if self.mismatch.is_none() && b[..n] != self.want[..n] {
                 if let Some(i) = (0..n).find(|&i| b[i] != self.want[i]) {
                     self.mismatch = Some(self.got + i as u64);
                 }
@@ -400,10 +419,16 @@ async fn echo_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
             let (crc, total) = (crc2.clone(), total2.clone());
             tokio::spawn(async move {
                 let (mut r, mut w) = s.into_split();
-                let mut buf = vec![0u8; 1 << 16];
+                // Small until a read fills it: a zeroed 64 KiB buffer per
+                // session would be most of an idle session's memory
+                // (interop/bench measures RSS per idle session).
+                let mut buf = vec![0u8; 4096];
                 while let Ok(n) = r.read(&mut buf).await {
                     if n == 0 {
                         break;
+                    }
+                    if n == buf.len() && buf.len() < 1 << 16 {
+                        buf.resize(1 << 16, 0);
                     }
                     if let Ok(mut c) = crc.lock() {
                         c.update(&buf[..n]);
@@ -498,6 +523,7 @@ async fn echo_client(a: &Args, cfg: &Config) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::setup(e),
     };
+    let t0 = Instant::now();
     let (mut r, mut w) = s.into_split();
     let args = a.clone();
     let writer = tokio::spawn(async move {
@@ -505,6 +531,7 @@ async fn echo_client(a: &Args, cfg: &Config) -> Outcome {
         (res, w)
     });
     let (v, mut err) = read_verify(&mut r, a).await;
+    let elapsed = t0.elapsed();
     if err.is_none() {
         match writer.await {
             Ok((Err(e), _)) => err = Some(e),
@@ -512,7 +539,11 @@ async fn echo_client(a: &Args, cfg: &Config) -> Outcome {
             Err(e) => err = Some(format!("writer task: {e}")),
         }
     }
-    Outcome::verdict(&v, a.bytes, err)
+    let mut o = Outcome::verdict(&v, a.bytes, err);
+    o.extra = format!("{} elapsed_us={}", o.extra, elapsed.as_micros())
+        .trim()
+        .to_string();
+    o
 }
 
 async fn source(a: &Args, cfg: &Config) -> Outcome {
@@ -524,6 +555,7 @@ async fn source(a: &Args, cfg: &Config) -> Outcome {
         bytes: a.bytes,
         ..Outcome::default()
     };
+    let t0 = Instant::now();
     match write_all(&mut s, a).await {
         Ok(crc) => o.crc = crc,
         Err(e) => {
@@ -537,16 +569,135 @@ async fn source(a: &Args, cfg: &Config) -> Outcome {
         return o;
     }
     let peer = u32::from_le_bytes(ack);
-    o.extra = format!("peer_crc32={peer:08x}");
+    // elapsed_us: first write to the sink's ack (interop/bench's throughput).
+    o.extra = format!(
+        "peer_crc32={peer:08x} elapsed_us={}",
+        t0.elapsed().as_micros()
+    );
     o.ok = peer == o.crc;
     if !o.ok {
         o.reason = "sink's CRC-32 differs from the bytes sent".into();
     }
-    // Answer the ack; give the bye a moment to be acknowledged so the sink
-    // sees it (it is not retransmitted once we are gone).
+    // Answer the ack and close, as kcp-go's source does, without waiting for
+    // the bye's acknowledgement (a sink that exits right after reading the
+    // bye may never send one; waiting up to 1 s for it here slowed the
+    // matrix). A short pause lets the driver task put the bye on the wire
+    // before the runtime stops; should it be lost, the sink just lingers.
     if s.write_all(&[BYE]).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), s.drain()).await;
+        let _ = s.close();
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    o
+}
+
+/// Request/response latency: one --chunk message at a time, each waiting for
+/// its echo.
+async fn rr_client(a: &Args, cfg: &Config) -> Outcome {
+    let mut s = match dial(a, cfg).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::setup(e),
+    };
+    let mut msg = vec![0u8; a.chunk];
+    Payload::new(a.seed).fill(&mut msg);
+    let mut back = vec![0u8; a.chunk];
+    let mut lat = Vec::with_capacity(a.count);
+    let mut crc = crc32fast::Hasher::new();
+    let mut o = Outcome::default();
+    for i in 0..a.count {
+        let t0 = Instant::now();
+        if let Err(e) = s.write_all(&msg).await {
+            o.reason = format!("request {i}: {e}");
+            return o;
+        }
+        if let Err(e) = s.read_exact(&mut back).await {
+            o.reason = format!("response {i}: {e}");
+            return o;
+        }
+        lat.push(t0.elapsed());
+        crc.update(&back);
+        o.bytes += back.len() as u64;
+        if back != msg {
+            o.reason = format!("response {i} differs from the request");
+            return o;
+        }
+    }
+    o.crc = crc.finalize();
+    o.ok = true;
+    lat.sort_unstable();
+    let pct = |q: usize| {
+        let i = (lat.len() * q).div_ceil(100);
+        lat.get(i.saturating_sub(1).min(lat.len().saturating_sub(1)))
+            .map_or(0, |d| d.as_micros())
+    };
+    o.extra = format!(
+        "count={} p50_us={} p99_us={} max_us={}",
+        lat.len(),
+        pct(50),
+        pct(99),
+        lat.last().map_or(0, |d| d.as_micros())
+    );
+    o
+}
+
+/// Opens --count sessions, echoes one message on each, then idles with all
+/// of them open until stdin closes (the driver measures the server meanwhile).
+async fn idle_client(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+    let mut msg = vec![0u8; a.chunk];
+    Payload::new(a.seed).fill(&mut msg);
+    let msg = Arc::new(msg);
+    let mut sessions = Vec::with_capacity(a.count);
+    let mut set = tokio::task::JoinSet::new();
+    let mut o = Outcome::default();
+    let mut started = 0;
+    while started < a.count || !set.is_empty() {
+        while started < a.count && set.len() < 64 {
+            let (a, cfg, msg) = (a.clone(), cfg.clone(), msg.clone());
+            set.spawn(async move {
+                let mut s = dial(&a, &cfg).await?;
+                let mut back = vec![0u8; msg.len()];
+                s.write_all(&msg).await.map_err(|e| e.to_string())?;
+                s.read_exact(&mut back).await.map_err(|e| e.to_string())?;
+                if back != *msg {
+                    return Err("echo differs".to_string());
+                }
+                Ok(s)
+            });
+            started += 1;
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(s))) => sessions.push(s),
+            Some(Ok(Err(e))) => {
+                o.reason = e;
+                return o;
+            }
+            Some(Err(e)) => {
+                o.reason = e.to_string();
+                return o;
+            }
+            None => {}
+        }
+    }
+    o.bytes = (sessions.len() * msg.len()) as u64;
+    o.extra = format!("sessions={}", sessions.len());
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "READY {}", sessions.len());
+        let _ = out.flush();
+    }
+    let stdin_closed = async {
+        let mut stdin = tokio::io::stdin();
+        let mut sink = vec![0u8; 4096];
+        while let Ok(n) = stdin.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = stdin_closed => o.ok = true,
+        _ = tokio::time::sleep_until(deadline.into()) => o.reason = "timeout while idling".into(),
+    }
+    drop(sessions);
     o
 }
 
@@ -559,11 +710,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let mut builder = if a.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(a.threads);
+        b
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("peer: runtime: {e}");
@@ -581,6 +735,8 @@ fn main() -> ExitCode {
                 "echo-server" => echo_server(&a, &cfg, deadline).await,
                 "sink" => sink(&a, &cfg).await,
                 "echo-client" => echo_client(&a, &cfg).await,
+                "rr-client" => rr_client(&a, &cfg).await,
+                "idle-client" => idle_client(&a, &cfg, deadline).await,
                 _ => source(&a, &cfg).await,
             }
         };

@@ -27,6 +27,13 @@ func (p *Payload) next() uint64 {
 // Fill writes the next len(b) bytes of the stream into b.
 func (p *Payload) Fill(b []byte) {
 	for len(b) > 0 {
+		// Whole words straight into b (same bytes, less per-byte work: the
+		// benchmark driver counts the peers' CPU time).
+		if p.avail == 0 && len(b) >= 8 {
+			binary.LittleEndian.PutUint64(b, p.next())
+			b = b[8:]
+			continue
+		}
 		if p.avail == 0 {
 			binary.LittleEndian.PutUint64(p.buf[:], p.next())
 			p.avail = 8

@@ -5,6 +5,7 @@
 package peer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -34,6 +35,10 @@ const (
 	RoleSink       = "sink"
 	RoleEchoClient = "echo-client"
 	RoleSource     = "source"
+	// RoleRRClient and RoleIdleClient are benchmark roles (interop/bench):
+	// request/response latency, and many idle sessions on one listener.
+	RoleRRClient   = "rr-client"
+	RoleIdleClient = "idle-client"
 )
 
 // byeByte is what the source sends after it has read the sink's CRC ack, so
@@ -64,6 +69,7 @@ type Config struct {
 	Timeout      time.Duration
 	SockBuf      int
 	AckNoDelay   bool
+	Count        int
 }
 
 // modes are kcptun's presets (wire.md §7.3): nodelay, interval, resend, nc.
@@ -97,6 +103,7 @@ func ParseArgs(args []string, stderr io.Writer) (*Config, error) {
 	timeout := fs.Float64("timeout", 60, "give up after this many seconds")
 	fs.IntVar(&c.SockBuf, "sockbuf", 4<<20, "socket buffer size (Go peer extension)")
 	fs.BoolVar(&c.AckNoDelay, "acknodelay", false, "SetACKNoDelay (Go peer extension)")
+	fs.IntVar(&c.Count, "count", 1000, "requests (rr-client) or sessions (idle-client)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -109,7 +116,7 @@ func ParseArgs(args []string, stderr io.Writer) (*Config, error) {
 	c.Stream = !*message
 	c.Timeout = time.Duration(*timeout * float64(time.Second))
 	switch c.Role {
-	case RoleEchoServer, RoleSink, RoleEchoClient, RoleSource:
+	case RoleEchoServer, RoleSink, RoleEchoClient, RoleSource, RoleRRClient, RoleIdleClient:
 	default:
 		return nil, fmt.Errorf("unknown --role %q", c.Role)
 	}
@@ -161,6 +168,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			done <- p.echoClient()
 		case RoleSource:
 			done <- p.source()
+		case RoleRRClient:
+			done <- p.rrClient()
+		case RoleIdleClient:
+			done <- p.idleClient()
 		}
 	}()
 	// Watchdog: the roles honour the deadline through session deadlines; this
@@ -359,7 +370,7 @@ func (v *verifier) add(b []byte) {
 		n := min(len(b), len(v.buf))
 		want := v.buf[:n]
 		v.exp.Fill(want)
-		if v.mismatch < 0 {
+		if v.mismatch < 0 && !bytes.Equal(b[:n], want) {
 			for i := 0; i < n; i++ {
 				if b[i] != want[i] {
 					v.mismatch = v.got + int64(i)
@@ -425,16 +436,20 @@ func (p *runner) echoClient() result {
 		return p.setupFailed("dial %s: %v", p.cfg.Addr, err)
 	}
 	defer s.Close()
+	t0 := time.Now()
 	werr := make(chan error, 1)
 	go func() {
 		_, err := p.writeAll(s)
 		werr <- err
 	}()
 	v, err := p.readVerify(s)
+	elapsed := time.Since(t0)
 	if err == nil {
 		err = <-werr
 	}
-	return verdict(v, p.cfg.Bytes, err)
+	r := verdict(v, p.cfg.Bytes, err)
+	r.extra = strings.TrimSpace(fmt.Sprintf("%s elapsed_us=%d", r.extra, elapsed.Microseconds()))
+	return r
 }
 
 func (p *runner) sink() result {
@@ -482,6 +497,7 @@ func (p *runner) source() result {
 		return p.setupFailed("dial %s: %v", p.cfg.Addr, err)
 	}
 	defer s.Close()
+	t0 := time.Now()
 	crc, err := p.writeAll(s)
 	r := result{bytes: p.cfg.Bytes, crc: crc}
 	if err != nil {
@@ -494,7 +510,8 @@ func (p *runner) source() result {
 		return r
 	}
 	peerCRC := binary.LittleEndian.Uint32(ack[:])
-	r.extra = fmt.Sprintf("peer_crc32=%08x", peerCRC)
+	// elapsed_us: first write to the sink's ack (interop/bench's throughput).
+	r.extra = fmt.Sprintf("peer_crc32=%08x elapsed_us=%d", peerCRC, time.Since(t0).Microseconds())
 	r.ok = peerCRC == crc
 	if !r.ok {
 		r.reason = "sink's CRC-32 differs from the bytes sent"
