@@ -36,7 +36,7 @@ import (
 var (
 	quick       = flag.Bool("quick", false, "fewer and shorter runs")
 	outPath     = flag.String("out", "", "markdown output (default <repo>/docs/benchmarks.md)")
-	only        = flag.String("only", "", "comma list of sections to run: tput,cpu,latency,idle,micro (default all)")
+	only        = flag.String("only", "", "comma list of sections to run: tput,cpu,latency,idle,micro,tunnel (default all)")
 	sockbuf     = flag.Int("sockbuf", 4<<20, "socket buffer size for both peers")
 	verbose     = flag.Bool("v", false, "print every run")
 	rustThreads = flag.Int("rust-threads", 1, "Rust peer --threads (1 = tokio current-thread runtime)")
@@ -73,6 +73,13 @@ func main() {
 	}
 	want := func(s string) bool { return *only == "" || strings.Contains(","+*only+",", ","+s+",") }
 
+	if !(want("tput") || want("cpu") || want("latency") || want("idle") || want("micro")) {
+		// Only the tunnel section: leave the driver's tables as they are.
+		if want("tunnel") {
+			tunnel()
+		}
+		return
+	}
 	var md strings.Builder
 	header(&md)
 	if want("tput") {
@@ -102,6 +109,26 @@ func main() {
 		fatal(err.Error())
 	}
 	fmt.Println("wrote", *outPath, "in", time.Since(start).Round(time.Second))
+	if want("tunnel") {
+		tunnel()
+	}
+}
+
+// tunnel runs benches/tunnel_compare.sh, our kcptun-rs pair against kcptun's
+// pair, which rewrites only its own "kcptun tunnel" section (kept below
+// notesMarker) of docs/benchmarks.md. It needs Debian's kcptun on PATH
+// (scripts/kcptun-peers installs it); without it the section is left as is.
+func tunnel() {
+	if _, err := exec.LookPath("kcptun-server"); err != nil {
+		fmt.Println("tunnel: kcptun-server not on PATH (bash scripts/kcptun-peers installs it); section left unchanged")
+		return
+	}
+	c := exec.Command("bash", "benches/tunnel_compare.sh")
+	c.Dir = repoRoot
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	if err := c.Run(); err != nil {
+		fatal("benches/tunnel_compare.sh: " + err.Error())
+	}
 }
 
 func fatal(msg string) {
