@@ -178,251 +178,9 @@ impl CryptSpec {
     }
 }
 
-/// Everything a [`Session`](crate::session::Session) or
-/// [`Listener`](crate::listener::Listener) needs. Build one with
-/// [`Config::builder`]; every `Config` in existence has passed
-/// [`Config::validate`].
-#[derive(Clone)]
-pub struct Config {
-    pub(crate) crypt_spec: CryptSpec,
-    /// Built once, cloned into every session: kcptun's PBKDF2 is slow.
-    pub(crate) crypt: Crypt,
-    pub(crate) data_shards: usize,
-    pub(crate) parity_shards: usize,
-    pub(crate) mtu: usize,
-    pub(crate) snd_wnd: u32,
-    pub(crate) rcv_wnd: u32,
-    pub(crate) nodelay: NoDelay,
-    pub(crate) stream_mode: StreamMode,
-    pub(crate) write_delay: bool,
-    pub(crate) ack_nodelay: bool,
-    pub(crate) dscp: Option<u8>,
-    pub(crate) recv_buffer: Option<usize>,
-    pub(crate) send_buffer: Option<usize>,
-    pub(crate) rate_limit: u32,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) dead_link: Option<u32>,
-    pub(crate) read_timeout: Option<Duration>,
-    pub(crate) write_timeout: Option<Duration>,
-    pub(crate) accept_backlog: usize,
-    pub(crate) max_sessions: Option<usize>,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("crypt", &self.crypt_spec)
-            .field("data_shards", &self.data_shards)
-            .field("parity_shards", &self.parity_shards)
-            .field("mtu", &self.mtu)
-            .field("snd_wnd", &self.snd_wnd)
-            .field("rcv_wnd", &self.rcv_wnd)
-            .field("nodelay", &self.nodelay)
-            .field("stream_mode", &self.stream_mode)
-            .field("write_delay", &self.write_delay)
-            .field("ack_nodelay", &self.ack_nodelay)
-            .field("dscp", &self.dscp)
-            .field("recv_buffer", &self.recv_buffer)
-            .field("send_buffer", &self.send_buffer)
-            .field("rate_limit", &self.rate_limit)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("dead_link", &self.dead_link)
-            .field("read_timeout", &self.read_timeout)
-            .field("write_timeout", &self.write_timeout)
-            .field("accept_backlog", &self.accept_backlog)
-            .field("max_sessions", &self.max_sessions)
-            .finish()
-    }
-}
-
-impl Default for Config {
-    /// kcp-go's defaults: no crypto, no FEC, mtu 1400, windows 32/32.
-    fn default() -> Self {
-        Config::builder()
-            .build()
-            .expect("the default configuration is valid")
-    }
-}
-
-impl Config {
-    /// A builder starting from kcp-go's defaults.
-    pub fn builder() -> ConfigBuilder {
-        ConfigBuilder {
-            crypt: CryptSpec::Null,
-            data_shards: 0,
-            parity_shards: 0,
-            mtu: DEFAULT_MTU,
-            snd_wnd: DEFAULT_SND_WND,
-            rcv_wnd: DEFAULT_RCV_WND,
-            nodelay: NoDelay::default(),
-            stream_mode: StreamMode::Message,
-            write_delay: false,
-            ack_nodelay: false,
-            dscp: None,
-            recv_buffer: None,
-            send_buffer: None,
-            rate_limit: 0,
-            idle_timeout: None,
-            dead_link: None,
-            read_timeout: None,
-            write_timeout: None,
-            accept_backlog: DEFAULT_ACCEPT_BACKLOG,
-            max_sessions: None,
-        }
-    }
-
-    /// A builder preset like kcptun's server side (§7.4): AES-256 with the
-    /// default passphrase, FEC 10/3, mtu 1350, windows 1024/1024, stream mode,
-    /// 4 MiB socket buffers and the given mode.
-    pub fn kcptun(mode: Mode) -> ConfigBuilder {
-        Config::builder()
-            .crypt_kcptun("aes", KCPTUN_DEFAULT_KEY)
-            .fec(10, 3)
-            .mtu(KCPTUN_MTU)
-            .window(1024, 1024)
-            .mode(mode)
-            .stream_mode(StreamMode::Stream)
-            .socket_buffers(4 * 1024 * 1024)
-    }
-
-    /// A builder holding this configuration's values, to derive a variant.
-    pub fn to_builder(&self) -> ConfigBuilder {
-        ConfigBuilder {
-            crypt: self.crypt_spec.clone(),
-            data_shards: self.data_shards,
-            parity_shards: self.parity_shards,
-            mtu: self.mtu,
-            snd_wnd: self.snd_wnd,
-            rcv_wnd: self.rcv_wnd,
-            nodelay: self.nodelay,
-            stream_mode: self.stream_mode,
-            write_delay: self.write_delay,
-            ack_nodelay: self.ack_nodelay,
-            dscp: self.dscp,
-            recv_buffer: self.recv_buffer,
-            send_buffer: self.send_buffer,
-            rate_limit: self.rate_limit,
-            idle_timeout: self.idle_timeout,
-            dead_link: self.dead_link,
-            read_timeout: self.read_timeout,
-            write_timeout: self.write_timeout,
-            accept_backlog: self.accept_backlog,
-            max_sessions: self.max_sessions,
-        }
-    }
-
-    /// Re-checks every value (see [`ConfigBuilder::build`] for the rules).
-    pub fn validate(&self) -> Result<()> {
-        self.to_builder().check(&self.crypt)
-    }
-
-    /// The crypto spec.
-    pub fn crypt_spec(&self) -> &CryptSpec {
-        &self.crypt_spec
-    }
-    /// The datagram cipher built from the spec.
-    pub fn crypt(&self) -> &Crypt {
-        &self.crypt
-    }
-    /// FEC `(data_shards, parity_shards)`; FEC is on only when both are non-zero.
-    pub fn fec(&self) -> (usize, usize) {
-        (self.data_shards, self.parity_shards)
-    }
-    /// Whether this side sends FEC-encoded datagrams.
-    pub fn fec_enabled(&self) -> bool {
-        self.data_shards > 0 && self.parity_shards > 0
-    }
-    /// The configured mtu: the largest UDP payload sent.
-    pub fn mtu(&self) -> usize {
-        self.mtu
-    }
-    /// Bytes in front of the KCP bytes: crypto header plus FEC header (§1.2).
-    pub fn header_len(&self) -> usize {
-        header_len(&self.crypt, self.fec_enabled())
-    }
-    /// The mtu handed to KCP (§1.9): mtu − header − AEAD tag.
-    pub fn kcp_mtu(&self) -> usize {
-        kcp_mtu(self.mtu, &self.crypt, self.fec_enabled())
-    }
-    /// `(snd_wnd, rcv_wnd)` in segments.
-    pub fn window(&self) -> (u32, u32) {
-        (self.snd_wnd, self.rcv_wnd)
-    }
-    /// KCP `NoDelay` parameters.
-    pub fn nodelay(&self) -> NoDelay {
-        self.nodelay
-    }
-    /// Stream or message mode.
-    pub fn stream_mode(&self) -> StreamMode {
-        self.stream_mode
-    }
-    /// kcp-go `SetWriteDelay`.
-    pub fn write_delay(&self) -> bool {
-        self.write_delay
-    }
-    /// kcp-go `SetACKNoDelay`.
-    pub fn ack_nodelay(&self) -> bool {
-        self.ack_nodelay
-    }
-    /// DSCP applied to owned sockets.
-    pub fn dscp(&self) -> Option<u8> {
-        self.dscp
-    }
-    /// `(receive, send)` socket buffer sizes applied to owned sockets.
-    pub fn socket_buffers(&self) -> (Option<usize>, Option<usize>) {
-        (self.recv_buffer, self.send_buffer)
-    }
-    /// Send rate limit in bytes per second (0: unlimited).
-    pub fn rate_limit(&self) -> u32 {
-        self.rate_limit
-    }
-    /// Idle timeout: the session ends with [`Error::IdleTimeout`] when nothing
-    /// arrives from the peer for this long.
-    pub fn idle_timeout(&self) -> Option<Duration> {
-        self.idle_timeout
-    }
-    /// Dead-link threshold: the session ends with [`Error::DeadLink`] when a
-    /// segment transmitted this many times is due again without an ACK.
-    pub fn dead_link(&self) -> Option<u32> {
-        self.dead_link
-    }
-    /// Default read timeout of new sessions.
-    pub fn read_timeout(&self) -> Option<Duration> {
-        self.read_timeout
-    }
-    /// Default write timeout of new sessions.
-    pub fn write_timeout(&self) -> Option<Duration> {
-        self.write_timeout
-    }
-    /// Listener accept backlog.
-    pub fn accept_backlog(&self) -> usize {
-        self.accept_backlog
-    }
-    /// Listener cap on concurrent sessions.
-    pub fn max_sessions(&self) -> Option<usize> {
-        self.max_sessions
-    }
-}
-
-/// Crypto header plus FEC header in front of the KCP bytes (§1.2).
-pub(crate) fn header_len(crypt: &Crypt, fec: bool) -> usize {
-    crypt.header_len() + if fec { FEC_HEADER_SIZE_PLUS2 } else { 0 }
-}
-
-/// §1.9: kcp mtu = min(mtu, 1500) − headerSize − AEAD tag.
-pub(crate) fn kcp_mtu(mtu: usize, crypt: &Crypt, fec: bool) -> usize {
-    mtu.min(MTU_LIMIT)
-        .saturating_sub(header_len(crypt, fec) + crypt.trailer_len())
-}
-
-/// FEC header with the size field (§1.5); duplicated here so the config does
-/// not depend on the FEC module's internals.
-const FEC_HEADER_SIZE_PLUS2: usize = 8;
-
-/// Builder for [`Config`]. Setters never fail; [`build`](Self::build) checks.
+/// The values a [`ConfigBuilder`] collects and a [`Config`] keeps, in one place.
 #[derive(Clone, Debug)]
-#[must_use]
-pub struct ConfigBuilder {
+struct Settings {
     crypt: CryptSpec,
     data_shards: usize,
     parity_shards: usize,
@@ -445,10 +203,199 @@ pub struct ConfigBuilder {
     max_sessions: Option<usize>,
 }
 
+/// Everything a [`Session`](crate::session::Session) or
+/// [`Listener`](crate::listener::Listener) needs. Build one with
+/// [`Config::builder`]; every `Config` in existence has passed
+/// [`Config::validate`].
+#[derive(Clone)]
+pub struct Config {
+    s: Settings,
+    /// Built once, cloned into every session: kcptun's PBKDF2 is slow.
+    pub(crate) crypt: Crypt,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config").field("settings", &self.s).finish()
+    }
+}
+
+impl Default for Config {
+    /// kcp-go's defaults: no crypto, no FEC, mtu 1400, windows 32/32.
+    fn default() -> Self {
+        Config::builder()
+            .build()
+            .expect("the default configuration is valid")
+    }
+}
+
+impl Config {
+    /// A builder starting from kcp-go's defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            s: Settings {
+                crypt: CryptSpec::Null,
+                data_shards: 0,
+                parity_shards: 0,
+                mtu: DEFAULT_MTU,
+                snd_wnd: DEFAULT_SND_WND,
+                rcv_wnd: DEFAULT_RCV_WND,
+                nodelay: NoDelay::default(),
+                stream_mode: StreamMode::Message,
+                write_delay: false,
+                ack_nodelay: false,
+                dscp: None,
+                recv_buffer: None,
+                send_buffer: None,
+                rate_limit: 0,
+                idle_timeout: None,
+                dead_link: None,
+                read_timeout: None,
+                write_timeout: None,
+                accept_backlog: DEFAULT_ACCEPT_BACKLOG,
+                max_sessions: None,
+            },
+        }
+    }
+
+    /// A builder preset like kcptun's server side (§7.4): AES-256 with the
+    /// default passphrase, FEC 10/3, mtu 1350, windows 1024/1024, stream mode,
+    /// 4 MiB socket buffers and the given mode.
+    pub fn kcptun(mode: Mode) -> ConfigBuilder {
+        Config::builder()
+            .crypt_kcptun("aes", KCPTUN_DEFAULT_KEY)
+            .fec(10, 3)
+            .mtu(KCPTUN_MTU)
+            .window(1024, 1024)
+            .mode(mode)
+            .stream_mode(StreamMode::Stream)
+            .socket_buffers(4 * 1024 * 1024)
+    }
+
+    /// A builder holding this configuration's values, to derive a variant.
+    pub fn to_builder(&self) -> ConfigBuilder {
+        ConfigBuilder { s: self.s.clone() }
+    }
+
+    /// Re-checks every value (see [`ConfigBuilder::build`] for the rules).
+    pub fn validate(&self) -> Result<()> {
+        self.to_builder().check(&self.crypt)
+    }
+
+    /// The crypto spec.
+    pub fn crypt_spec(&self) -> &CryptSpec {
+        &self.s.crypt
+    }
+    /// The datagram cipher built from the spec.
+    pub fn crypt(&self) -> &Crypt {
+        &self.crypt
+    }
+    /// FEC `(data_shards, parity_shards)`; FEC is on only when both are non-zero.
+    pub fn fec(&self) -> (usize, usize) {
+        (self.s.data_shards, self.s.parity_shards)
+    }
+    /// Whether this side sends FEC-encoded datagrams.
+    pub fn fec_enabled(&self) -> bool {
+        self.s.data_shards > 0 && self.s.parity_shards > 0
+    }
+    /// The configured mtu: the largest UDP payload sent.
+    pub fn mtu(&self) -> usize {
+        self.s.mtu
+    }
+    /// Bytes in front of the KCP bytes: crypto header plus FEC header (§1.2).
+    pub fn header_len(&self) -> usize {
+        header_len(&self.crypt, self.fec_enabled())
+    }
+    /// The mtu handed to KCP (§1.9): mtu − header − AEAD tag.
+    pub fn kcp_mtu(&self) -> usize {
+        kcp_mtu(self.s.mtu, &self.crypt, self.fec_enabled())
+    }
+    /// `(snd_wnd, rcv_wnd)` in segments.
+    pub fn window(&self) -> (u32, u32) {
+        (self.s.snd_wnd, self.s.rcv_wnd)
+    }
+    /// KCP `NoDelay` parameters.
+    pub fn nodelay(&self) -> NoDelay {
+        self.s.nodelay
+    }
+    /// Stream or message mode.
+    pub fn stream_mode(&self) -> StreamMode {
+        self.s.stream_mode
+    }
+    /// kcp-go `SetWriteDelay`.
+    pub fn write_delay(&self) -> bool {
+        self.s.write_delay
+    }
+    /// kcp-go `SetACKNoDelay`.
+    pub fn ack_nodelay(&self) -> bool {
+        self.s.ack_nodelay
+    }
+    /// DSCP applied to owned sockets.
+    pub fn dscp(&self) -> Option<u8> {
+        self.s.dscp
+    }
+    /// `(receive, send)` socket buffer sizes applied to owned sockets.
+    pub fn socket_buffers(&self) -> (Option<usize>, Option<usize>) {
+        (self.s.recv_buffer, self.s.send_buffer)
+    }
+    /// Send rate limit in bytes per second (0: unlimited).
+    pub fn rate_limit(&self) -> u32 {
+        self.s.rate_limit
+    }
+    /// Idle timeout: the session ends with [`Error::IdleTimeout`] when nothing
+    /// arrives from the peer for this long.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.s.idle_timeout
+    }
+    /// Dead-link threshold: the session ends with [`Error::DeadLink`] when a
+    /// segment transmitted this many times is due again without an ACK.
+    pub fn dead_link(&self) -> Option<u32> {
+        self.s.dead_link
+    }
+    /// Default read timeout of new sessions.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.s.read_timeout
+    }
+    /// Default write timeout of new sessions.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.s.write_timeout
+    }
+    /// Listener accept backlog.
+    pub fn accept_backlog(&self) -> usize {
+        self.s.accept_backlog
+    }
+    /// Listener cap on concurrent sessions.
+    pub fn max_sessions(&self) -> Option<usize> {
+        self.s.max_sessions
+    }
+}
+
+/// Crypto header plus FEC header in front of the KCP bytes (§1.2).
+pub(crate) fn header_len(crypt: &Crypt, fec: bool) -> usize {
+    crypt.header_len() + if fec { FEC_HEADER_SIZE_PLUS2 } else { 0 }
+}
+
+/// §1.9: kcp mtu = min(mtu, 1500) − headerSize − AEAD tag.
+pub(crate) fn kcp_mtu(mtu: usize, crypt: &Crypt, fec: bool) -> usize {
+    mtu.min(MTU_LIMIT)
+        .saturating_sub(header_len(crypt, fec) + crypt.trailer_len())
+}
+
+/// FEC header with the size field (§1.5); duplicated here so the config does
+/// not depend on the FEC module's internals.
+const FEC_HEADER_SIZE_PLUS2: usize = 8;
+
+/// Builder for [`Config`]. Setters never fail; [`build`](Self::build) checks.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConfigBuilder {
+    s: Settings,
+}
+
 impl ConfigBuilder {
     /// Sets the crypto spec directly.
     pub fn crypt(mut self, spec: CryptSpec) -> Self {
-        self.crypt = spec;
+        self.s.crypt = spec;
         self
     }
     /// A cipher with a raw key (kcp-go `New*BlockCrypt(key)`).
@@ -468,24 +415,24 @@ impl ConfigBuilder {
     /// FEC shards; `(0, 0)` (or either zero) turns FEC off for sending. FEC
     /// datagrams from the peer are decoded either way (§4.3).
     pub fn fec(mut self, data_shards: usize, parity_shards: usize) -> Self {
-        self.data_shards = data_shards;
-        self.parity_shards = parity_shards;
+        self.s.data_shards = data_shards;
+        self.s.parity_shards = parity_shards;
         self
     }
     /// Largest UDP payload to send (at most 1500).
     pub fn mtu(mut self, mtu: usize) -> Self {
-        self.mtu = mtu;
+        self.s.mtu = mtu;
         self
     }
     /// Send and receive windows in segments.
     pub fn window(mut self, snd_wnd: u32, rcv_wnd: u32) -> Self {
-        self.snd_wnd = snd_wnd;
-        self.rcv_wnd = rcv_wnd;
+        self.s.snd_wnd = snd_wnd;
+        self.s.rcv_wnd = rcv_wnd;
         self
     }
     /// KCP `NoDelay` parameters.
     pub fn nodelay(mut self, nodelay: NoDelay) -> Self {
-        self.nodelay = nodelay;
+        self.s.nodelay = nodelay;
         self
     }
     /// A kcptun mode preset (§7.3).
@@ -494,78 +441,78 @@ impl ConfigBuilder {
     }
     /// Stream or message mode (§5.4).
     pub fn stream_mode(mut self, mode: StreamMode) -> Self {
-        self.stream_mode = mode;
+        self.s.stream_mode = mode;
         self
     }
     /// kcp-go `SetWriteDelay`: when true, writes wait for the next interval
     /// tick instead of flushing at once (§5.6).
     pub fn write_delay(mut self, delay: bool) -> Self {
-        self.write_delay = delay;
+        self.s.write_delay = delay;
         self
     }
     /// kcp-go `SetACKNoDelay`: acknowledge every input at once (§5.6).
     pub fn ack_nodelay(mut self, nodelay: bool) -> Self {
-        self.ack_nodelay = nodelay;
+        self.s.ack_nodelay = nodelay;
         self
     }
     /// DSCP (0..=63) for sockets the session or listener owns.
     pub fn dscp(mut self, dscp: u8) -> Self {
-        self.dscp = Some(dscp);
+        self.s.dscp = Some(dscp);
         self
     }
     /// Both socket buffer sizes (kcptun `--sockbuf`).
     pub fn socket_buffers(mut self, bytes: usize) -> Self {
-        self.recv_buffer = Some(bytes);
-        self.send_buffer = Some(bytes);
+        self.s.recv_buffer = Some(bytes);
+        self.s.send_buffer = Some(bytes);
         self
     }
     /// Socket receive buffer size.
     pub fn recv_buffer(mut self, bytes: usize) -> Self {
-        self.recv_buffer = Some(bytes);
+        self.s.recv_buffer = Some(bytes);
         self
     }
     /// Socket send buffer size.
     pub fn send_buffer(mut self, bytes: usize) -> Self {
-        self.send_buffer = Some(bytes);
+        self.s.send_buffer = Some(bytes);
         self
     }
     /// Send rate limit in bytes per second; 0 disables (§5.8).
     pub fn rate_limit(mut self, bytes_per_second: u32) -> Self {
-        self.rate_limit = bytes_per_second;
+        self.s.rate_limit = bytes_per_second;
         self
     }
     /// End the session with [`Error::IdleTimeout`] after this long without a
     /// valid datagram from the peer. kcp-go has no idle timeout (off by default).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
+        self.s.idle_timeout = timeout;
         self
     }
     /// End the session with [`Error::DeadLink`] when a segment sent this many
     /// times is still unacknowledged when its next retransmission is due.
     /// kcp-go never acts on dead links (off by default).
     pub fn dead_link(mut self, transmissions: Option<u32>) -> Self {
-        self.dead_link = transmissions;
+        self.s.dead_link = transmissions;
         self
     }
     /// Default read timeout of sessions (each read that waits this long fails
     /// with [`Error::Timeout`]).
     pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.read_timeout = timeout;
+        self.s.read_timeout = timeout;
         self
     }
     /// Default write timeout of sessions.
     pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.write_timeout = timeout;
+        self.s.write_timeout = timeout;
         self
     }
     /// Listener accept backlog (kcp-go: 128).
     pub fn accept_backlog(mut self, backlog: usize) -> Self {
-        self.accept_backlog = backlog;
+        self.s.accept_backlog = backlog;
         self
     }
     /// Listener cap on concurrent sessions (kcp-go: none).
     pub fn max_sessions(mut self, max: Option<usize>) -> Self {
-        self.max_sessions = max;
+        self.s.max_sessions = max;
         self
     }
 
@@ -579,52 +526,30 @@ impl ConfigBuilder {
     /// dead-link count; a key the cipher rejects ([`Error::InvalidKey`],
     /// [`Error::UnknownCipher`]).
     pub fn build(self) -> Result<Config> {
-        let crypt = self.crypt.build()?;
+        let crypt = self.s.crypt.build()?;
         self.check(&crypt)?;
-        Ok(Config {
-            crypt_spec: self.crypt,
-            crypt,
-            data_shards: self.data_shards,
-            parity_shards: self.parity_shards,
-            mtu: self.mtu,
-            snd_wnd: self.snd_wnd,
-            rcv_wnd: self.rcv_wnd,
-            nodelay: self.nodelay,
-            stream_mode: self.stream_mode,
-            write_delay: self.write_delay,
-            ack_nodelay: self.ack_nodelay,
-            dscp: self.dscp,
-            recv_buffer: self.recv_buffer,
-            send_buffer: self.send_buffer,
-            rate_limit: self.rate_limit,
-            idle_timeout: self.idle_timeout,
-            dead_link: self.dead_link,
-            read_timeout: self.read_timeout,
-            write_timeout: self.write_timeout,
-            accept_backlog: self.accept_backlog,
-            max_sessions: self.max_sessions,
-        })
+        Ok(Config { s: self.s, crypt })
     }
 
     fn check(&self, crypt: &Crypt) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidConfig(msg));
-        if self.mtu > MTU_LIMIT {
+        if self.s.mtu > MTU_LIMIT {
             return bad(format!(
                 "mtu {} exceeds {MTU_LIMIT}, the largest datagram kcp-go reads",
-                self.mtu
+                self.s.mtu
             ));
         }
-        let fec = self.data_shards > 0 && self.parity_shards > 0;
+        let fec = self.s.data_shards > 0 && self.s.parity_shards > 0;
         let overhead = header_len(crypt, fec) + crypt.trailer_len();
-        if self.mtu <= overhead + IKCP_OVERHEAD {
+        if self.s.mtu <= overhead + IKCP_OVERHEAD {
             return bad(format!(
                 "mtu {} is too small: {overhead} bytes of crypto/FEC headers plus the \
                  {IKCP_OVERHEAD}-byte KCP header leave no room for data (minimum {})",
-                self.mtu,
+                self.s.mtu,
                 overhead + IKCP_OVERHEAD + 1
             ));
         }
-        for (name, wnd) in [("send", self.snd_wnd), ("receive", self.rcv_wnd)] {
+        for (name, wnd) in [("send", self.s.snd_wnd), ("receive", self.s.rcv_wnd)] {
             if wnd == 0 {
                 return bad(format!("{name} window must be at least 1 segment"));
             }
@@ -634,42 +559,45 @@ impl ConfigBuilder {
                 ));
             }
         }
-        if self.data_shards + self.parity_shards > MAX_FEC_SHARDS {
+        if self.s.data_shards + self.s.parity_shards > MAX_FEC_SHARDS {
             return bad(format!(
                 "FEC {}+{} has more than {MAX_FEC_SHARDS} shards (Reed-Solomon over GF(2^8))",
-                self.data_shards, self.parity_shards
+                self.s.data_shards, self.s.parity_shards
             ));
         }
-        if !(IKCP_INTERVAL_MIN..=IKCP_INTERVAL_MAX).contains(&self.nodelay.interval) {
+        if !(IKCP_INTERVAL_MIN..=IKCP_INTERVAL_MAX).contains(&self.s.nodelay.interval) {
             return bad(format!(
                 "interval {} ms is outside {IKCP_INTERVAL_MIN}..={IKCP_INTERVAL_MAX}",
-                self.nodelay.interval
+                self.s.nodelay.interval
             ));
         }
-        if self.accept_backlog == 0 {
+        if self.s.accept_backlog == 0 {
             return bad("accept backlog must be at least 1".into());
         }
-        if self.max_sessions == Some(0) {
+        if self.s.max_sessions == Some(0) {
             return bad("max_sessions must be at least 1".into());
         }
-        if let Some(dscp) = self.dscp {
+        if let Some(dscp) = self.s.dscp {
             if dscp > 63 {
                 return bad(format!("DSCP {dscp} exceeds 63 (6 bits)"));
             }
         }
         for (name, t) in [
-            ("idle timeout", self.idle_timeout),
-            ("read timeout", self.read_timeout),
-            ("write timeout", self.write_timeout),
+            ("idle timeout", self.s.idle_timeout),
+            ("read timeout", self.s.read_timeout),
+            ("write timeout", self.s.write_timeout),
         ] {
             if t == Some(Duration::ZERO) {
                 return bad(format!("{name} must be positive (use None to disable)"));
             }
         }
-        if self.dead_link == Some(0) {
+        if self.s.dead_link == Some(0) {
             return bad("dead-link transmission count must be at least 1".into());
         }
-        for (name, b) in [("receive", self.recv_buffer), ("send", self.send_buffer)] {
+        for (name, b) in [
+            ("receive", self.s.recv_buffer),
+            ("send", self.s.send_buffer),
+        ] {
             if b == Some(0) {
                 return bad(format!("{name} socket buffer must be positive"));
             }
