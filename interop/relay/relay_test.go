@@ -55,6 +55,13 @@ func TestRelayForwardsBothWaysAndCounts(t *testing.T) {
 			t.Fatalf("datagram %d: got %x want %x", i, buf[:n], msg)
 		}
 	}
+	// The relay bumps Forwarded after its write returns, so the echo can reach
+	// the client before the counter moves: wait (bounded) for it to settle.
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if r.Stats(ServerToClient).Forwarded == 20 {
+			break
+		}
+	}
 	for _, d := range []Direction{ClientToServer, ServerToClient} {
 		if s := r.Stats(d); s.Received != 20 || s.Forwarded != 20 || s.Dropped != 0 || s.MaxSize != 4 {
 			t.Errorf("%v: %v, want 20 received and forwarded, max size 4", d, s)
