@@ -646,7 +646,7 @@ mod tests {
 
     #[test]
     fn kcp_mtu_table_of_section_1_9() {
-        // (crypt, fec, mtu) -> kcp mtu, from wire.md §1.9.
+        // (crypt, fec, mtu) -> kcp mtu, from docs/wire.md §1.9.
         let aes = CryptSpec::Kcptun {
             name: "aes".into(),
             passphrase: "k".into(),

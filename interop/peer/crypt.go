@@ -12,13 +12,13 @@ import (
 const DefaultKey = "it's a secrect"
 
 // CipherNames lists every --crypt name the peer accepts: kcptun's names
-// (wire.md §7.2) plus aes-192-gcm and aes-256-gcm as extensions.
+// (docs/wire.md §7.2) plus aes-192-gcm and aes-256-gcm as extensions.
 var CipherNames = []string{
 	"null", "none", "aes", "aes-128", "aes-192", "aes-128-gcm", "aes-192-gcm", "aes-256-gcm",
 	"salsa20", "blowfish", "twofish", "cast5", "3des", "tea", "xtea", "sm4", "xor",
 }
 
-// KcptunKey derives kcptun's 32-byte key from a passphrase (wire.md §7.2).
+// KcptunKey derives kcptun's 32-byte key from a passphrase (docs/wire.md §7.2).
 func KcptunKey(passphrase string) ([]byte, error) {
 	return pbkdf2.Key(sha1.New, passphrase, []byte("kcp-go"), 4096, 32)
 }

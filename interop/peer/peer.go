@@ -72,7 +72,7 @@ type Config struct {
 	Count        int
 }
 
-// modes are kcptun's presets (wire.md §7.3): nodelay, interval, resend, nc.
+// modes are kcptun's presets (docs/wire.md §7.3): nodelay, interval, resend, nc.
 var modes = map[string][4]int{
 	"normal": {0, 40, 2, 1},
 	"fast":   {0, 30, 2, 1},
@@ -234,7 +234,7 @@ func (p *runner) setupFailed(format string, args ...any) result {
 	return result{reason: msg, setup: true}
 }
 
-// configure applies the per-session settings as kcptun does (wire.md §7.4).
+// configure applies the per-session settings as kcptun does (docs/wire.md §7.4).
 func (p *runner) configure(s *kcp.UDPSession) error {
 	m := modes[p.cfg.Mode]
 	s.SetStreamMode(p.cfg.Stream)

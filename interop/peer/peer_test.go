@@ -7,7 +7,7 @@ import (
 )
 
 func TestKcptunKeyMatchesSpec(t *testing.T) {
-	// wire.md §7.2: kcptun's default key derived with Python hashlib.
+	// docs/wire.md §7.2: kcptun's default key derived with Python hashlib.
 	got, err := KcptunKey(DefaultKey)
 	if err != nil {
 		t.Fatal(err)

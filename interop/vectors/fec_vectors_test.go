@@ -1,6 +1,6 @@
 package vectors
 
-// FEC vectors (wire.md §11 items 6-9) for tests/fec_vectors.rs.
+// FEC vectors (docs/wire.md §11 items 6-9) for tests/fec_vectors.rs.
 //
 //	go test ./vectors/                    regenerate in memory, fail on any difference
 //	UPDATE_VECTORS=1 go test ./vectors/   rewrite tests/vectors/fec_*.json

@@ -48,7 +48,7 @@ unsafe fn sub_word(w: u32) -> u32 {
 }
 
 impl AesNi {
-    /// Expands a 16/24/32-byte key (FIPS-197 §5.2); `None` for any other
+    /// Expands a 16/24/32-byte key (FIPS-197 section 5.2); `None` for any other
     /// length or when the CPU lacks AES-NI.
     pub(crate) fn new(key: &[u8]) -> Option<AesNi> {
         let nk = match key.len() {

@@ -14,7 +14,7 @@ use cipher::{
     ParBlocksSizeUser,
 };
 
-/// The 4-bit permutations t0..t3 defining q0 and q1 (Twofish paper §4.3.5).
+/// The 4-bit permutations t0..t3 defining q0 and q1 (Twofish paper, section 4.3.5).
 const Q_NIBBLES: [[[u8; 16]; 4]; 2] = [
     [
         [8, 1, 7, 13, 6, 15, 3, 2, 0, 11, 5, 9, 14, 12, 10, 4],
