@@ -4,8 +4,8 @@ use super::autotune::AutoTune;
 use super::encoder::SHARD_STRIDE;
 use super::rs::ReedSolomon;
 use super::{
-    get_u16, get_u32, paws, FecStats, FEC_HEADER_SIZE, FEC_HEADER_SIZE_PLUS2, MAX_SHARD_SETS,
-    MAX_TOTAL_SHARDS, MTU_LIMIT, TYPE_DATA, TYPE_PARITY,
+    checked_layout, get_u16, get_u32, paws, FecStats, FEC_HEADER_SIZE, FEC_HEADER_SIZE_PLUS2,
+    MAX_SHARD_SETS, MAX_TOTAL_SHARDS, MTU_LIMIT, TYPE_DATA, TYPE_PARITY,
 };
 use crate::error::{Error, Result};
 use crate::kcp::PacketKind;
@@ -96,13 +96,7 @@ impl FecDecoder {
     /// the peer actually sends, so `new(1, 1)` is the right choice for a side
     /// that has no FEC configured but receives FEC packets (kcp-go does that).
     pub fn new(data_shards: usize, parity_shards: usize) -> Result<FecDecoder> {
-        if data_shards == 0 || parity_shards == 0 || data_shards + parity_shards > MAX_TOTAL_SHARDS
-        {
-            return Err(Error::InvalidConfig(format!(
-                "FEC decoder needs 1..=256 shards in total with at least one of each (got {data_shards}+{parity_shards})"
-            )));
-        }
-        let shard_size = (data_shards + parity_shards) as u32;
+        let shard_size = checked_layout("FEC decoder", data_shards, parity_shards)? as u32;
         let mut dec = FecDecoder {
             data_shards,
             parity_shards,

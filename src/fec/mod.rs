@@ -165,6 +165,25 @@ pub fn parse_oob(pkt: &[u8]) -> Result<OobPacket<'_>> {
     })
 }
 
+/// Validates a `(data, parity)` layout and returns the group size: both at
+/// least 1 and a total of at most [`MAX_TOTAL_SHARDS`], summed with checked
+/// arithmetic so that no pair (however absurd) can overflow or reach an
+/// allocation. `what` names the caller in the error.
+pub(crate) fn checked_layout(what: &str, data: usize, parity: usize) -> Result<usize> {
+    if data == 0 || parity == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "{what} needs at least one data and one parity shard (got {data}+{parity})"
+        )));
+    }
+    match data.checked_add(parity) {
+        Some(total) if total <= MAX_TOTAL_SHARDS => Ok(total),
+        _ => Err(Error::InvalidConfig(format!(
+            "{what}: {data}+{parity} shards, at most {MAX_TOTAL_SHARDS} in total are supported \
+             (kcp-go would switch to an incompatible GF(2^16) code)"
+        ))),
+    }
+}
+
 /// kcp-go's `paws` (§4.2): the largest multiple of the group size that fits
 /// in a u32; seqids run from 0 to `paws - 1`, so no group straddles the wrap.
 pub fn paws(shard_size: u32) -> u32 {
