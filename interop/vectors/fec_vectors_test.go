@@ -12,6 +12,8 @@ package vectors
 // overwritten: fec_X.json is shared by every build listed in its
 // "built_with"; a build whose output differs gets fec_X.<version>.json
 // (e.g. fec_decoder.v5.7.6.json), which then takes precedence for it.
+// After changing the generator, delete tests/vectors/fec_*.json and run the
+// update once per modfile: go.mod, go.v5664.mod, then go.v576.mod.
 //
 // RS vectors come straight from klauspost/reedsolomon (the version kcp-go
 // pins). Encoder, decoder and auto-tune are unexported in kcp-go, so

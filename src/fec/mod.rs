@@ -79,6 +79,11 @@ pub struct FecStats {
     pub fec_shard_min: u64,
     /// `FECFullShardSet`: sets that filled up with data shards only.
     pub fec_full_shard_set: u64,
+    /// Not a kcp-go counter: data shards that could have been rebuilt but
+    /// were not delivered because the layout they would have been rebuilt
+    /// with was not confirmed (§4.5; kcp-go delivers them, possibly as
+    /// garbage).
+    pub fec_withheld: u64,
     /// Not a kcp-go counter: packets rejected with `Error::Truncated` or
     /// `Error::Malformed` (the codec counts these as `InErrs`, §3).
     pub malformed: u64,
