@@ -11,6 +11,7 @@ use std::collections::HashSet;
 
 use kcp_session::fec::{FecDecoder, FecEncoder};
 use kcp_session::kcp::PacketKind;
+use proptest::prelude::*;
 
 /// xorshift64*: a small seeded generator for the channel and payloads.
 struct Rng(u64);
@@ -303,4 +304,28 @@ fn fresh_decoder_recovers_from_upper_half_seqids() {
 
 fn fec_paws(s: u32) -> u32 {
     kcp_session::fec::paws(s)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Any encoder layout, any decoder layout, any start seqid (the upper
+    /// half and just below the wrap included), any channel seed: nothing
+    /// foreign reaches KCP.
+    #[test]
+    fn nothing_foreign_for_any_layouts_and_start(
+        xd in 1usize..=12, xp in 1usize..=6,
+        yd in 1usize..=12, yp in 1usize..=6,
+        start in prop_oneof![
+            Just(0u32),
+            any::<u32>(),
+            (0u32..200).prop_map(|k| fec_paws(13).wrapping_sub(k)),
+        ],
+        seed in any::<u64>(),
+    ) {
+        // The encoder keeps its seqids below its own paws.
+        let start = start % fec_paws((xd + xp) as u32);
+        let (o, dec) = channel_run(seed, (xd, xp), (yd, yp), start);
+        prop_assert!(o.foreign.is_empty(), "{:?}", dec.stats());
+    }
 }

@@ -92,12 +92,14 @@ pub struct FecMemory {
     pub buffer_bytes: usize,
 }
 
-/// kcp-go's `fecDecoder` with its session-side handling of data packets and
-/// recovered shards (§4.3).
+/// kcp-go's `fecDecoder` (v5.7.6) with its session-side handling of data
+/// packets and recovered shards (§4.3), plus the layout confirmation that
+/// keeps wrongly rebuilt shards out of KCP (module docs of `fec::decoder`).
 ///
 /// Memory is bounded whatever the peer sends: packets over 1500 bytes are
-/// rejected, at most 4 shard sets live at once, each holds fewer than
-/// `data_shards` shards, and shard storage is a reused arena.
+/// rejected, at most 4 shard sets live at once, each holds at most
+/// `data_shards` shards (exactly that many only while waiting for the layout
+/// to be confirmed), and shard storage is a reused arena.
 #[derive(Clone)]
 pub struct FecDecoder {
     data_shards: usize,
@@ -237,6 +239,9 @@ impl FecDecoder {
     /// field) go to `out(.., PacketKind::Regular)` at once; then every data
     /// shard this packet allowed to rebuild goes to `out(.., Recovered)` in
     /// group order (its bytes `2..size`, only when `2 <= size <= length`).
+    /// Rebuilding needs a confirmed layout (module docs): a set that fills
+    /// before that waits, and is rebuilt by the packet that confirms it, sets
+    /// oldest first.
     ///
     /// `Error::Truncated` below 8 bytes; `Error::Malformed` for another type
     /// or a packet over 1500 bytes. Both are counted in `malformed`; nothing

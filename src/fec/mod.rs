@@ -1,6 +1,17 @@
 //! Forward error correction: kcp-go's Reed-Solomon shards (types 0xF1 data,
 //! 0xF2 parity) and out-of-band packets (0xF3), byte-identical to kcp-go
-//! v5.6.72 (§1.5, §4).
+//! (§1.5, §4).
+//!
+//! Versions: the FEC header, the encoder and OOB framing are the same in
+//! kcp-go v5.6.x and v5.7.x, and so is our output. The decoder's auto-tune
+//! changed in v5.7 (§12: a new period finder, a 256-shard bound instead of
+//! 255, `newestShardId` reset on a retune); we follow v5.7.6, which
+//! recovers more and which no peer can tell apart on the wire (a decoder
+//! sends nothing). Where we differ from every kcp-go version, on purpose,
+//! is in what reaches KCP: a rebuilt shard only when its layout is
+//! confirmed, and a fresh decoder does not discard upper-half seqids (see
+//! [`FecDecoder`]'s module notes in `decoder.rs`, and [`FecStats::fec_withheld`]).
+//! Go-generated vectors for each version live in `tests/vectors/fec_*.json`.
 //!
 //! All functions here work on the FEC part of a datagram, i.e. the bytes after
 //! the crypto header (§1.7):
@@ -14,7 +25,8 @@
 //! * [`FecEncoder`] wraps every KCP datagram as a data shard and emits parity
 //!   packets after every `data_shards` datagrams.
 //! * [`FecDecoder`] hands data shards on at once, rebuilds lost ones from
-//!   parity, and follows the peer's shard counts by itself (auto-tune).
+//!   parity once the layout is confirmed, and follows the peer's shard
+//!   counts by itself (auto-tune).
 //! * [`encode_oob`] / [`parse_oob`] frame OOB packets.
 //! * [`ReedSolomon`] is the code itself, with a SIMD GF(2^8) kernel chosen at
 //!   run time ([`KernelPath`]).
