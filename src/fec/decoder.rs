@@ -27,7 +27,8 @@
 //!   before it no longer counts.
 //!   A set that fills while the layout is unconfirmed waits (at most while
 //!   it stays among the 4 live sets, holding `data` shards, so memory stays
-//!   bounded) and is rebuilt when confirmation arrives; one that is
+//!   bounded) and is rebuilt when confirmation is found (looked for at
+//!   each group's pulse edges and when a set starts waiting); one that is
 //!   discarded, retuned away or overtaken by a mismatch first is dropped,
 //!   and its missing data shards are counted in
 //!   [`FecStats::fec_withheld`]. A decoder meeting an honest peer with the
@@ -42,7 +43,7 @@
 //!   is unaffected: seqids still run up to `paws - 1` and wrap to 0, which
 //!   the wrap-aware comparisons treat as moving forward.
 
-use super::autotune::AutoTune;
+use super::autotune::{AutoTune, AUTO_TUNE_SAMPLES};
 use super::encoder::SHARD_STRIDE;
 use super::rs::ReedSolomon;
 use super::{
@@ -342,16 +343,25 @@ impl FecDecoder {
             self.stats.fec_shard_min = shard_id as u64;
         }
 
+        let mut now_pending = false;
         if self.sets[slot].held.len() >= self.data_shards {
             self.filled(slot, out);
+            now_pending = self.sets[slot].pending;
         }
         self.discard_old();
 
-        // Looked for after every stored packet until found (a sort of at
-        // most 258 samples, as kcp-go does twice per packet while tuning):
-        // with 256-shard groups the evidence fills the whole ring, so it can
-        // be seen at one packet only.
+        // Looked for until found, at the packets that end a pulse (group
+        // position 0 or `data`) and when a set starts waiting: a window
+        // completed by a late packet is then seen at the next edge while
+        // still in the 258-sample ring, and the sort (at most 258 samples)
+        // runs about three times per group, not per packet. With groups over
+        // 127 shards the two pulses fill half the ring or more and may be
+        // visible for a few packets only, so those look after every stored
+        // packet (kcp-go sorts twice per packet while tuning).
+        let edge = pos == 0 || pos == self.data_shards as u32;
+        let big = 2 * self.shard_size as usize + 4 > AUTO_TUNE_SAMPLES;
         if !self.confirmed
+            && (edge || big || now_pending)
             && self
                 .autotune
                 .confirms(self.data_shards, self.parity_shards, self.paws, self.since)
