@@ -559,7 +559,12 @@ impl ConfigBuilder {
                 ));
             }
         }
-        if self.s.data_shards + self.s.parity_shards > MAX_FEC_SHARDS {
+        if self
+            .s
+            .data_shards
+            .checked_add(self.s.parity_shards)
+            .is_none_or(|total| total > MAX_FEC_SHARDS)
+        {
             return bad(format!(
                 "FEC {}+{} has more than {MAX_FEC_SHARDS} shards (Reed-Solomon over GF(2^8))",
                 self.s.data_shards, self.s.parity_shards

@@ -2,8 +2,18 @@ package vectors
 
 // FEC vectors (docs/wire.md §11 items 6-9) for tests/fec_vectors.rs.
 //
-//	go test ./vectors/                    regenerate in memory, fail on any difference
-//	UPDATE_VECTORS=1 go test ./vectors/   rewrite tests/vectors/fec_*.json
+//	go test -modfile=M ./vectors/                    regenerate in memory, fail on any difference
+//	UPDATE_VECTORS=1 go test -modfile=M ./vectors/   rewrite tests/vectors/fec_*.json
+//
+// M is go.mod (kcp-go v5.6.72), go.v5664.mod (v5.6.64) or go.v576.mod
+// (v5.7.6). The kcp-go version under test is the one this test binary was
+// built with (runtime/debug.ReadBuildInfo), so the modfile decides it.
+// Vectors that differ between versions are kept per version, never
+// overwritten: fec_X.json is shared by every build listed in its
+// "built_with"; a build whose output differs gets fec_X.<version>.json
+// (e.g. fec_decoder.v5.7.6.json), which then takes precedence for it.
+// After changing the generator, delete tests/vectors/fec_*.json and run the
+// update once per modfile: go.mod, go.v5664.mod, then go.v576.mod.
 //
 // RS vectors come straight from klauspost/reedsolomon (the version kcp-go
 // pins). Encoder, decoder and auto-tune are unexported in kcp-go, so
@@ -16,15 +26,19 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/klauspost/reedsolomon"
-	// Pins kcp-go in go.mod so `go list -m` finds the exact version.
-	_ "github.com/xtaci/kcp-go/v5"
+	// The version under test is the one linked in (see fecBuild).
+	kcp "github.com/xtaci/kcp-go/v5"
 )
 
 //go:embed fec_inpkg_gen.go.tmpl
@@ -79,7 +93,31 @@ type fecRSCase struct {
 	Reconstruct  []fecRSReconstruct `json:"reconstruct"`
 }
 
-func fecRSVectors(t *testing.T) any {
+// fecBuild returns the versions of kcp-go and reedsolomon this test binary
+// was built with (the modfile chose them). Test binaries carry no module
+// list in runtime/debug.ReadBuildInfo, so the versions are read from the
+// source paths the linker recorded for one function of each module
+// (".../github.com/xtaci/kcp-go/v5@v5.7.6/sess.go").
+func fecBuild(t *testing.T) (kcpVersion, rsVersion string) {
+	version := func(module string, fn any) string {
+		pc := reflect.ValueOf(fn).Pointer()
+		file, _ := runtime.FuncForPC(pc).FileLine(pc)
+		file = filepath.ToSlash(file)
+		i := strings.Index(file, module+"@")
+		if i < 0 {
+			t.Fatalf("cannot tell the version of %s from %q", module, file)
+		}
+		v := file[i+len(module)+1:]
+		if j := strings.IndexByte(v, '/'); j >= 0 {
+			v = v[:j]
+		}
+		return v
+	}
+	return version(fecKcpGoModule, kcp.DialWithOptions),
+		version("github.com/klauspost/reedsolomon", reedsolomon.New)
+}
+
+func fecRSVectors(t *testing.T) []fecRSCase {
 	configs := []struct{ d, p, n int }{
 		{1, 1, 5}, {2, 1, 33}, {3, 2, 100}, {10, 3, 300}, {20, 10, 64}, {128, 128, 16},
 	}
@@ -148,10 +186,7 @@ func fecRSVectors(t *testing.T) any {
 		}
 		cases = append(cases, rc)
 	}
-	return struct {
-		Source string      `json:"source"`
-		Cases  []fecRSCase `json:"cases"`
-	}{"github.com/klauspost/reedsolomon v1.12.0, reedsolomon.New(d, p), Encode and ReconstructData", cases}
+	return cases
 }
 
 // fecRunInPackage copies kcp-go's package sources into a temp dir, adds our
@@ -199,13 +234,16 @@ func TestFecGoSpeed(t *testing.T) {
 
 // fecInPackageCopy makes the temporary copy of kcp-go plus our test file.
 func fecInPackageCopy(t *testing.T) string {
-	list := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", fecKcpGoModule)
-	list.Env = append(os.Environ(), "GOWORK=off")
-	dirOut, err := list.Output()
+	version, _ := fecBuild(t)
+	cache, err := exec.Command("go", "env", "GOMODCACHE").Output()
 	if err != nil {
-		t.Fatalf("go list -m %s: %v", fecKcpGoModule, err)
+		t.Fatalf("go env GOMODCACHE: %v", err)
 	}
-	src := strings.TrimSpace(string(dirOut))
+	// The module path has no upper-case letters, so no cache escaping.
+	src := filepath.Join(strings.TrimSpace(string(cache)), fecKcpGoModule+"@"+version)
+	if _, err := os.Stat(src); err != nil {
+		t.Fatalf("kcp-go %s is not in the module cache (go mod download): %v", version, err)
+	}
 	tmp := t.TempDir()
 	entries, err := os.ReadDir(src)
 	if err != nil {
@@ -234,49 +272,125 @@ func fecInPackageCopy(t *testing.T) string {
 	return tmp
 }
 
+// fecFile is the layout of every tests/vectors/fec_*.json file.
+type fecFile struct {
+	Source string `json:"source"`
+	// Builds ("kcp-go vX, reedsolomon vY") whose generator output is exactly
+	// these cases.
+	BuiltWith []string        `json:"built_with"`
+	Cases     json.RawMessage `json:"cases"`
+}
+
+func fecMarshal(t *testing.T, f fecFile) []byte {
+	b, err := json.MarshalIndent(f, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+func fecReadFile(path string) (*fecFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f fecFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return &f, nil
+}
+
 func TestFecVectors(t *testing.T) {
-	files := map[string]any{"fec_rs.json": fecRSVectors(t)}
+	kcpVersion, rsVersion := fecBuild(t)
+	build := "kcp-go " + kcpVersion + ", reedsolomon " + rsVersion
+	t.Logf("build: %s", build)
+	rs, err := json.Marshal(fecRSVectors(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]fecFile{"fec_rs": {
+		Source: "github.com/klauspost/reedsolomon (the version kcp-go pins), reedsolomon.New(d, p), Encode and ReconstructData",
+		Cases:  rs,
+	}}
 	parts := fecRunInPackage(t)
 	for _, p := range []struct{ file, key, what string }{
-		{"fec_encoder.json", "encoder", "fecEncoder.encode (newFECEncoder(d, p, 0)); output[i] = data packet then parity packets; now_ms: logical clock (pauses are real 600 ms sleeps)"},
-		{"fec_decoder.json", "decoder", "fecDecoder.decode (newFECDecoder(d, p)) plus the session's r[2:size] filter; stats = DefaultSnmp after the case"},
-		{"fec_autotune.json", "autotune", "autoTune.Sample then [FindPeriod(true), FindPeriod(false)] after every sample"},
-		{"fec_oob.json", "oob", "fecEncoder.encodeOOB on [8 bytes room | conv | payload], interleaved with data packets"},
+		{"fec_encoder", "encoder", "fecEncoder.encode (newFECEncoder(d, p, 0)); output[i] = data packet then parity packets; now_ms: logical clock (pauses are real 600 ms sleeps)"},
+		{"fec_decoder", "decoder", "fecDecoder.decode (newFECDecoder(d, p)) plus the session's r[2:size] filter; stats = DefaultSnmp after the case"},
+		{"fec_autotune", "autotune", "autoTune.Sample then [FindPeriod(true), FindPeriod(false)] after every sample"},
+		{"fec_oob", "oob", "fecEncoder.encodeOOB on [8 bytes room | conv | payload], interleaved with data packets"},
 	} {
 		raw, ok := parts[p.key]
 		if !ok {
 			t.Fatalf("generator output lacks %q", p.key)
 		}
-		files[p.file] = struct {
-			Source string          `json:"source"`
-			Cases  json.RawMessage `json:"cases"`
-		}{"github.com/xtaci/kcp-go/v5 v5.6.72 " + p.what, raw}
+		files[p.file] = fecFile{Source: "github.com/xtaci/kcp-go/v5 " + p.what, Cases: raw}
 	}
 
 	update := os.Getenv("UPDATE_VECTORS") == "1"
-	for name, v := range files {
-		want, err := json.MarshalIndent(v, "", " ")
+	for name, ours := range files {
+		shared := filepath.Join(fecVectorDir, name+".json")
+		own := filepath.Join(fecVectorDir, name+"."+kcpVersion+".json")
+		if update {
+			fecUpdate(t, shared, own, build, ours)
+			continue
+		}
+		path := own
+		committed, err := fecReadFile(own)
+		if os.IsNotExist(err) {
+			path = shared
+			committed, err = fecReadFile(shared)
+		}
 		if err != nil {
+			t.Errorf("%v (run with UPDATE_VECTORS=1 to create it)", err)
+			continue
+		}
+		if !slices.Contains(committed.BuiltWith, build) {
+			t.Errorf("%s was not generated with %s (built_with %q); run with UPDATE_VECTORS=1 after checking why", path, build, committed.BuiltWith)
+			continue
+		}
+		want := fecMarshal(t, fecFile{ours.Source, committed.BuiltWith, ours.Cases})
+		got, _ := os.ReadFile(path)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s differs from what %s produces now (run with UPDATE_VECTORS=1 after checking why)", path, build)
+		}
+	}
+}
+
+// fecUpdate records this build's output: in the shared file when that is
+// absent or holds exactly the same cases (adding the build to built_with),
+// else in the version's own file (and the build leaves the shared list).
+func fecUpdate(t *testing.T, shared, own, build string, ours fecFile) {
+	write := func(path string, f fecFile) {
+		slices.Sort(f.BuiltWith)
+		f.BuiltWith = slices.Compact(f.BuiltWith)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, '\n')
-		path := filepath.Join(fecVectorDir, name)
-		if update {
-			if err := os.MkdirAll(fecVectorDir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, want, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
+		if err := os.WriteFile(path, fecMarshal(t, f), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Errorf("%s: %v (run with UPDATE_VECTORS=1 to create it)", path, err)
-			continue
+	}
+	same := func(a, b json.RawMessage) bool {
+		var x, y bytes.Buffer
+		return json.Compact(&x, a) == nil && json.Compact(&y, b) == nil && bytes.Equal(x.Bytes(), y.Bytes())
+	}
+	cur, err := fecReadFile(shared)
+	switch {
+	case os.IsNotExist(err):
+		write(shared, fecFile{ours.Source, []string{build}, ours.Cases})
+	case err != nil:
+		t.Fatal(err)
+	case same(cur.Cases, ours.Cases) && cur.Source == ours.Source:
+		write(shared, fecFile{ours.Source, append(cur.BuiltWith, build), ours.Cases})
+		if err := os.Remove(own); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
 		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s differs from what kcp-go produces now (run with UPDATE_VECTORS=1 after checking why)", path)
+	default:
+		write(own, fecFile{ours.Source, []string{build}, ours.Cases})
+		rest := slices.DeleteFunc(slices.Clone(cur.BuiltWith), func(b string) bool { return b == build })
+		if len(rest) != len(cur.BuiltWith) {
+			write(shared, fecFile{cur.Source, rest, cur.Cases})
 		}
 	}
 }

@@ -1,11 +1,54 @@
 //! The receiving side: shard sets, recovery and auto-tune (§4.3, §4.5).
+//!
+//! Behaviour follows kcp-go v5.7.6 where v5.6 and v5.7 differ (§12): the
+//! v5.7 period finder (see [`super::autotune`]), auto-tune accepting
+//! `data + parity <= 256` (v5.6: `< 256`, so a 128+128 peer was never
+//! followed), and `newestShardId` recomputed from the current seqid on a
+//! retune (v5.6 kept it in the old layout's units, so after tuning to a
+//! bigger group every new set looked too old and was discarded until the
+//! seqids caught up). v5.7 is the behaviour that recovers more, and a v5.6
+//! peer cannot observe the difference: the decoder sends nothing.
+//!
+//! Two deliberate differences from every kcp-go version:
+//!
+//! * **Recovered shards need a confirmed layout.** Reed-Solomon with the
+//!   wrong `(data, parity)` rebuilds garbage that can look like a valid KCP
+//!   segment (right conv, XOR-ed sn/frg), and a set can fill with packets
+//!   that all fit the local layout while the peer uses another one (peer
+//!   3+2, local 4+4, parity 3 delayed: 0..2 and 4 fit 4+4). So a rebuilt
+//!   shard reaches KCP only when the layout is *confirmed*: since the last
+//!   retune or layout mismatch, the auto-tuner has seen a complete data
+//!   pulse of width `data` starting on a group boundary and a complete
+//!   parity pulse of width `parity` ending on one (seqids contiguous, each
+//!   with the type its position predicts; `AutoTune::confirms`). Every run
+//!   of an encoder that keeps one layout has that layout's widths and
+//!   alignment, so confirmation is sound for it; a packet whose type
+//!   contradicts the layout withdraws the confirmation, and evidence from
+//!   before it no longer counts.
+//!   A set that fills while the layout is unconfirmed waits (at most while
+//!   it stays among the 4 live sets, holding `data` shards, so memory stays
+//!   bounded) and is rebuilt when confirmation is found (looked for at
+//!   each group's pulse edges and when a set starts waiting); one that is
+//!   discarded, retuned away or overtaken by a mismatch first is dropped,
+//!   and its missing data shards are counted in
+//!   [`FecStats::fec_withheld`]. A decoder meeting an honest peer with the
+//!   same layout confirms once it has seen `data + 2` and `parity + 2`
+//!   consecutive packets around group boundaries, typically in the second
+//!   group. Not covered: a peer that restarts with another layout
+//!   and seqids overlapping a set still waiting, whose packets all fit.
+//! * **A fresh decoder takes its first set's id as the newest.** kcp-go
+//!   starts `newestShardId` at 0, so sets whose seqids lie in the upper half
+//!   of the u32 space (a long-running encoder, a peer restart) look more
+//!   than 2^31 behind and are discarded until the seqids wrap. The encoder
+//!   is unaffected: seqids still run up to `paws - 1` and wrap to 0, which
+//!   the wrap-aware comparisons treat as moving forward.
 
-use super::autotune::AutoTune;
+use super::autotune::{AutoTune, AUTO_TUNE_SAMPLES};
 use super::encoder::SHARD_STRIDE;
 use super::rs::ReedSolomon;
 use super::{
-    get_u16, get_u32, paws, FecStats, FEC_HEADER_SIZE, FEC_HEADER_SIZE_PLUS2, MAX_SHARD_SETS,
-    MAX_TOTAL_SHARDS, MTU_LIMIT, TYPE_DATA, TYPE_PARITY,
+    checked_layout, get_u16, get_u32, paws, FecStats, FEC_HEADER_SIZE, FEC_HEADER_SIZE_PLUS2,
+    MAX_SHARD_SETS, MAX_TOTAL_SHARDS, MTU_LIMIT, TYPE_DATA, TYPE_PARITY,
 };
 use crate::error::{Error, Result};
 use crate::kcp::PacketKind;
@@ -29,7 +72,11 @@ struct Held {
 #[derive(Debug, Clone, Default)]
 struct ShardSet {
     active: bool,
+    /// Full but not rebuilt yet: waiting for the layout to be confirmed.
+    pending: bool,
     id: u32,
+    /// Auto-tune arrival number of the set's first shard.
+    born: u64,
     /// Positions held (kcp-go's `marks`; cleared when the set is consumed).
     marks: [u64; 4],
     held: Vec<Held>,
@@ -46,12 +93,14 @@ pub struct FecMemory {
     pub buffer_bytes: usize,
 }
 
-/// kcp-go's `fecDecoder` with its session-side handling of data packets and
-/// recovered shards (§4.3).
+/// kcp-go's `fecDecoder` (v5.7.6) with its session-side handling of data
+/// packets and recovered shards (§4.3), plus the layout confirmation that
+/// keeps wrongly rebuilt shards out of KCP (module docs of `fec::decoder`).
 ///
 /// Memory is bounded whatever the peer sends: packets over 1500 bytes are
-/// rejected, at most 4 shard sets live at once, each holds fewer than
-/// `data_shards` shards, and shard storage is a reused arena.
+/// rejected, at most 4 shard sets live at once, each holds at most
+/// `data_shards` shards (exactly that many only while waiting for the layout
+/// to be confirmed), and shard storage is a reused arena.
 #[derive(Clone)]
 pub struct FecDecoder {
     data_shards: usize,
@@ -63,8 +112,15 @@ pub struct FecDecoder {
     rs: Option<ReedSolomon>,
     sets: [ShardSet; SET_SLOTS],
     newest: u32,
+    /// False until the first shard is stored (then `newest` is its set).
+    newest_known: bool,
     autotune: Box<AutoTune>,
     should_tune: bool,
+    /// The layout has been seen whole since `since` (module docs).
+    confirmed: bool,
+    /// Auto-tune arrival number from which evidence counts: the sample after
+    /// the last layout mismatch.
+    since: u64,
     /// Shard storage: chunks of SHARD_STRIDE bytes.
     arena: Vec<u8>,
     free: Vec<u32>,
@@ -84,6 +140,7 @@ impl std::fmt::Debug for FecDecoder {
             .field("parity_shards", &self.parity_shards)
             .field("newest_shard_id", &self.newest)
             .field("should_tune", &self.should_tune)
+            .field("confirmed", &self.confirmed)
             .field("memory", &self.memory())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
@@ -96,13 +153,7 @@ impl FecDecoder {
     /// the peer actually sends, so `new(1, 1)` is the right choice for a side
     /// that has no FEC configured but receives FEC packets (kcp-go does that).
     pub fn new(data_shards: usize, parity_shards: usize) -> Result<FecDecoder> {
-        if data_shards == 0 || parity_shards == 0 || data_shards + parity_shards > MAX_TOTAL_SHARDS
-        {
-            return Err(Error::InvalidConfig(format!(
-                "FEC decoder needs 1..=256 shards in total with at least one of each (got {data_shards}+{parity_shards})"
-            )));
-        }
-        let shard_size = (data_shards + parity_shards) as u32;
+        let shard_size = checked_layout("FEC decoder", data_shards, parity_shards)? as u32;
         let mut dec = FecDecoder {
             data_shards,
             parity_shards,
@@ -111,8 +162,11 @@ impl FecDecoder {
             rs: None,
             sets: Default::default(),
             newest: 0,
+            newest_known: false,
             autotune: Box::new(AutoTune::new()),
             should_tune: false,
+            confirmed: false,
+            since: 0,
             arena: Vec::new(),
             free: Vec::new(),
             recovered: Vec::new(),
@@ -186,6 +240,9 @@ impl FecDecoder {
     /// field) go to `out(.., PacketKind::Regular)` at once; then every data
     /// shard this packet allowed to rebuild goes to `out(.., Recovered)` in
     /// group order (its bytes `2..size`, only when `2 <= size <= length`).
+    /// Rebuilding needs a confirmed layout (module docs): a set that fills
+    /// before that waits, and is rebuilt by the packet that confirms it, sets
+    /// oldest first.
     ///
     /// `Error::Truncated` below 8 bytes; `Error::Malformed` for another type
     /// or a packet over 1500 bytes. Both are counted in `malformed`; nothing
@@ -224,9 +281,10 @@ impl FecDecoder {
         let pos = seqid % self.shard_size;
         if (pos < self.data_shards as u32) != is_data {
             self.should_tune = true;
+            self.mismatch();
         }
         if self.should_tune {
-            self.tune();
+            self.tune(seqid);
             return Ok(());
         }
 
@@ -241,7 +299,9 @@ impl FecDecoder {
                 };
                 let set = &mut self.sets[slot];
                 set.active = true;
+                set.pending = false;
                 set.id = shard_id;
+                set.born = self.autotune.arrivals() - 1;
                 set.marks = [0; 4];
                 set.held.clear();
                 self.stats.fec_shard_set += 1;
@@ -249,7 +309,9 @@ impl FecDecoder {
             }
         };
         let bit = 1u64 << (pos % 64);
-        if self.sets[slot].marks[pos as usize / 64] & bit != 0 {
+        // A waiting set already holds all it needs; more shards for it are
+        // dropped like duplicates.
+        if self.sets[slot].pending || self.sets[slot].marks[pos as usize / 64] & bit != 0 {
             return Ok(());
         }
         if !is_data {
@@ -269,46 +331,142 @@ impl FecDecoder {
             chunk,
         });
 
-        if set.held.len() >= self.data_shards {
-            self.consume(slot, out);
-        }
-
         let s = self.shard_size;
-        if (shard_id
-            .wrapping_mul(s)
-            .wrapping_sub(self.newest.wrapping_mul(s)) as i32)
-            > 0
+        if !self.newest_known
+            || (shard_id
+                .wrapping_mul(s)
+                .wrapping_sub(self.newest.wrapping_mul(s)) as i32)
+                > 0
         {
             self.newest = shard_id;
+            self.newest_known = true;
             self.stats.fec_shard_min = shard_id as u64;
         }
+
+        let mut now_pending = false;
+        if self.sets[slot].held.len() >= self.data_shards {
+            self.filled(slot, out);
+            now_pending = self.sets[slot].pending;
+        }
         self.discard_old();
+
+        // Looked for until found, at the packets that end a pulse (group
+        // position 0 or `data`) and when a set starts waiting: a window
+        // completed by a late packet is then seen at the next edge while
+        // still in the 258-sample ring, and the sort (at most 258 samples)
+        // runs about three times per group, not per packet. With groups over
+        // 127 shards the two pulses fill half the ring or more and may be
+        // visible for a few packets only, so those look after every stored
+        // packet (kcp-go sorts twice per packet while tuning).
+        let edge = pos == 0 || pos == self.data_shards as u32;
+        let big = 2 * self.shard_size as usize + 4 > AUTO_TUNE_SAMPLES;
+        if !self.confirmed
+            && (edge || big || now_pending)
+            && self
+                .autotune
+                .confirms(self.data_shards, self.parity_shards, self.paws, self.since)
+        {
+            self.confirmed = true;
+            self.release_pending(out);
+        }
         Ok(())
     }
 
-    /// Auto-tune step while packet types disagree with the expected layout.
-    fn tune(&mut self) {
+    /// A packet's type contradicts the layout: the confirmation goes, with
+    /// everything it would have covered (sets waiting for it are dropped).
+    fn mismatch(&mut self) {
+        self.confirmed = false;
+        self.since = self.autotune.arrivals();
+        for slot in 0..SET_SLOTS {
+            if self.sets[slot].active && self.sets[slot].pending {
+                self.withhold(slot);
+            }
+        }
+    }
+
+    /// Drops a full set unrebuilt, counting its missing data shards. The set
+    /// stays alive and empty, like a consumed one.
+    fn withhold(&mut self, slot: usize) {
+        let set = &mut self.sets[slot];
+        let data = set.held.iter().filter(|h| h.data).count();
+        self.stats.fec_withheld += self.data_shards.saturating_sub(data) as u64;
+        self.clear_set(slot);
+    }
+
+    fn clear_set(&mut self, slot: usize) {
+        let set = &mut self.sets[slot];
+        for h in set.held.drain(..) {
+            self.free.push(h.chunk);
+        }
+        set.marks = [0; 4];
+        set.pending = false;
+    }
+
+    /// The set holds `data_shards` shards.
+    fn filled(&mut self, slot: usize, out: &mut impl FnMut(&[u8], PacketKind)) {
+        let set = &self.sets[slot];
+        if set.held.iter().filter(|h| h.data).count() == self.data_shards {
+            self.stats.fec_full_shard_set += 1;
+            self.clear_set(slot);
+        } else if set.born < self.since {
+            // Started before the last mismatch: part of it may come from
+            // another layout.
+            self.withhold(slot);
+        } else if self.confirmed {
+            self.rebuild(slot, out);
+        } else {
+            self.sets[slot].pending = true;
+        }
+    }
+
+    /// Rebuilds the waiting sets, oldest first, once the layout is confirmed.
+    fn release_pending(&mut self, out: &mut impl FnMut(&[u8], PacketKind)) {
+        let s = self.shard_size;
+        let newest = self.newest.wrapping_mul(s);
+        loop {
+            let oldest = (0..SET_SLOTS)
+                .filter(|&i| self.sets[i].active && self.sets[i].pending)
+                .max_by_key(|&i| newest.wrapping_sub(self.sets[i].id.wrapping_mul(s)) as i32);
+            let Some(slot) = oldest else { break };
+            self.rebuild(slot, out);
+        }
+    }
+
+    /// Auto-tune step while packet types disagree with the expected layout
+    /// (kcp-go v5.7: a total of up to 256 is accepted, and `newestShardId`
+    /// restarts from the seqid that completed the retune).
+    fn tune(&mut self, seqid: u32) {
         let (ds, ps) = self.autotune.find_periods();
-        if ds > 0 && ps > 0 && ds + ps < MAX_TOTAL_SHARDS as i32 {
+        if ds > 0 && ps > 0 && ds + ps <= MAX_TOTAL_SHARDS as i32 {
             let (ds, ps) = (ds as usize, ps as usize);
             if ds != self.data_shards || ps != self.parity_shards {
+                for slot in 0..SET_SLOTS {
+                    if self.sets[slot].active && self.sets[slot].pending {
+                        self.withhold(slot);
+                    }
+                }
                 self.data_shards = ds;
                 self.parity_shards = ps;
                 self.shard_size = (ds + ps) as u32;
                 self.paws = paws(self.shard_size);
                 self.rs = None;
+                self.confirmed = false;
                 for set in &mut self.sets {
                     set.active = false;
+                    set.pending = false;
                     set.held.clear();
                 }
                 // Every chunk is free now; drop storage sized for the old
-                // layout. kcp-go keeps `newestShardId` (in old units) too.
+                // layout.
                 self.free.clear();
                 self.arena.clear();
                 self.arena.shrink_to(SET_SLOTS * ds * SHARD_STRIDE);
                 self.recovered.clear();
                 self.recovered.shrink_to(ds.min(ps) * SHARD_STRIDE);
                 self.reserve_scratch();
+                self.newest = seqid / self.shard_size;
+                self.newest_known = true;
+                self.stats.fec_shard_min = self.newest as u64;
             }
             self.should_tune = false;
         }
@@ -323,15 +481,13 @@ impl FecDecoder {
         c
     }
 
-    /// The set holds `data_shards` shards: rebuild what is missing, deliver
-    /// it, and empty the set (it stays alive for stragglers, like kcp-go's).
-    fn consume(&mut self, slot: usize, out: &mut impl FnMut(&[u8], PacketKind)) {
+    /// The full set lacks data shards and its layout is confirmed: rebuild
+    /// what is missing, deliver it, and empty the set (it stays alive for
+    /// stragglers, like kcp-go's).
+    fn rebuild(&mut self, slot: usize, out: &mut impl FnMut(&[u8], PacketKind)) {
         let d = self.data_shards;
         let set = &mut self.sets[slot];
-        let num_data = set.held.iter().filter(|h| h.data).count();
-        if num_data == d {
-            self.stats.fec_full_shard_set += 1;
-        } else {
+        {
             let max_len = set.held.iter().map(|h| h.len as usize).max().unwrap_or(0);
             set.held.sort_unstable_by_key(|h| h.pos);
             self.positions.clear();
@@ -382,11 +538,7 @@ impl FecDecoder {
                 self.stats.fec_errs += 1;
             }
         }
-        let set = &mut self.sets[slot];
-        for h in set.held.drain(..) {
-            self.free.push(h.chunk);
-        }
-        set.marks = [0; 4];
+        self.clear_set(slot);
     }
 
     /// Drops sets more than `MAX_SHARD_SETS` groups behind the newest.
@@ -408,7 +560,12 @@ impl FecDecoder {
             if (0..=(MAX_SHARD_SETS * s) as i32).contains(&behind) {
                 live += 1;
             } else {
+                if set.pending {
+                    let data = set.held.iter().filter(|h| h.data).count();
+                    self.stats.fec_withheld += self.data_shards.saturating_sub(data) as u64;
+                }
                 set.active = false;
+                set.pending = false;
                 for h in set.held.drain(..) {
                     self.free.push(h.chunk);
                 }

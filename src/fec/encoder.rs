@@ -74,8 +74,8 @@ impl FecEncoder {
     /// An encoder for `data_shards` + `parity_shards` (both >= 1, total <= 256;
     /// `Error::InvalidConfig` otherwise). Shard buffers are allocated here.
     pub fn new(data_shards: usize, parity_shards: usize) -> Result<FecEncoder> {
+        let shard_size = super::checked_layout("FEC encoder", data_shards, parity_shards)? as u32;
         let rs = ReedSolomon::new(data_shards, parity_shards)?;
-        let shard_size = (data_shards + parity_shards) as u32;
         Ok(FecEncoder {
             data_shards,
             parity_shards,

@@ -1,6 +1,17 @@
 //! Forward error correction: kcp-go's Reed-Solomon shards (types 0xF1 data,
 //! 0xF2 parity) and out-of-band packets (0xF3), byte-identical to kcp-go
-//! v5.6.72 (§1.5, §4).
+//! (§1.5, §4).
+//!
+//! Versions: the FEC header, the encoder and OOB framing are the same in
+//! kcp-go v5.6.x and v5.7.x, and so is our output. The decoder's auto-tune
+//! changed in v5.7 (§12: a new period finder, a 256-shard bound instead of
+//! 255, `newestShardId` reset on a retune); we follow v5.7.6, which
+//! recovers more and which no peer can tell apart on the wire (a decoder
+//! sends nothing). Where we differ from every kcp-go version, on purpose,
+//! is in what reaches KCP: a rebuilt shard only when its layout is
+//! confirmed, and a fresh decoder does not discard upper-half seqids (see
+//! [`FecDecoder`]'s module notes in `decoder.rs`, and [`FecStats::fec_withheld`]).
+//! Go-generated vectors for each version live in `tests/vectors/fec_*.json`.
 //!
 //! All functions here work on the FEC part of a datagram, i.e. the bytes after
 //! the crypto header (§1.7):
@@ -14,7 +25,8 @@
 //! * [`FecEncoder`] wraps every KCP datagram as a data shard and emits parity
 //!   packets after every `data_shards` datagrams.
 //! * [`FecDecoder`] hands data shards on at once, rebuilds lost ones from
-//!   parity, and follows the peer's shard counts by itself (auto-tune).
+//!   parity once the layout is confirmed, and follows the peer's shard
+//!   counts by itself (auto-tune).
 //! * [`encode_oob`] / [`parse_oob`] frame OOB packets.
 //! * [`ReedSolomon`] is the code itself, with a SIMD GF(2^8) kernel chosen at
 //!   run time ([`KernelPath`]).
@@ -79,6 +91,11 @@ pub struct FecStats {
     pub fec_shard_min: u64,
     /// `FECFullShardSet`: sets that filled up with data shards only.
     pub fec_full_shard_set: u64,
+    /// Not a kcp-go counter: data shards that could have been rebuilt but
+    /// were not delivered because the layout they would have been rebuilt
+    /// with was not confirmed (§4.5; kcp-go delivers them, possibly as
+    /// garbage).
+    pub fec_withheld: u64,
     /// Not a kcp-go counter: packets rejected with `Error::Truncated` or
     /// `Error::Malformed` (the codec counts these as `InErrs`, §3).
     pub malformed: u64,
@@ -163,6 +180,25 @@ pub fn parse_oob(pkt: &[u8]) -> Result<OobPacket<'_>> {
         size,
         payload: &pkt[FEC_HEADER_SIZE_PLUS2 + CONV_SIZE..],
     })
+}
+
+/// Validates a `(data, parity)` layout and returns the group size: both at
+/// least 1 and a total of at most [`MAX_TOTAL_SHARDS`], summed with checked
+/// arithmetic so that no pair (however absurd) can overflow or reach an
+/// allocation. `what` names the caller in the error.
+pub(crate) fn checked_layout(what: &str, data: usize, parity: usize) -> Result<usize> {
+    if data == 0 || parity == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "{what} needs at least one data and one parity shard (got {data}+{parity})"
+        )));
+    }
+    match data.checked_add(parity) {
+        Some(total) if total <= MAX_TOTAL_SHARDS => Ok(total),
+        _ => Err(Error::InvalidConfig(format!(
+            "{what}: {data}+{parity} shards, at most {MAX_TOTAL_SHARDS} in total are supported \
+             (kcp-go would switch to an incompatible GF(2^16) code)"
+        ))),
+    }
 }
 
 /// kcp-go's `paws` (§4.2): the largest multiple of the group size that fits

@@ -62,17 +62,7 @@ impl ReedSolomon {
     /// A code for `data` + `parity` shards. Both must be at least 1 and the
     /// total at most [`MAX_TOTAL_SHARDS`] (`Error::InvalidConfig` otherwise).
     pub fn new(data: usize, parity: usize) -> Result<ReedSolomon> {
-        if data == 0 || parity == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "Reed-Solomon needs at least one data and one parity shard (got {data}+{parity})"
-            )));
-        }
-        if data + parity > MAX_TOTAL_SHARDS {
-            return Err(Error::InvalidConfig(format!(
-                "{data}+{parity} shards: at most {MAX_TOTAL_SHARDS} in total are supported (kcp-go \
-                 would switch to an incompatible GF(2^16) code)"
-            )));
-        }
+        super::checked_layout("Reed-Solomon", data, parity)?;
         let parity_rows = build_parity_rows(data, parity)
             .ok_or_else(|| Error::InvalidConfig("singular Vandermonde matrix".into()))?;
         Ok(ReedSolomon {
