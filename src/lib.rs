@@ -72,6 +72,7 @@ pub mod fec;
 pub mod io;
 pub mod kcp;
 pub mod listener;
+pub mod rate;
 pub mod session;
 pub mod smux;
 pub mod stats;
@@ -81,6 +82,7 @@ pub mod testing;
 pub use config::{Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode};
 pub use error::{Error, Result};
 pub use listener::Listener;
+pub use rate::RateLimiter;
 pub use session::{Origin, OwnedReadHalf, OwnedWriteHalf, Session};
 pub use stats::Snmp;
 
