@@ -38,7 +38,9 @@ use crate::io::{self as uio, now_ms, PacketPool, RecvBatch, SendBatch, SocketOpt
 use crate::kcp::{FlushKind, Kcp, IKCP_OVERHEAD};
 use crate::listener::ListenerShared;
 use crate::rate::RateLimiter;
-use crate::stats::{self, Publisher, Snmp};
+#[cfg(feature = "snmp")]
+use crate::stats::Publisher;
+use crate::stats::{self, Counters, Snmp};
 
 /// Datagrams a dialed session reads per `recvmmsg`.
 const SESSION_RECV_BATCH: usize = 16;
@@ -96,7 +98,8 @@ pub(crate) struct State {
     /// Crypto trailer (AEAD tag).
     trailer: usize,
     fec_enabled: bool,
-    c: Snmp,
+    c: Counters,
+    #[cfg(feature = "snmp")]
     publisher: Publisher,
     ack_nodelay: bool,
     write_delay: bool,
@@ -134,7 +137,7 @@ impl State {
         apply_nodelay(&mut kcp, config.nodelay());
         kcp.set_stream_mode(config.stream_mode() == StreamMode::Stream);
         let (d, p) = config.fec();
-        let c = Snmp::default();
+        let c = Counters::default();
         let _ = origin;
         Ok(State {
             kcp,
@@ -145,6 +148,7 @@ impl State {
             trailer: config.crypt().trailer_len(),
             fec_enabled: config.fec_enabled(),
             c,
+            #[cfg(feature = "snmp")]
             publisher: Publisher::default(),
             ack_nodelay: config.ack_nodelay(),
             write_delay: config.write_delay(),
@@ -267,8 +271,14 @@ impl State {
         }
     }
 
+    #[cfg(not(feature = "snmp"))]
     fn snapshot(&self) -> Snmp {
-        let mut s = self.c;
+        Snmp::default()
+    }
+
+    #[cfg(feature = "snmp")]
+    fn snapshot(&self) -> Snmp {
+        let mut s = self.c.snapshot();
         let k = self.kcp.stats();
         s.in_segs = k.in_segs;
         s.out_segs = k.out_segs;
@@ -294,9 +304,14 @@ impl State {
         s
     }
 
+    /// Runs on every driver pass: without `snmp` it is empty.
+    #[inline]
     fn publish(&mut self) {
-        let snap = self.snapshot();
-        self.publisher.publish(&snap);
+        #[cfg(feature = "snmp")]
+        {
+            let snap = self.snapshot();
+            self.publisher.publish(&snap);
+        }
     }
 }
 
@@ -1371,7 +1386,7 @@ pub(crate) struct Driver {
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
     writable: Option<WritableFuture>,
-    c: Snmp,
+    c: Counters,
 }
 
 impl Driver {
@@ -1390,7 +1405,7 @@ impl Driver {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             timer_at: None,
             writable: None,
-            c: Snmp::default(),
+            c: Counters::default(),
         }
     }
 
