@@ -680,11 +680,7 @@ impl Session {
     /// which other sessions may share (clones share one bucket); `None`
     /// removes the limit. A write already waiting for tokens re-checks at once.
     pub fn set_rate_limiter(&self, limiter: Option<RateLimiter>) {
-        let mut st = self.shared.lock();
-        st.limiter = limiter;
-        if let Some(w) = st.write_waker.take() {
-            w.wake();
-        }
+        set_rate_limiter_impl(&self.shared, limiter);
     }
     /// The limiter this session's writes draw from, if any (a clone sharing
     /// its bucket, e.g. to give another session the same limit).
@@ -885,6 +881,14 @@ impl Session {
     /// Removes the [`set_read_notify`](Self::set_read_notify) callback.
     pub fn clear_read_notify(&self) {
         set_read_notify_impl(&self.shared, None);
+    }
+}
+
+fn set_rate_limiter_impl(shared: &Shared, limiter: Option<RateLimiter>) {
+    let mut st = shared.lock();
+    st.limiter = limiter;
+    if let Some(w) = st.write_waker.take() {
+        w.wake();
     }
 }
 
@@ -1331,6 +1335,18 @@ impl OwnedWriteHalf {
     /// Closes the whole session (see [`Session::close`]).
     pub fn close(&self) -> Result<()> {
         close_shared(&self.shared)
+    }
+    /// See [`Session::set_rate_limit`].
+    pub fn set_rate_limit(&self, bytes_per_second: u32) {
+        set_rate_limiter_impl(&self.shared, RateLimiter::new(bytes_per_second).ok());
+    }
+    /// See [`Session::set_rate_limiter`].
+    pub fn set_rate_limiter(&self, limiter: Option<RateLimiter>) {
+        set_rate_limiter_impl(&self.shared, limiter);
+    }
+    /// See [`Session::rate_limiter`].
+    pub fn rate_limiter(&self) -> Option<RateLimiter> {
+        self.shared.lock().limiter.clone()
     }
 }
 

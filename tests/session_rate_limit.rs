@@ -143,12 +143,15 @@ async fn a_limiter_given_at_run_time_is_shared_and_can_be_removed() {
 async fn a_paced_write_still_honours_the_write_timeout() {
     let cfg = base().build().unwrap();
     let (_l, clients, _servers) = sessions(&cfg, 1).await;
-    let mut c = clients.into_iter().next().unwrap();
-    c.set_rate_limiter(Some(RateLimiter::with_burst(1000, 1000).unwrap()));
+    let c = clients.into_iter().next().unwrap();
     c.set_write_timeout(Some(Duration::from_secs(1)));
+    // The write half has the same limiter setters.
+    let (_r, mut w) = c.into_split();
+    w.set_rate_limiter(Some(RateLimiter::with_burst(1000, 1000).unwrap()));
+    assert_eq!(w.rate_limiter().map(|l| l.rate()), Some(1000));
     // 1000 bytes pass at once; the next 10 000 would need 10 s.
     let t0 = Instant::now();
-    let e = c.write_all(&[7u8; 11_000]).await.unwrap_err();
+    let e = w.write_all(&[7u8; 11_000]).await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
     let took = t0.elapsed();
     assert!(
