@@ -41,6 +41,11 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::{Error, Result};
 
+/// Token shortfall treated as rounding error (bytes).
+const DUST: f64 = 1e-6;
+/// Shortest wait for tokens: tokio's timer resolution.
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
 /// A shareable token-bucket rate limiter for application bytes written.
 ///
 /// Cheap to clone; clones share one bucket. Give one to
@@ -159,13 +164,17 @@ impl RateLimiter {
                 let mut b = self.lock();
                 b.refill(now);
                 let need = (at_least as f64).min(b.burst);
-                if b.tokens >= need {
-                    let n = (b.tokens.floor().max(0.0) as usize).clamp(at_least, want);
+                // Refills are float sums: forgive rounding dust, or a writer
+                // could be woken at its deadline to find 9.999… of 10 bytes
+                // and wait 0 ns again, forever.
+                if b.tokens + DUST >= need {
+                    let n = ((b.tokens + DUST).floor().max(0.0) as usize).clamp(at_least, want);
                     b.tokens -= n as f64;
                     return Poll::Ready(n);
                 }
                 let secs = (need - b.tokens) / b.rate;
-                now + Duration::from_secs_f64(secs.max(0.0))
+                // At least the timer's resolution, so time always moves on.
+                now + Duration::from_secs_f64(secs).max(MIN_WAIT)
             };
             match pace.as_mut() {
                 Some(s) => s.as_mut().reset(at),
@@ -197,5 +206,46 @@ mod tests {
         assert_eq!((l.rate(), l.burst()), (10, 20));
         assert!(l.shares_bucket_with(&l.clone()));
         assert!(!l.shares_bucket_with(&RateLimiter::new(10).unwrap()));
+    }
+
+    /// Waits for `poll_take` like a writer does; returns what it got.
+    async fn take(l: &RateLimiter, want: usize, at_least: usize) -> usize {
+        let mut pace = None;
+        std::future::poll_fn(|cx| l.poll_take(want, at_least, &mut pace, cx)).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_takes_what_is_there_and_messages_may_overdraw() {
+        let l = RateLimiter::with_burst(1000, 1000).unwrap();
+        let t0 = Instant::now();
+        // Full bucket: a big stream write gets all of it, at once.
+        assert_eq!(take(&l, 5000, 100).await, 1000);
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        // Empty: the next waits for its minimum (100 bytes = 100 ms), not for
+        // one byte, and then takes only what is there.
+        assert_eq!(take(&l, 5000, 100).await, 100);
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(waited <= Duration::from_millis(101), "{waited:?}");
+        // A short write waits only for itself.
+        assert_eq!(take(&l, 10, 10).await, 10);
+        assert!(t0.elapsed() <= Duration::from_millis(111));
+        // A message longer than the bucket waits for a full bucket, takes
+        // its whole length and leaves a debt the next writer pays.
+        let t1 = Instant::now();
+        assert_eq!(take(&l, 3000, 3000).await, 3000);
+        assert!(t1.elapsed() >= Duration::from_secs(1));
+        assert_eq!(l.available(), 0);
+        let t2 = Instant::now();
+        assert_eq!(take(&l, 10, 10).await, 10);
+        let paid = t2.elapsed();
+        assert!(paid >= Duration::from_millis(2010), "{paid:?}");
+        assert!(paid <= Duration::from_millis(2012), "{paid:?}");
+        // Waits that end a hair short of their tokens (float dust) still end.
+        let l = RateLimiter::with_burst(3, 3).unwrap();
+        for _ in 0..50 {
+            assert_eq!(take(&l, 1, 1).await, 1);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20));
     }
 }
