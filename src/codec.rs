@@ -10,7 +10,7 @@
 //! offset 4 (§1.5): 0xF1/0xF2 → FEC decoder (created lazily as (1,1) when the
 //! local side has no FEC, §4.3) with data fed to KCP at once and recovered
 //! shards after; 0xF3 → OOB; anything else → raw KCP. Every drop is counted
-//! in an [`Snmp`] (§3).
+//! in [`Counters`] (§3).
 
 use std::ops::Range;
 
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::fec::{FecDecoder, FecEncoder, FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_OOB, TYPE_PARITY};
 use crate::io::{Packet, PacketPool, SendBatch, MTU_LIMIT};
 use crate::kcp::{Kcp, Output, PacketKind, IKCP_OVERHEAD};
-use crate::stats::Snmp;
+use crate::stats::Counters;
 
 /// Offset of the KCP `sn` field in a segment (`IKCP_SN_OFFSET`).
 pub const IKCP_SN_OFFSET: usize = 12;
@@ -130,7 +130,7 @@ pub fn open(crypt: &Crypt, dgram: &mut [u8]) -> std::result::Result<Range<usize>
 }
 
 /// [`open`] plus the counting of §3 into `c` (`InCsumErrors`).
-pub fn open_counted(crypt: &Crypt, dgram: &mut [u8], c: &mut Snmp) -> Option<Range<usize>> {
+pub fn open_counted(crypt: &Crypt, dgram: &mut [u8], c: &mut Counters) -> Option<Range<usize>> {
     match open(crypt, dgram) {
         Ok(r) => Some(r),
         Err(OpenError::Integrity) => {
@@ -251,7 +251,7 @@ impl Sealer {
         now_ms: u32,
         pool: &mut PacketPool,
         out: &mut SendBatch,
-        c: &mut Snmp,
+        c: &mut Counters,
     ) {
         let ch = self.crypt.header_len();
         let mut p = item.packet;
@@ -380,7 +380,7 @@ impl Receiver {
         ack_nodelay: bool,
         now_ms: u32,
         out: &mut impl Output,
-        c: &mut Snmp,
+        c: &mut Counters,
         oob: &mut dyn FnMut(&[u8]),
     ) -> InputReport {
         let mut rep = InputReport::default();

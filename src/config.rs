@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::crypt::{CipherKind, Crypt};
 use crate::error::{Error, Result};
+use crate::rate::RateLimiter;
 
 /// Largest UDP payload kcp-go reads (`mtuLimit`, §1.9); nothing we send is longer.
 pub const MTU_LIMIT: usize = 1500;
@@ -178,6 +179,17 @@ impl CryptSpec {
     }
 }
 
+/// How the sessions of a config limit their writes (§12, [`crate::rate`]).
+#[derive(Clone, Debug, Default)]
+enum RateLimit {
+    #[default]
+    Off,
+    /// Each session gets a bucket of its own at this rate (`SetRateLimit`).
+    PerSession(u32),
+    /// Every session draws from this one bucket (`SetBucket`).
+    Shared(RateLimiter),
+}
+
 /// The values a [`ConfigBuilder`] collects and a [`Config`] keeps, in one place.
 #[derive(Clone, Debug)]
 struct Settings {
@@ -194,7 +206,7 @@ struct Settings {
     dscp: Option<u8>,
     recv_buffer: Option<usize>,
     send_buffer: Option<usize>,
-    rate_limit: u32,
+    rate_limit: RateLimit,
     idle_timeout: Option<Duration>,
     dead_link: Option<u32>,
     read_timeout: Option<Duration>,
@@ -247,7 +259,7 @@ impl Config {
                 dscp: None,
                 recv_buffer: None,
                 send_buffer: None,
-                rate_limit: 0,
+                rate_limit: RateLimit::Off,
                 idle_timeout: None,
                 dead_link: None,
                 read_timeout: None,
@@ -338,9 +350,31 @@ impl Config {
     pub fn socket_buffers(&self) -> (Option<usize>, Option<usize>) {
         (self.s.recv_buffer, self.s.send_buffer)
     }
-    /// Send rate limit in bytes per second (0: unlimited).
+    /// Write rate limit in bytes per second (0: unlimited): the per-session
+    /// rate of [`ConfigBuilder::rate_limit`], or the rate of the shared
+    /// [`rate_limiter`](Self::rate_limiter).
     pub fn rate_limit(&self) -> u32 {
-        self.s.rate_limit
+        match &self.s.rate_limit {
+            RateLimit::Off => 0,
+            RateLimit::PerSession(bps) => *bps,
+            RateLimit::Shared(l) => l.rate(),
+        }
+    }
+    /// The limiter every session made with this config shares, if one was
+    /// given ([`ConfigBuilder::rate_limiter`]).
+    pub fn rate_limiter(&self) -> Option<&RateLimiter> {
+        match &self.s.rate_limit {
+            RateLimit::Shared(l) => Some(l),
+            _ => None,
+        }
+    }
+    /// The limiter a new session starts with.
+    pub(crate) fn session_limiter(&self) -> Option<RateLimiter> {
+        match &self.s.rate_limit {
+            RateLimit::Off => None,
+            RateLimit::PerSession(bps) => RateLimiter::new(*bps).ok(),
+            RateLimit::Shared(l) => Some(l.clone()),
+        }
     }
     /// Idle timeout: the session ends with [`Error::IdleTimeout`] when nothing
     /// arrives from the peer for this long.
@@ -476,9 +510,25 @@ impl ConfigBuilder {
         self.s.send_buffer = Some(bytes);
         self
     }
-    /// Send rate limit in bytes per second; 0 disables (§5.8).
+    /// kcp-go `SetRateLimit` for every session: each gets its own bucket of
+    /// `bytes_per_second` (burst one second's worth). Limits application
+    /// bytes accepted by writes, as kcp-go v5.7 does (v5.6 paced datagrams;
+    /// see [`crate::rate`]). 0 disables. Replaces a
+    /// [`rate_limiter`](Self::rate_limiter).
     pub fn rate_limit(mut self, bytes_per_second: u32) -> Self {
-        self.s.rate_limit = bytes_per_second;
+        self.s.rate_limit = match bytes_per_second {
+            0 => RateLimit::Off,
+            bps => RateLimit::PerSession(bps),
+        };
+        self
+    }
+    /// kcp-go v5.7 `SetBucket` for every session made with this config: they
+    /// all draw from `limiter`'s one bucket, so the limit is for all of them
+    /// together (for a listener: everything its sessions write). Configs
+    /// cloned from this one share it too. Replaces a
+    /// [`rate_limit`](Self::rate_limit).
+    pub fn rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.s.rate_limit = RateLimit::Shared(limiter);
         self
     }
     /// End the session with [`Error::IdleTimeout`] after this long without a

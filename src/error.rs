@@ -87,6 +87,10 @@ pub enum Error {
     /// A read or write deadline expired.
     #[error("timed out")]
     Timeout,
+    /// A non-blocking call (`try_recv_msg`) found nothing ready; it would
+    /// have had to wait. Converts to [`io::ErrorKind::WouldBlock`].
+    #[error("operation would block")]
+    WouldBlock,
     /// No datagram arrived from the peer within the idle timeout.
     #[error("idle timeout: nothing received from the peer in time")]
     IdleTimeout,
@@ -132,6 +136,7 @@ impl From<Error> for io::Error {
         let kind = match &e {
             Error::Io(inner) => return io::Error::new(inner.kind(), e),
             Error::Closed => io::ErrorKind::BrokenPipe,
+            Error::WouldBlock => io::ErrorKind::WouldBlock,
             Error::Timeout | Error::IdleTimeout => io::ErrorKind::TimedOut,
             Error::DeadLink(_) => io::ErrorKind::ConnectionAborted,
             Error::InvalidConfig(_)

@@ -60,6 +60,23 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## kcp-go v5.7 API, and ours
+//!
+//! kcp-go v5.7 (§12) added these to `UDPSession`; here is where each one is,
+//! in Rust's idiom:
+//!
+//! | kcp-go v5.7 | kcp-session |
+//! |---|---|
+//! | `TryRead(b)`: `(0, nil)` when nothing is ready | [`Session::try_read`] / [`OwnedReadHalf::try_read`]: `Err` of kind `WouldBlock` when nothing is ready (tokio's convention), data first and then the session's error once it has ended; for messages [`Session::try_recv_msg`] ([`Error::WouldBlock`]) |
+//! | `SetReadNotify(fn)` | [`Session::set_read_notify`] / [`clear_read_notify`](Session::clear_read_notify) (runs under the session lock, as in Go); in async code [`Session::readable`]`.await`, which any number of tasks may wait on |
+//! | `ResetRTO()` | [`Session::reset_rto`]; on the pure engine [`Kcp::reset_rto`](kcp::Kcp::reset_rto) |
+//! | `SetRateLimit(bps)`: limits application bytes accepted by `Write` | [`Session::set_rate_limit`], [`ConfigBuilder::rate_limit`]: the same (v5.6 paced datagrams instead; see [`rate`]) |
+//! | `SetBucket(*ratelimit.Bucket)`: a caller's bucket, shareable | [`RateLimiter`] (clones share one bucket): [`Session::set_rate_limiter`] at run time, or [`ConfigBuilder::rate_limiter`] for every session of a config, i.e. a whole [`Listener`] |
+//! | build tag `kcp_no_snmp` | cargo feature `snmp`, on by default: `--no-default-features` compiles counting out and every [`Snmp`] field reads 0 (see [`stats`]) |
+//! | `PacketPusher` | not provided: a session reads its own socket, or a [`Listener`]'s |
+//!
+//! Empty writes complete with `Ok(0)` and flush nothing, as in v5.7.
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -72,6 +89,7 @@ pub mod fec;
 pub mod io;
 pub mod kcp;
 pub mod listener;
+pub mod rate;
 pub mod session;
 pub mod smux;
 pub mod stats;
@@ -81,6 +99,7 @@ pub mod testing;
 pub use config::{Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode};
 pub use error::{Error, Result};
 pub use listener::Listener;
+pub use rate::RateLimiter;
 pub use session::{Origin, OwnedReadHalf, OwnedWriteHalf, Session};
 pub use stats::Snmp;
 

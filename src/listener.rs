@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::io::{self as uio, now_ms, RecvBatch};
 use crate::session::{runtime_handle, socket_options, Fate, Origin, Session, Shared};
-use crate::stats::{Publisher, Snmp};
+use crate::stats::{Counters, Publisher, Snmp};
 
 /// Datagrams read per `recvmmsg` on the shared socket.
 const LISTENER_RECV_BATCH: usize = 64;
@@ -49,7 +49,7 @@ pub(crate) struct ListenerShared {
     table: Mutex<HashMap<SocketAddr, Arc<Shared>>>,
     closed: AtomicBool,
     task_waker: Mutex<Option<Waker>>,
-    c: Mutex<Snmp>,
+    c: Mutex<Counters>,
     error: Mutex<Option<(io::ErrorKind, String)>>,
 }
 
@@ -117,7 +117,7 @@ impl Listener {
             table: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             task_waker: Mutex::new(None),
-            c: Mutex::new(Snmp::default()),
+            c: Mutex::new(Counters::default()),
             error: Mutex::new(None),
         });
         let task = ListenTask {
@@ -125,7 +125,7 @@ impl Listener {
             rx: RecvBatch::new(LISTENER_RECV_BATCH),
             accept_tx: tx,
             touched: Vec::new(),
-            c: Snmp::default(),
+            c: Counters::default(),
             publisher: Publisher::default(),
         };
         runtime.spawn(task);
@@ -172,7 +172,7 @@ impl Listener {
     /// counters are in [`Session::stats`]; everything is in
     /// [`stats::global`](crate::stats::global).
     pub fn stats(&self) -> Snmp {
-        *lock(&self.shared.c)
+        lock(&self.shared.c).snapshot()
     }
 
     /// Stops accepting: new addresses are ignored and sessions still in the
@@ -213,11 +213,11 @@ impl Drop for Listener {
 }
 
 /// Moves the task's counters into the listener's (and the global's).
-fn flush_counters(local: &mut Snmp, shared: &ListenerShared, publisher: &mut Publisher) {
-    if *local != Snmp::default() {
+fn flush_counters(local: &mut Counters, shared: &ListenerShared, publisher: &mut Publisher) {
+    if !local.is_zero() {
         let mut c = lock(&shared.c);
         c.absorb(local);
-        publisher.publish(&c);
+        publisher.publish(&c.snapshot());
     }
 }
 
@@ -227,7 +227,7 @@ struct ListenTask {
     rx: RecvBatch,
     accept_tx: mpsc::Sender<Session>,
     touched: Vec<Arc<Shared>>,
-    c: Snmp,
+    c: Counters,
     publisher: Publisher,
 }
 

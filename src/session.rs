@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
+use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Sealer, CONV_SIZE};
@@ -36,7 +37,10 @@ use crate::error::{Error, Result};
 use crate::io::{self as uio, now_ms, PacketPool, RecvBatch, SendBatch, SocketOptions};
 use crate::kcp::{FlushKind, Kcp, IKCP_OVERHEAD};
 use crate::listener::ListenerShared;
-use crate::stats::{self, Publisher, Snmp};
+use crate::rate::RateLimiter;
+#[cfg(feature = "snmp")]
+use crate::stats::Publisher;
+use crate::stats::{self, Counters, Snmp};
 
 /// Datagrams a dialed session reads per `recvmmsg`.
 const SESSION_RECV_BATCH: usize = 16;
@@ -44,8 +48,6 @@ const SESSION_RECV_BATCH: usize = 16;
 const SESSION_POOL: usize = 32;
 /// Driver loop iterations before yielding to the scheduler.
 const DRIVER_BUDGET: usize = 32;
-/// kcp-go's rate limiter burst: maxBatchSize × mtuLimit (§5.8).
-const RATE_BURST: f64 = 64.0 * MTU_LIMIT as f64;
 
 /// Who created the session (decides socket ownership, §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,9 @@ impl Fate {
 /// Callback for OOB payloads.
 type OobHandler = Box<dyn FnMut(&[u8]) + Send>;
 
+/// Readable-notification callback (kcp-go v5.7 `SetReadNotify`).
+type ReadNotify = Box<dyn FnMut() + Send>;
+
 /// A dialed session's own receive path: cipher, buffers, opened ranges.
 type Opener = (Crypt, RecvBatch, Vec<Option<Range<usize>>>);
 
@@ -93,11 +98,13 @@ pub(crate) struct State {
     /// Crypto trailer (AEAD tag).
     trailer: usize,
     fec_enabled: bool,
-    c: Snmp,
+    c: Counters,
+    #[cfg(feature = "snmp")]
     publisher: Publisher,
     ack_nodelay: bool,
     write_delay: bool,
-    rate_limit: u32,
+    /// Limits application bytes accepted by writes (kcp-go v5.7, §12).
+    limiter: Option<RateLimiter>,
     idle_timeout: Option<Duration>,
     dead_link: Option<u32>,
     read_timeout: Option<Duration>,
@@ -113,6 +120,12 @@ pub(crate) struct State {
     write_waker: Option<Waker>,
     driver_waker: Option<Waker>,
     oob_handler: Option<OobHandler>,
+    /// Wakes every [`Session::readable`] waiter (there can be many, unlike
+    /// the single `read_waker`).
+    ready: Arc<Notify>,
+    /// `readable` futures currently waiting; `ready` is only signalled then.
+    read_watchers: usize,
+    read_notify: Option<ReadNotify>,
 }
 
 impl State {
@@ -124,7 +137,7 @@ impl State {
         apply_nodelay(&mut kcp, config.nodelay());
         kcp.set_stream_mode(config.stream_mode() == StreamMode::Stream);
         let (d, p) = config.fec();
-        let c = Snmp::default();
+        let c = Counters::default();
         let _ = origin;
         Ok(State {
             kcp,
@@ -135,10 +148,11 @@ impl State {
             trailer: config.crypt().trailer_len(),
             fec_enabled: config.fec_enabled(),
             c,
+            #[cfg(feature = "snmp")]
             publisher: Publisher::default(),
             ack_nodelay: config.ack_nodelay(),
             write_delay: config.write_delay(),
-            rate_limit: config.rate_limit(),
+            limiter: config.session_limiter(),
             idle_timeout: config.idle_timeout(),
             dead_link: config.dead_link(),
             read_timeout: config.read_timeout(),
@@ -153,6 +167,9 @@ impl State {
             write_waker: None,
             driver_waker: None,
             oob_handler: None,
+            ready: Arc::new(Notify::new()),
+            read_watchers: 0,
+            read_notify: None,
         })
     }
 
@@ -234,6 +251,12 @@ impl State {
             if let Some(w) = self.read_waker.take() {
                 w.wake();
             }
+            if self.read_watchers > 0 {
+                self.ready.notify_waiters();
+            }
+            if let Some(f) = self.read_notify.as_mut() {
+                f();
+            }
         }
         if self.writable() || self.fate.is_some() {
             if let Some(w) = self.write_waker.take() {
@@ -248,8 +271,14 @@ impl State {
         }
     }
 
+    #[cfg(not(feature = "snmp"))]
     fn snapshot(&self) -> Snmp {
-        let mut s = self.c;
+        Snmp::default()
+    }
+
+    #[cfg(feature = "snmp")]
+    fn snapshot(&self) -> Snmp {
+        let mut s = self.c.snapshot();
         let k = self.kcp.stats();
         s.in_segs = k.in_segs;
         s.out_segs = k.out_segs;
@@ -275,9 +304,14 @@ impl State {
         s
     }
 
+    /// Runs on every driver pass: without `snmp` it is empty.
+    #[inline]
     fn publish(&mut self) {
-        let snap = self.snapshot();
-        self.publisher.publish(&snap);
+        #[cfg(feature = "snmp")]
+        {
+            let snap = self.snapshot();
+            self.publisher.publish(&snap);
+        }
     }
 }
 
@@ -361,6 +395,8 @@ impl Drop for CloseGuard {
 struct Timeout {
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    /// Write side: when the rate limiter will have tokens again.
+    pace: Option<Pin<Box<Sleep>>>,
 }
 
 impl Timeout {
@@ -632,10 +668,35 @@ impl Session {
     pub fn set_write_delay(&self, delay: bool) {
         self.shared.lock().write_delay = delay;
     }
-    /// kcp-go `SetRateLimit` in bytes per second; 0 disables.
+    /// kcp-go `SetRateLimit` in bytes per second; 0 disables. Gives this
+    /// session a bucket of its own ([`RateLimiter::new`]: burst = one
+    /// second's worth), replacing any limiter it had. As in kcp-go v5.7 it
+    /// limits application bytes accepted by writes, not datagrams (see
+    /// [`crate::rate`] for the difference from v5.6).
     pub fn set_rate_limit(&self, bytes_per_second: u32) {
+        self.set_rate_limiter(RateLimiter::new(bytes_per_second).ok());
+    }
+    /// kcp-go v5.7 `SetBucket`: limit this session's writes with `limiter`,
+    /// which other sessions may share (clones share one bucket); `None`
+    /// removes the limit. A write already waiting for tokens re-checks at once.
+    pub fn set_rate_limiter(&self, limiter: Option<RateLimiter>) {
+        set_rate_limiter_impl(&self.shared, limiter);
+    }
+    /// The limiter this session's writes draw from, if any (a clone sharing
+    /// its bucket, e.g. to give another session the same limit).
+    pub fn rate_limiter(&self) -> Option<RateLimiter> {
+        self.shared.lock().limiter.clone()
+    }
+    /// kcp-go v5.7 `ResetRTO` ([`Kcp::reset_rto`]): every unacknowledged
+    /// segment becomes due for retransmission at the next timer tick (within
+    /// one interval; nothing is sent by this call), with its backed-off RTO
+    /// reset. For when the application knows connectivity is back (a new
+    /// route, a network change) and wants data moving without waiting out
+    /// the timers. The resends count as `LostSegs` and, with congestion
+    /// control on, shrink the window as a timeout would.
+    pub fn reset_rto(&self) {
         let mut st = self.shared.lock();
-        st.rate_limit = bytes_per_second;
+        st.kcp.reset_rto(now_ms());
         st.wake_driver();
     }
     /// Each read waiting longer than this fails with [`Error::Timeout`].
@@ -777,6 +838,58 @@ impl Session {
         let rd = &mut self.rd;
         std::future::poll_fn(|cx| poll_recv_msg(&shared, rd, cx, buf)).await
     }
+
+    /// A read that never waits (tokio's `try_read`; kcp-go v5.7 `TryRead`):
+    /// `Ok(n)` with `n > 0` bytes of data, `Err` of kind
+    /// [`WouldBlock`](io::ErrorKind::WouldBlock) when nothing is ready yet,
+    /// and, once the session has ended and everything received has been read,
+    /// the same error [`AsyncRead`] reports then (KCP has no end-of-stream, so
+    /// that is an error such as [`Error::Closed`] as `BrokenPipe`, not
+    /// `Ok(0)`). `Ok(0)` only for an empty `buf`. Byte-stream semantics as
+    /// for `AsyncRead`: the tail of a message that does not fit stays for the
+    /// next read. Pair it with [`readable`](Self::readable) or
+    /// [`set_read_notify`](Self::set_read_notify).
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        try_read_impl(&self.shared, buf)
+    }
+    /// [`recv_msg`](Self::recv_msg) without waiting: [`Error::WouldBlock`]
+    /// when no message is ready, [`Error::BufferTooSmall`] (the message stays
+    /// queued) when it does not fit, the session's error once it has ended
+    /// and nothing is left.
+    pub fn try_recv_msg(&self, buf: &mut [u8]) -> Result<usize> {
+        try_recv_msg_impl(&self.shared, buf)
+    }
+    /// Waits until data is ready to read or the session has ended, i.e.
+    /// until [`try_read`](Self::try_read) would not return `WouldBlock`
+    /// (like tokio's `UdpSocket::readable`). Another reader may take the data
+    /// first, so loop on `WouldBlock`. Any number of tasks may wait at once;
+    /// cancel-safe. No read timeout applies (wrap it in `tokio::time::timeout`).
+    pub async fn readable(&self) {
+        readable_impl(&self.shared).await
+    }
+    /// kcp-go v5.7 `SetReadNotify`: `f` is called when data may have become
+    /// ready to read (after input that leaves data queued, possibly again for
+    /// data already announced) and when the session ends, and once at
+    /// registration if either already holds. For driving
+    /// [`try_read`](Self::try_read) from outside async code (an event loop, a
+    /// channel). It runs on the receive path under the session's lock: it
+    /// must be quick, must not block, and must not call into this session
+    /// (that deadlocks). Replaces any earlier callback.
+    pub fn set_read_notify(&self, f: impl FnMut() + Send + 'static) {
+        set_read_notify_impl(&self.shared, Some(Box::new(f)));
+    }
+    /// Removes the [`set_read_notify`](Self::set_read_notify) callback.
+    pub fn clear_read_notify(&self) {
+        set_read_notify_impl(&self.shared, None);
+    }
+}
+
+fn set_rate_limiter_impl(shared: &Shared, limiter: Option<RateLimiter>) {
+    let mut st = shared.lock();
+    st.limiter = limiter;
+    if let Some(w) = st.write_waker.take() {
+        w.wake();
+    }
 }
 
 /// The current tokio runtime, or an error instead of tokio's panic.
@@ -796,6 +909,54 @@ fn close_shared(shared: &Arc<Shared>) -> Result<()> {
     }
 }
 
+/// A byte-stream read that does not wait: `Some(Ok(n))` with data (`dst` is
+/// not empty), `Some(Err)` once the session has ended and nothing is left,
+/// `None` when a read would have to wait.
+fn read_ready(st: &mut State, dst: &mut [u8]) -> Option<io::Result<usize>> {
+    if st.leftover_pos < st.leftover.len() {
+        let rest = &st.leftover[st.leftover_pos..];
+        let n = rest.len().min(dst.len());
+        dst[..n].copy_from_slice(&rest[..n]);
+        st.leftover_pos += n;
+        st.c.bytes_received += n as u64;
+        return Some(Ok(n));
+    }
+    if let Some(size) = st.kcp.peek_size() {
+        let n = if dst.len() >= size {
+            match st.kcp.recv(dst) {
+                Ok(Some(n)) => n,
+                Ok(None) => 0,
+                Err(e) => return Some(Err(e.into())),
+            }
+        } else {
+            st.leftover.resize(size, 0);
+            let got = match st.kcp.recv(&mut st.leftover) {
+                Ok(Some(n)) => n,
+                Ok(None) => 0,
+                Err(e) => return Some(Err(e.into())),
+            };
+            st.leftover.truncate(got);
+            let n = got.min(dst.len());
+            dst[..n].copy_from_slice(&st.leftover[..n]);
+            st.leftover_pos = n;
+            n
+        };
+        st.c.bytes_received += n as u64;
+        // The receive window may have reopened: the driver may owe a WINS.
+        st.wake_driver();
+        return Some(Ok(n));
+    }
+    st.fate.as_ref().map(|f| Err(f.error().into()))
+}
+
+/// `try_read` of every handle: see [`Session::try_read`].
+fn try_read_impl(shared: &Shared, buf: &mut [u8]) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    read_ready(&mut shared.lock(), buf).unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
+}
+
 fn poll_read_impl(
     shared: &Shared,
     rd: &mut Timeout,
@@ -807,46 +968,12 @@ fn poll_read_impl(
     }
     let mut st = shared.lock();
     let st = &mut *st;
-    if st.leftover_pos < st.leftover.len() {
-        let rest = &st.leftover[st.leftover_pos..];
-        let n = rest.len().min(buf.remaining());
-        buf.put_slice(&rest[..n]);
-        st.leftover_pos += n;
-        st.c.bytes_received += n as u64;
-        rd.clear();
-        return Poll::Ready(Ok(()));
-    }
-    if let Some(size) = st.kcp.peek_size() {
-        let dst = buf.initialize_unfilled();
-        let n = if dst.len() >= size {
-            match st.kcp.recv(dst) {
-                Ok(Some(n)) => n,
-                Ok(None) => 0,
-                Err(e) => return Poll::Ready(Err(e.into())),
-            }
-        } else {
-            st.leftover.resize(size, 0);
-            let got = match st.kcp.recv(&mut st.leftover) {
-                Ok(Some(n)) => n,
-                Ok(None) => 0,
-                Err(e) => return Poll::Ready(Err(e.into())),
-            };
-            st.leftover.truncate(got);
-            let n = got.min(dst.len());
-            dst[..n].copy_from_slice(&st.leftover[..n]);
-            st.leftover_pos = n;
-            n
-        };
-        buf.advance(n);
-        st.c.bytes_received += n as u64;
-        // The receive window may have reopened: the driver may owe a WINS.
-        st.wake_driver();
-        rd.clear();
-        return Poll::Ready(Ok(()));
-    }
-    if let Some(f) = &st.fate {
-        rd.clear();
-        return Poll::Ready(Err(f.error().into()));
+    // Checked first so a waiting read does not initialise `buf` every poll.
+    if st.readable() || st.fate.is_some() {
+        if let Some(r) = read_ready(st, buf.initialize_unfilled()) {
+            rd.clear();
+            return Poll::Ready(r.map(|n| buf.advance(n)));
+        }
     }
     st.read_waker = Some(cx.waker().clone());
     let limit = st.read_timeout;
@@ -857,19 +984,13 @@ fn poll_read_impl(
     Poll::Pending
 }
 
-fn poll_recv_msg(
-    shared: &Shared,
-    rd: &mut Timeout,
-    cx: &mut Context<'_>,
-    buf: &mut [u8],
-) -> Poll<Result<usize>> {
-    let mut st = shared.lock();
-    let st = &mut *st;
+/// A message read that does not wait; `None` when it would have to.
+fn recv_msg_ready(st: &mut State, buf: &mut [u8]) -> Option<Result<usize>> {
     if st.leftover_pos < st.leftover.len() {
         // The tail of a message a byte-stream read cut short.
         let rest = &st.leftover[st.leftover_pos..];
         if buf.len() < rest.len() {
-            return Poll::Ready(Err(Error::BufferTooSmall {
+            return Some(Err(Error::BufferTooSmall {
                 need: rest.len(),
                 have: buf.len(),
             }));
@@ -878,25 +999,82 @@ fn poll_recv_msg(
         buf[..n].copy_from_slice(rest);
         st.leftover_pos = st.leftover.len();
         st.c.bytes_received += n as u64;
-        rd.clear();
-        return Poll::Ready(Ok(n));
+        return Some(Ok(n));
     }
     if let Some(size) = st.kcp.peek_size() {
         if buf.len() < size {
-            return Poll::Ready(Err(Error::BufferTooSmall {
+            return Some(Err(Error::BufferTooSmall {
                 need: size,
                 have: buf.len(),
             }));
         }
-        let n = st.kcp.recv(buf)?.unwrap_or(0);
+        let n = match st.kcp.recv(buf) {
+            Ok(n) => n.unwrap_or(0),
+            Err(e) => return Some(Err(e)),
+        };
         st.c.bytes_received += n as u64;
         st.wake_driver();
-        rd.clear();
-        return Poll::Ready(Ok(n));
+        return Some(Ok(n));
     }
-    if let Some(f) = &st.fate {
+    st.fate.as_ref().map(|f| Err(f.error()))
+}
+
+/// `try_recv_msg` of every handle: see [`Session::try_recv_msg`].
+fn try_recv_msg_impl(shared: &Shared, buf: &mut [u8]) -> Result<usize> {
+    recv_msg_ready(&mut shared.lock(), buf).unwrap_or(Err(Error::WouldBlock))
+}
+
+/// Completes once a `try_read`/`try_recv_msg` would not report `WouldBlock`:
+/// data is ready or the session has ended. Many may wait at once.
+async fn readable_impl(shared: &Shared) {
+    /// Keeps `read_watchers` exact even if the future is dropped mid-wait.
+    struct Watch<'a>(&'a Shared);
+    impl Drop for Watch<'_> {
+        fn drop(&mut self) {
+            self.0.lock().read_watchers -= 1;
+        }
+    }
+    let ready = shared.lock().ready.clone();
+    loop {
+        let notified = ready.notified();
+        tokio::pin!(notified);
+        {
+            let mut st = shared.lock();
+            if st.readable() || st.fate.is_some() {
+                return;
+            }
+            // Registered under the lock that every producer holds when it
+            // signals, so no wakeup can fall between the check and the wait.
+            notified.as_mut().enable();
+            st.read_watchers += 1;
+        }
+        let _watch = Watch(shared);
+        notified.await;
+    }
+}
+
+/// `set_read_notify` of every handle: see [`Session::set_read_notify`].
+fn set_read_notify_impl(shared: &Shared, f: Option<ReadNotify>) {
+    let mut st = shared.lock();
+    st.read_notify = f;
+    let now = st.readable() || st.fate.is_some();
+    if let (true, Some(f)) = (now, st.read_notify.as_mut()) {
+        // Data that arrived before registration must not go unannounced.
+        f();
+    }
+}
+
+fn poll_recv_msg(
+    shared: &Shared,
+    rd: &mut Timeout,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<Result<usize>> {
+    let mut st = shared.lock();
+    let st = &mut *st;
+    if let Some(r) = recv_msg_ready(st, buf) {
         rd.clear();
-        return Poll::Ready(Err(f.error()));
+        return Poll::Ready(r);
     }
     st.read_waker = Some(cx.waker().clone());
     let limit = st.read_timeout;
@@ -941,10 +1119,19 @@ fn poll_write_impl(
         let mss = st.kcp.mss().max(1);
         // Back-pressure: take no more than the free window holds, so a huge
         // write cannot queue without bound (kcp-go would take it all).
-        let take = data.len().min((wnd - wait).saturating_mul(mss));
-        let r = queue_and_flush(&mut st, &mut data[..take].chunks(mss));
-        wr.clear();
-        return Poll::Ready(r.map_err(Into::into));
+        let mut take = data.len().min((wnd - wait).saturating_mul(mss));
+        let paced = match &st.limiter {
+            // At least a segment's worth (or all of a short write), so a slow
+            // limit does not chop the stream into tiny segments.
+            Some(l) => l.poll_take(take, take.min(mss), &mut wr.pace, cx),
+            None => Poll::Ready(take),
+        };
+        if let Poll::Ready(n) = paced {
+            take = n;
+            let r = queue_and_flush(&mut st, &mut data[..take].chunks(mss));
+            wr.clear();
+            return Poll::Ready(r.map_err(Into::into));
+        }
     }
     st.write_waker = Some(cx.waker().clone());
     let limit = st.write_timeout;
@@ -969,9 +1156,15 @@ fn poll_send_msg(
         return Poll::Ready(Err(f.error()));
     }
     if st.writable() {
-        let r = queue_and_flush(&mut st, &mut std::iter::once(msg));
-        wr.clear();
-        return Poll::Ready(r.map(|_| ()));
+        let paced = match &st.limiter {
+            Some(l) => l.poll_take(msg.len(), msg.len(), &mut wr.pace, cx),
+            None => Poll::Ready(msg.len()),
+        };
+        if paced.is_ready() {
+            let r = queue_and_flush(&mut st, &mut std::iter::once(msg));
+            wr.clear();
+            return Poll::Ready(r.map(|_| ()));
+        }
     }
     st.write_waker = Some(cx.waker().clone());
     let limit = st.write_timeout;
@@ -1070,6 +1263,26 @@ impl OwnedReadHalf {
         let rd = &mut self.rd;
         std::future::poll_fn(|cx| poll_recv_msg(&shared, rd, cx, buf)).await
     }
+    /// See [`Session::try_read`].
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        try_read_impl(&self.shared, buf)
+    }
+    /// See [`Session::try_recv_msg`].
+    pub fn try_recv_msg(&self, buf: &mut [u8]) -> Result<usize> {
+        try_recv_msg_impl(&self.shared, buf)
+    }
+    /// See [`Session::readable`].
+    pub async fn readable(&self) {
+        readable_impl(&self.shared).await
+    }
+    /// See [`Session::set_read_notify`].
+    pub fn set_read_notify(&self, f: impl FnMut() + Send + 'static) {
+        set_read_notify_impl(&self.shared, Some(Box::new(f)));
+    }
+    /// See [`Session::clear_read_notify`].
+    pub fn clear_read_notify(&self) {
+        set_read_notify_impl(&self.shared, None);
+    }
 }
 
 impl AsyncRead for OwnedReadHalf {
@@ -1123,6 +1336,18 @@ impl OwnedWriteHalf {
     pub fn close(&self) -> Result<()> {
         close_shared(&self.shared)
     }
+    /// See [`Session::set_rate_limit`].
+    pub fn set_rate_limit(&self, bytes_per_second: u32) {
+        set_rate_limiter_impl(&self.shared, RateLimiter::new(bytes_per_second).ok());
+    }
+    /// See [`Session::set_rate_limiter`].
+    pub fn set_rate_limiter(&self, limiter: Option<RateLimiter>) {
+        set_rate_limiter_impl(&self.shared, limiter);
+    }
+    /// See [`Session::rate_limiter`].
+    pub fn rate_limiter(&self) -> Option<RateLimiter> {
+        self.shared.lock().limiter.clone()
+    }
 }
 
 impl AsyncWrite for OwnedWriteHalf {
@@ -1164,21 +1389,6 @@ fn transient(e: &io::Error) -> bool {
 
 type WritableFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
-/// Token bucket for `SetRateLimit` (kcp-go: burst 64 × 1500 bytes).
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn refill(&mut self, rate: u32, now: Instant) {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * f64::from(rate)).min(RATE_BURST);
-    }
-}
-
 /// The per-session task: timers, sealing, sending, and (for dialed sessions)
 /// receiving.
 pub(crate) struct Driver {
@@ -1192,8 +1402,7 @@ pub(crate) struct Driver {
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
     writable: Option<WritableFuture>,
-    bucket: Bucket,
-    c: Snmp,
+    c: Counters,
 }
 
 impl Driver {
@@ -1212,11 +1421,7 @@ impl Driver {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             timer_at: None,
             writable: None,
-            bucket: Bucket {
-                tokens: RATE_BURST,
-                last: Instant::now(),
-            },
-            c: Snmp::default(),
+            c: Counters::default(),
         }
     }
 
@@ -1251,43 +1456,25 @@ impl Driver {
         }
     }
 
-    /// Sends what is queued, honouring the rate limit. Returns when to try
-    /// again if rate-limited.
-    fn send(
-        &mut self,
-        cx: &mut Context<'_>,
-        rate: u32,
-    ) -> std::result::Result<Option<Instant>, io::Error> {
+    /// Sends what is queued. The rate limit applies to writes (kcp-go v5.7,
+    /// [`crate::rate`]), not here: ACKs and retransmissions are never held.
+    fn send(&mut self, cx: &mut Context<'_>) -> std::result::Result<(), io::Error> {
         while !self.out.is_empty() {
             if let Some(w) = self.writable.as_mut() {
                 match w.as_mut().poll(cx) {
-                    Poll::Pending => return Ok(None),
+                    Poll::Pending => return Ok(()),
                     Poll::Ready(_) => self.writable = None,
                 }
             }
-            let max = if rate == 0 {
-                usize::MAX
-            } else {
-                let now = Instant::now();
-                self.bucket.refill(rate, now);
-                let budget = self.bucket.tokens.max(0.0) as usize;
-                let n = self.out.count_within(budget);
-                if n == 0 {
-                    let need = self.out.front_len().unwrap_or(0) as f64 - self.bucket.tokens;
-                    let secs = (need / f64::from(rate)).max(0.001);
-                    return Ok(Some(now + Duration::from_secs_f64(secs)));
-                }
-                n
-            };
-            let (pkts, bytes) =
-                self.out
-                    .try_send(&self.shared.socket, self.shared.peer, max, &mut self.pool)?;
+            let (pkts, bytes) = self.out.try_send(
+                &self.shared.socket,
+                self.shared.peer,
+                usize::MAX,
+                &mut self.pool,
+            )?;
             self.c.out_pkts += pkts as u64;
             self.c.out_bytes += bytes as u64;
-            if rate != 0 {
-                self.bucket.tokens -= bytes as f64;
-            }
-            if pkts < max && !self.out.is_empty() {
+            if !self.out.is_empty() {
                 // Socket buffer full: wait for writability. Boxed once per
                 // stall, not per packet; works with many sessions sharing a
                 // listener's socket (poll_send_ready keeps only one waker).
@@ -1295,7 +1482,7 @@ impl Driver {
                 self.writable = Some(Box::pin(async move { sock.writable().await }));
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -1312,7 +1499,7 @@ impl Driver {
             };
             let now = now_ms();
             let now_i = Instant::now();
-            let (kcp_deadline, idle_deadline, rate, finished);
+            let (kcp_deadline, idle_deadline, finished);
             {
                 let mut guard = self.shared.lock();
                 let st = &mut *guard;
@@ -1366,7 +1553,6 @@ impl Driver {
                         .map(|d| deadline_instant(d, now, now_i));
                     idle_deadline = st.idle_timeout.map(|t| st.last_recv + t);
                 }
-                rate = st.rate_limit;
                 // Abnormal endings discard unsent data; a local close sends it.
                 finished = st.closed && st.fate.as_ref().is_some_and(|f| *f != Fate::Closed);
                 st.publish();
@@ -1384,8 +1570,8 @@ impl Driver {
                 self.sealer
                     .seal(item, now, &mut self.pool, &mut self.out, &mut self.c);
             }
-            let rate_wait = match self.send(cx, rate) {
-                Ok(w) => w,
+            match self.send(cx) {
+                Ok(()) => {}
                 Err(e) => {
                     self.shared.close_with(Fate::Io(e.kind(), e.to_string()));
                     continue;
@@ -1398,10 +1584,7 @@ impl Driver {
                 st.publish();
                 return Poll::Ready(());
             }
-            let next = [kcp_deadline, idle_deadline, rate_wait]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = [kcp_deadline, idle_deadline].into_iter().flatten().min();
             let mut fired = false;
             if let Some(at) = next {
                 if self.timer_at != Some(at) {

@@ -6,11 +6,65 @@
 //! [`Listener::stats`](crate::listener::Listener::stats) give one session's
 //! or one listener's share.
 //!
-//! Sessions keep plain per-session counters (no atomics on the packet path)
-//! and publish the difference to the global atomics once per batch of work.
+//! Sessions keep plain per-session [`Counters`] (no atomics on the packet
+//! path) and publish the difference to the global atomics once per batch of
+//! work.
+//!
+//! # Compiling the counters out (feature `snmp`)
+//!
+//! Counting is the default-on cargo feature `snmp`, the counterpart of
+//! kcp-go v5.7's `kcp_no_snmp` build tag (§12). Built with
+//! `--no-default-features` (and without `snmp`), [`Counters`] is zero-sized
+//! and every increment compiles to nothing, the per-pass snapshot and
+//! publication and the process-wide atomics are gone, and [`Snmp`] still
+//! exists with the same fields, all of which read 0 (from
+//! [`Session::stats`](crate::session::Session::stats),
+//! [`Listener::stats`](crate::listener::Listener::stats) and [`global()`]).
+//! The pure layers' own per-instance statistics
+//! ([`Kcp::stats`](crate::kcp::Kcp::stats), the FEC decoder's and encoder's
+//! `stats`) are not SNMP and are kept either way: they are a few adds on the
+//! engine's own struct, and the engine's tests compare them.
 
 use std::fmt;
+use std::ops::AddAssign;
+#[cfg(feature = "snmp")]
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One counter of [`Counters`]: a `u64`, or nothing without feature `snmp`.
+#[cfg(feature = "snmp")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counter(u64);
+
+/// One counter of [`Counters`]: a `u64`, or nothing without feature `snmp`.
+#[cfg(not(feature = "snmp"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counter;
+
+impl Counter {
+    #[inline(always)]
+    fn get(self) -> u64 {
+        #[cfg(feature = "snmp")]
+        return self.0;
+        #[cfg(not(feature = "snmp"))]
+        0
+    }
+}
+
+impl AddAssign<u64> for Counter {
+    #[inline(always)]
+    fn add_assign(&mut self, n: u64) {
+        #[cfg(feature = "snmp")]
+        {
+            self.0 = self.0.wrapping_add(n);
+        }
+        #[cfg(not(feature = "snmp"))]
+        let _ = n;
+    }
+}
+
+/// Without counters there is nothing to store: no cost left on the hot path.
+#[cfg(not(feature = "snmp"))]
+const _: () = assert!(std::mem::size_of::<Counters>() == 0);
 
 /// Whether a field accumulates (published as a delta) or reports a current
 /// level (published by storing the latest value, as kcp-go does).
@@ -25,18 +79,54 @@ enum Kind {
 macro_rules! snmp {
     ($( $(#[doc = $doc:literal])* $field:ident = $name:literal, $kind:ident; )*) => {
         /// A snapshot of kcp-go's SNMP counters, in kcp-go's struct field order (§6.5).
+        ///
+        /// Without the default feature `snmp` every field reads 0 (see the
+        /// [module documentation](self)).
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Snmp {
             $( $(#[doc = $doc])* pub $field: u64, )*
         }
 
+        /// The counters one owner (a session, its driver, a listener) adds
+        /// to as datagrams pass; the datagram pipeline ([`crate::codec`])
+        /// takes them by `&mut`. Read them with [`snapshot`](Self::snapshot).
+        /// Zero-sized without the feature `snmp`: every increment is then
+        /// compiled out and the snapshot reads 0.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $( pub(crate) $field: Counter, )*
+        }
+
+        impl Counters {
+            /// The current values as an [`Snmp`] (all 0 without `snmp`).
+            pub fn snapshot(&self) -> Snmp {
+                Snmp { $( $field: self.$field.get(), )* }
+            }
+
+            /// Adds every field of `other` to `self` and zeroes `other`.
+            #[inline]
+            pub(crate) fn absorb(&mut self, other: &mut Counters) {
+                $( self.$field += other.$field.get(); )*
+                *other = Counters::default();
+            }
+
+            /// Whether nothing has been counted (always, without `snmp`).
+            #[inline]
+            pub(crate) fn is_zero(&self) -> bool {
+                *self == Counters::default()
+            }
+        }
+
+        #[cfg(feature = "snmp")]
         struct GlobalSnmp {
             $( $field: AtomicU64, )*
         }
 
+        #[cfg(feature = "snmp")]
         #[allow(clippy::declare_interior_mutable_const)]
         const ZERO: AtomicU64 = AtomicU64::new(0);
 
+        #[cfg(feature = "snmp")]
         static GLOBAL: GlobalSnmp = GlobalSnmp { $( $field: ZERO, )* };
 
         const FIELDS: &[(&str, Kind)] = &[ $( ($name, Kind::$kind), )* ];
@@ -62,12 +152,14 @@ macro_rules! snmp {
                 self.fields().find(|(n, _)| *n == name).map(|(_, v)| v)
             }
 
+            #[cfg(feature = "snmp")]
             fn load_global() -> Snmp {
                 Snmp { $( $field: GLOBAL.$field.load(Ordering::Relaxed), )* }
             }
 
             /// Adds `self − published` of every counter to the global and
             /// stores every gauge; then `published = self`.
+            #[cfg(feature = "snmp")]
             fn publish_delta(&self, published: &mut Snmp) {
                 let mut i = 0usize;
                 $(
@@ -91,12 +183,7 @@ macro_rules! snmp {
                 *published = *self;
             }
 
-            /// Adds every field of `other` to `self` and zeroes `other`.
-            pub(crate) fn absorb(&mut self, other: &mut Snmp) {
-                $( self.$field = self.$field.wrapping_add(other.$field); )*
-                *other = Snmp::default();
-            }
-
+            #[cfg(feature = "snmp")]
             fn reset_global() {
                 $( GLOBAL.$field.store(0, Ordering::Relaxed); )*
             }
@@ -185,42 +272,56 @@ impl fmt::Display for Snmp {
 }
 
 /// The process-wide counters (kcp-go's `DefaultSnmp`): the sum over every
-/// session and listener of this process, including closed ones.
+/// session and listener of this process, including closed ones. All 0
+/// without the feature `snmp`.
 pub fn global() -> Snmp {
-    Snmp::load_global()
+    #[cfg(feature = "snmp")]
+    return Snmp::load_global();
+    #[cfg(not(feature = "snmp"))]
+    Snmp::default()
 }
 
 /// Zeroes the process-wide counters (kcp-go's `DefaultSnmp.Reset()`).
 /// `CurrEstab` is a level and is zeroed too, like kcp-go; it will go out of
 /// step if sessions are alive, so use this only in quiet moments.
 pub fn reset_global() {
+    #[cfg(feature = "snmp")]
     Snmp::reset_global()
 }
 
 /// Publishes one owner's counters to the global in deltas.
 #[derive(Debug, Default)]
 pub(crate) struct Publisher {
+    #[cfg(feature = "snmp")]
     published: Snmp,
 }
 
 impl Publisher {
     /// Adds what changed since the last call to the global counters.
+    #[inline]
     pub(crate) fn publish(&mut self, current: &Snmp) {
+        #[cfg(feature = "snmp")]
         if *current != self.published {
             current.publish_delta(&mut self.published);
         }
+        #[cfg(not(feature = "snmp"))]
+        let _ = current;
     }
 }
 
 /// Bookkeeping for `CurrEstab`/`MaxConn` when a session is established.
 pub(crate) fn session_opened() {
-    let cur = GLOBAL.curr_estab.fetch_add(1, Ordering::Relaxed) + 1;
-    GLOBAL.max_conn.fetch_max(cur, Ordering::Relaxed);
+    #[cfg(feature = "snmp")]
+    {
+        let cur = GLOBAL.curr_estab.fetch_add(1, Ordering::Relaxed) + 1;
+        GLOBAL.max_conn.fetch_max(cur, Ordering::Relaxed);
+    }
 }
 
 /// Bookkeeping for `CurrEstab` when a session closes.
 pub(crate) fn session_closed() {
     // Never wrap below zero, even after a `reset_global` with sessions alive.
+    #[cfg(feature = "snmp")]
     let _ = GLOBAL
         .curr_estab
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
@@ -254,6 +355,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "snmp")]
     fn publisher_adds_deltas_and_stores_gauges() {
         // The global is shared with other tests running in parallel: only
         // check that our own increments are visible (monotone counters).

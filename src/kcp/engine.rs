@@ -988,6 +988,35 @@ impl Kcp {
         }
     }
 
+    /// kcp-go v5.7 `ResetRTO` (§12): makes every unacknowledged segment that
+    /// has been sent due for retransmission at the next
+    /// [`FlushKind::Full`] flush, for when the caller knows the path is back
+    /// and does not want to wait out backed-off timers.
+    ///
+    /// Like kcp-go, each such segment's own RTO goes back to the current
+    /// `rx_rto` and its resend time becomes `now_ms`; `xmit` and `fastack`
+    /// are left alone. Nothing is sent here. At that next flush the segments
+    /// take kcp-go's usual branches (a fast- or early-retransmit candidate
+    /// still counts as one; the rest are RTO retransmissions, counted in
+    /// `lost_segs`, backed off from `rx_rto`, and with congestion control on
+    /// they collapse `cwnd` to 1 exactly as a timeout would). Segments never
+    /// sent yet go out at that flush anyway and are not touched.
+    pub fn reset_rto(&mut self, now_ms: u32) {
+        self.advance_clock(now_ms);
+        let (clock, rx_rto) = (self.clock, self.rx_rto);
+        for seg in self.snd_buf.iter_mut() {
+            if seg.acked || seg.xmit == 0 {
+                continue;
+            }
+            seg.rto = rx_rto;
+            seg.resendts = now_ms;
+            seg.due = clock;
+        }
+        // Every live deadline changed: rebuild rather than push, so repeated
+        // calls cannot grow the heap.
+        self.rebuild_heap();
+    }
+
     // ------------------------------------------------------------------
     // internals
     // ------------------------------------------------------------------
