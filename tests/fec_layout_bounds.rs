@@ -6,7 +6,8 @@
 use kcp_session::codec::Receiver;
 use kcp_session::fec::{FecDecoder, FecEncoder, ReedSolomon};
 use kcp_session::kcp::Kcp;
-use kcp_session::{Config, Error, Snmp};
+use kcp_session::stats::Counters;
+use kcp_session::{Config, Error};
 use proptest::prelude::*;
 
 fn is_invalid_config<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
@@ -48,13 +49,13 @@ fn overflowing_sums_are_rejected() {
 fn codec_with_an_absurd_layout_drops_and_counts() {
     let mut rx = Receiver::new(usize::MAX, 2);
     let mut kcp = Kcp::new(0);
-    let mut snmp = Snmp::default();
+    let mut snmp = Counters::default();
     for pkt in fec_packets() {
         let mut out = |_: &[u8]| {};
         rx.input(&pkt, &mut kcp, false, 0, &mut out, &mut snmp, &mut |_| {});
     }
     assert!(rx.decoder().is_none());
-    assert_eq!(snmp.in_errs, 2);
+    assert_eq!(snmp.snapshot().in_errs, 2);
 }
 
 proptest! {
@@ -81,7 +82,7 @@ proptest! {
         }
         let mut rx = Receiver::new(d, p);
         let mut kcp = Kcp::new(0);
-        let mut snmp = Snmp::default();
+        let mut snmp = Counters::default();
         for pkt in fec_packets() {
             let mut out = |_: &[u8]| {};
             rx.input(&pkt, &mut kcp, false, 0, &mut out, &mut snmp, &mut |_| {});
