@@ -30,7 +30,7 @@ use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
 use tokio::time::Sleep;
 
 use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Sealer, CONV_SIZE};
-use crate::config::{Config, Congestion, NoDelay, StreamMode, MTU_LIMIT};
+use crate::config::{check_mtu_limit, Config, Congestion, NoDelay, StreamMode, MTU_LIMIT};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::io::{self as uio, now_ms, PacketPool, RecvBatch, SendBatch, SocketOptions};
@@ -605,10 +605,23 @@ impl Session {
         st.wake_io();
         st.wake_driver();
     }
-    /// kcp-go `SetMtu`: KCP gets min(mtu, 1500) − headers − AEAD tag (§1.9).
+    /// kcp-go `SetMtu`: the largest UDP payload this session sends from now
+    /// on, headers and AEAD tag included; KCP gets mtu − headers − tag (§1.9).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MtuTooLarge`] above
+    /// [`MAX_PACKET_SIZE`](crate::config::MAX_PACKET_SIZE) (1472): kcp-go
+    /// v5.7 truncates longer datagrams to 1472 bytes, so they would fail its
+    /// CRC/AEAD check. kcp-go v5.7's own `SetMtu` clamps to 1472 silently and
+    /// v5.6's to 1500; we refuse instead so the caller learns why. What the
+    /// peer sends is received up to 1500 bytes whatever this is.
+    /// [`Error::InvalidConfig`] if the mtu leaves no room for data after the
+    /// headers. The mtu is unchanged on error.
     pub fn set_mtu(&self, mtu: usize) -> Result<()> {
+        check_mtu_limit(mtu)?;
         let mut st = self.shared.lock();
-        let kmtu = mtu.min(MTU_LIMIT).saturating_sub(st.room + st.trailer);
+        let kmtu = mtu.saturating_sub(st.room + st.trailer);
         if kmtu <= IKCP_OVERHEAD {
             return Err(Error::InvalidConfig(format!(
                 "mtu {mtu} leaves no room for data after {} header bytes",

@@ -4,10 +4,11 @@
 //! On Linux datagrams are moved with `recvmmsg`/`sendmmsg` inside tokio's
 //! [`UdpSocket::try_io`](tokio::net::UdpSocket::try_io), like kcp-go's
 //! `ReadBatch`/`WriteBatch` (§5.8); elsewhere a loop of `try_recv_from` /
-//! `try_send_to` does the same job. Every buffer is [`MTU_LIMIT`] bytes:
-//! kcp-go reads into 1500-byte buffers, so nothing longer is ever sent and a
-//! longer datagram received is truncated by the kernel and then fails its
-//! check (§1.9).
+//! `try_send_to` does the same job. Every buffer is [`MTU_LIMIT`] (1500)
+//! bytes, what a kcp-go v5.6 peer sends at most; a longer datagram received
+//! is truncated by the kernel and then fails its check (§1.9). Nothing longer
+//! than [`MAX_PACKET_SIZE`] (1472) is sent: kcp-go v5.7 reads into 1472-byte
+//! buffers (§12).
 
 mod batch;
 mod pool;
@@ -23,7 +24,7 @@ use tokio::net::UdpSocket;
 pub use batch::{RecvBatch, SendBatch};
 pub use pool::{Packet, PacketPool};
 
-pub use crate::config::MTU_LIMIT;
+pub use crate::config::{MAX_PACKET_SIZE, MTU_LIMIT};
 
 /// Milliseconds since the first call in this process, truncated to u32 like
 /// kcp-go's `currentMs` (§1.6). Only differences of it are ever used.
