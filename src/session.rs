@@ -1404,12 +1404,21 @@ impl Driver {
                     continue;
                 }
             };
-            let closed = self.shared.lock().closed;
-            if closed && self.out.is_empty() {
+            {
+                // Done once closed with nothing left to send: neither in
+                // `out` nor queued since this pass took `pending`. A write
+                // and close landing between that take and here leave their
+                // datagrams in `pending` (the last data of a session that
+                // writes then closes at once); ending now would drop them.
                 let mut st = self.shared.lock();
-                st.c.absorb(&mut self.c);
-                st.publish();
-                return Poll::Ready(());
+                if st.closed && self.out.is_empty() {
+                    if !st.pending.is_empty() {
+                        continue;
+                    }
+                    st.c.absorb(&mut self.c);
+                    st.publish();
+                    return Poll::Ready(());
+                }
             }
             let next = [kcp_deadline, idle_deadline, rate_wait]
                 .into_iter()
