@@ -762,7 +762,18 @@ impl Session {
 
     /// Closes the session (kcp-go `Close`): one final flush, nothing else on
     /// the wire; buffered received data can still be read. A second call
-    /// returns [`Error::Closed`].
+    /// returns [`Error::Closed`]. Dropping every handle does the same.
+    ///
+    /// Data written before the close is not discarded: everything the final
+    /// flush emits is still sent, after the handles are gone, as long as the
+    /// tokio runtime runs (kcp-go v5.6.72 behaves the same; kcp-go v5.7.x
+    /// drops datagrams still queued for sending on Close, so an accepted
+    /// session there that writes then closes at once loses its data, §12).
+    /// Like kcp-go, the final flush sends only what the windows allow and
+    /// nothing is retransmitted afterwards: a dialed session that has not
+    /// heard from its peer yet may only have the initial remote window of 32
+    /// segments in flight, and a lost datagram stays lost. To be sure the
+    /// peer has everything, await [`drain`](Self::drain) before closing.
     pub fn close(&self) -> Result<()> {
         close_shared(&self.shared)
     }
