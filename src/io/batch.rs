@@ -398,6 +398,7 @@ mod linux {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::MTU_LIMIT;
     use std::task::Poll;
 
     #[tokio::test]

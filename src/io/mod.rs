@@ -37,7 +37,7 @@ pub fn now_ms() -> u32 {
 /// Socket options kcp-go exposes (`SetDSCP`, `SetReadBuffer`, `SetWriteBuffer`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SocketOptions {
-    /// DSCP (6 bits); IPv4 TOS = dscp << 2, IPv6 traffic class = dscp (§6.3).
+    /// DSCP (6 bits); IPv4 TOS and IPv6 traffic class = dscp << 2 (§6.3, §12).
     pub dscp: Option<u8>,
     /// `SO_RCVBUF`.
     pub recv_buffer: Option<usize>,
@@ -84,8 +84,10 @@ pub fn set_send_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
     SockRef::from(socket).set_send_buffer_size(bytes)
 }
 
-/// kcp-go `SetDSCP`: IPv4 TOS = dscp << 2 and IPv6 traffic class = dscp
-/// (unshifted, as kcp-go does); succeeds if either works.
+/// kcp-go `SetDSCP`: IPv4 TOS and IPv6 traffic class = dscp << 2, the DSCP
+/// field being the upper six bits of both; succeeds if either works. kcp-go
+/// v5.6 put the unshifted value into the IPv6 traffic class, v5.7 fixed it;
+/// we follow v5.7 (§12).
 pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
     let sock = SockRef::from(socket);
     let v4 = sock.set_tos(u32::from(dscp) << 2);
@@ -95,7 +97,7 @@ pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
         target_os = "macos",
         target_os = "freebsd"
     ))]
-    let v6 = sock.set_tclass_v6(u32::from(dscp));
+    let v6 = sock.set_tclass_v6(u32::from(dscp) << 2);
     #[cfg(not(any(
         target_os = "linux",
         target_os = "android",
@@ -106,5 +108,23 @@ pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
     match (v4, v6) {
         (Ok(()), _) | (_, Ok(())) => Ok(()),
         (Err(e), _) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn dscp_is_the_upper_six_bits_of_tos_and_traffic_class() {
+        let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        set_dscp(&v4, 46).unwrap();
+        assert_eq!(SockRef::from(&v4).tos().unwrap(), 46 << 2);
+        // IPv6 may be unavailable on the machine; then there is nothing to check.
+        if let Ok(v6) = UdpSocket::bind("[::1]:0").await {
+            set_dscp(&v6, 46).unwrap();
+            assert_eq!(SockRef::from(&v6).tclass_v6().unwrap(), 46 << 2);
+        }
     }
 }
