@@ -744,7 +744,7 @@ async fn idle_client(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
 
 /// Ends session `i` of a writer role right after its last write.
 fn end_session(s: Session, i: usize) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let _ = s.close();
     }
     drop(s);

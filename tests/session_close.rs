@@ -32,7 +32,7 @@ fn config() -> Config {
 /// Ends the session the two ways a user can: even rounds `close()`, odd
 /// rounds drop it.
 fn end(s: Session, round: usize) {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         s.close().expect("first close");
     }
     drop(s);
