@@ -7,8 +7,13 @@
 //!          [--crypt NAME] [--key PASSPHRASE] [--datashard N] [--parityshard N]
 //!          [--mode normal|fast|fast2|fast3] [--mtu N] [--sndwnd N] [--rcvwnd N]
 //!          [--stream|--message] [--bytes N] [--chunk N] [--seed N] [--timeout SECONDS]
-//!          [--sockbuf N] [--acknodelay] [--count N]
+//!          [--sockbuf N] [--acknodelay] [--count N] [--session-timeout SECONDS]
 //! ```
+//!
+//! Four roles test close semantics (interop/close_test.go):
+//! `write-close-server` / `write-close-client` write --bytes on each of
+//! --count sessions and close it at once, `read-client` / `read-server` count
+//! the sessions whose payload arrived whole.
 //!
 //! Two more roles serve the benchmark driver (interop/bench): `rr-client`
 //! (--count request/response round trips of --chunk bytes; RESULT carries
@@ -25,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kcp_session::config::MAX_PACKET_SIZE;
 use kcp_session::crypt::{CipherKind, Crypt};
 use kcp_session::{stats, Config, CryptSpec, Listener, Mode, Session, StreamMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +64,7 @@ struct Args {
     sockbuf: usize,
     acknodelay: bool,
     count: usize,
+    session_timeout: Duration,
     threads: usize,
 }
 
@@ -81,6 +88,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         sockbuf: 4 << 20,
         acknodelay: false,
         count: 1000,
+        session_timeout: Duration::from_secs(5),
         threads: 2,
     };
     let (mut saw_stream, mut saw_message) = (false, false);
@@ -132,14 +140,18 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "bytes" => a.bytes = num(&value)?,
             "chunk" => a.chunk = num(&value)? as usize,
             "seed" => a.seed = num(&value)?,
-            "timeout" => {
+            "timeout" | "session-timeout" => {
                 let s: f64 = value
                     .parse()
-                    .map_err(|_| format!("--timeout: {value:?} is not a number"))?;
+                    .map_err(|_| format!("--{name}: {value:?} is not a number"))?;
                 if !(s > 0.0 && s.is_finite()) {
-                    return Err("--timeout must be positive".into());
+                    return Err(format!("--{name} must be positive"));
                 }
-                a.timeout = Duration::from_secs_f64(s);
+                if name == "timeout" {
+                    a.timeout = Duration::from_secs_f64(s);
+                } else {
+                    a.session_timeout = Duration::from_secs_f64(s);
+                }
             }
             "sockbuf" => a.sockbuf = num(&value)? as usize,
             "acknodelay" => a.acknodelay = flag(&value)?,
@@ -157,7 +169,16 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     }
     if !matches!(
         a.role.as_str(),
-        "echo-server" | "sink" | "echo-client" | "source" | "rr-client" | "idle-client"
+        "echo-server"
+            | "sink"
+            | "echo-client"
+            | "source"
+            | "rr-client"
+            | "idle-client"
+            | "write-close-server"
+            | "write-close-client"
+            | "read-server"
+            | "read-client"
     ) {
         return Err(format!("unknown --role {:?}", a.role));
     }
@@ -191,12 +212,25 @@ fn crypt_spec(name: &str, passphrase: &str) -> Result<CryptSpec, String> {
     })
 }
 
+/// `--mtu` as the library accepts it: like kcp-go v5.7's `SetMtu`, a value
+/// above 1472 is clamped (with a note), so the matrix can ask both peers for
+/// 1500; the library itself refuses such an mtu with `Error::MtuTooLarge`.
+fn effective_mtu(mtu: usize) -> usize {
+    if mtu > MAX_PACKET_SIZE {
+        eprintln!(
+            "peer: --mtu {mtu} clamped to {MAX_PACKET_SIZE}: kcp-go v5.7 truncates longer datagrams"
+        );
+        return MAX_PACKET_SIZE;
+    }
+    mtu
+}
+
 fn build_config(a: &Args) -> Result<Config, String> {
     Config::builder()
         .crypt(crypt_spec(&a.crypt, &a.key)?)
         .fec(a.datashard, a.parityshard)
         .mode(a.mode)
-        .mtu(a.mtu)
+        .mtu(effective_mtu(a.mtu))
         .window(a.sndwnd, a.rcvwnd)
         .stream_mode(a.stream)
         .write_delay(false)
@@ -701,6 +735,261 @@ async fn idle_client(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
     o
 }
 
+// ---- close semantics (interop/close_test.go) --------------------------------
+//
+// A session that writes and then closes at once must still deliver what it
+// wrote, as with kcp-go v5.6.72 (v5.7.6 drops what is still queued). The
+// writers alternate between `close()` (even sessions) and dropping the
+// session (odd ones), the two ways a Rust user ends a session.
+
+/// Ends session `i` of a writer role right after its last write.
+fn end_session(s: Session, i: usize) {
+    if i.is_multiple_of(2) {
+        let _ = s.close();
+    }
+    drop(s);
+}
+
+/// Keeps the process (and so the closed sessions' driver tasks) alive after
+/// a writer's last close until stdin closes or the deadline passes: what is
+/// tested is close, not process exit.
+async fn linger(deadline: Instant) -> &'static str {
+    let stdin_closed = async {
+        let mut stdin = tokio::io::stdin();
+        let mut sink = vec![0u8; 4096];
+        while let Ok(n) = stdin.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = stdin_closed => "stdin-closed",
+        _ = tokio::time::sleep_until(deadline.into()) => "deadline",
+    }
+}
+
+/// Accepts sessions until --count of them have sent their hello byte; on
+/// each it then writes --bytes of the payload and ends it at once. Sessions
+/// run concurrently; one that sends no hello within --session-timeout is
+/// dropped and not counted (a late ACK from a client session that already
+/// ended opens such a session, §6.2, as in kcp-go).
+async fn write_close_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+    let l = match listen(a, cfg).await {
+        Ok(l) => l,
+        Err(e) => return Outcome::setup(e),
+    };
+    let mut set = tokio::task::JoinSet::new();
+    let mut o = Outcome {
+        ok: true,
+        ..Outcome::default()
+    };
+    let (mut served, mut ghosts, mut accepted) = (0usize, 0usize, 0usize);
+    while served < a.count {
+        tokio::select! {
+            r = l.accept() => match r {
+                Ok(mut s) => {
+                    let (a, k) = (a.clone(), accepted);
+                    accepted += 1;
+                    set.spawn(async move {
+                        let mut hello = [0u8; 1];
+                        match tokio::time::timeout(a.session_timeout, s.read_exact(&mut hello)).await {
+                            Ok(Ok(_)) => {}
+                            _ => return None,
+                        }
+                        let r = write_all(&mut s, &a).await;
+                        // Right after the last write, alternating close()
+                        // and drop.
+                        end_session(s, k);
+                        Some(r)
+                    });
+                }
+                Err(e) => {
+                    o.ok = false;
+                    o.reason = format!("accept: {e}");
+                    break;
+                }
+            },
+            Some(j) = set.join_next(), if !set.is_empty() => match j {
+                Ok(Some(r)) => {
+                    match r {
+                        Ok(crc) => o.crc = crc,
+                        Err(e) if o.ok => {
+                            o.ok = false;
+                            o.reason = format!("session {served}: {e}");
+                        }
+                        Err(_) => {}
+                    }
+                    o.bytes += a.bytes;
+                    served += 1;
+                }
+                Ok(None) => ghosts += 1,
+                Err(e) => {
+                    o.ok = false;
+                    o.reason = format!("session task: {e}");
+                }
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                o.ok = false;
+                o.reason = format!("only {served} of {} sessions sent their hello by the deadline", a.count);
+                break;
+            }
+        }
+    }
+    o.extra = format!(
+        "sessions={served} ghosts={ghosts} stop={}",
+        linger(deadline).await
+    );
+    o
+}
+
+/// Dials --count sessions one after another; each writes --bytes of the
+/// payload and closes at once.
+async fn write_close_client(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+    let mut o = Outcome::default();
+    for i in 0..a.count {
+        let mut s = match dial(a, cfg).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::setup(e),
+        };
+        match write_all(&mut s, a).await {
+            Ok(crc) => o.crc = crc,
+            Err(e) => {
+                o.reason = format!("session {i}: {e}");
+                return o;
+            }
+        }
+        end_session(s, i);
+        o.bytes += a.bytes;
+    }
+    o.ok = true;
+    o.extra = format!("sessions={} stop={}", a.count, linger(deadline).await);
+    o
+}
+
+/// A reader role's count of sessions that delivered their whole payload.
+#[derive(Default)]
+struct Tally {
+    complete: usize,
+    bytes: u64,
+    crc: u32,
+    first_failure: Option<String>,
+}
+
+impl Tally {
+    fn add(&mut self, i: usize, want: u64, r: Result<Verifier, String>) {
+        match r {
+            Ok(v) if v.mismatch.is_none() && v.got == want => {
+                self.complete += 1;
+                self.bytes += v.got;
+                self.crc = v.crc();
+            }
+            Ok(v) => {
+                let e = format!("session {i}: payload mismatch at {:?}", v.mismatch);
+                self.first_failure.get_or_insert(e);
+            }
+            Err(e) => {
+                self.first_failure
+                    .get_or_insert(format!("session {i}: {e}"));
+            }
+        }
+    }
+
+    fn outcome(self, count: usize) -> Outcome {
+        let ok = self.complete == count;
+        let mut reason = String::new();
+        if !ok {
+            reason = format!(
+                "{} of {count} sessions delivered their payload",
+                self.complete
+            );
+            if let Some(f) = self.first_failure {
+                reason.push_str("; first failure: ");
+                reason.push_str(&f);
+            }
+        }
+        Outcome {
+            bytes: self.bytes,
+            crc: self.crc,
+            ok,
+            extra: format!("sessions={} of={count}", self.complete),
+            reason,
+            setup: false,
+        }
+    }
+}
+
+/// Reads --bytes from one session within --session-timeout.
+async fn read_one(s: &mut Session, a: &Args) -> Result<Verifier, String> {
+    match tokio::time::timeout(a.session_timeout, read_verify(s, a)).await {
+        Ok((v, None)) => Ok(v),
+        Ok((_, Some(e))) => Err(e),
+        Err(_) => Err(format!("no payload within {:?}", a.session_timeout)),
+    }
+}
+
+/// Dials --count sessions one after another; each sends the hello byte and
+/// must then receive --bytes of the payload. Failed sessions are counted,
+/// not fatal.
+async fn read_client(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+    let mut t = Tally::default();
+    for i in 0..a.count {
+        let mut s = match dial(a, cfg).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::setup(e),
+        };
+        let r = match s.write_all(&[BYE]).await {
+            Ok(()) => read_one(&mut s, a).await,
+            Err(e) => Err(format!("hello: {e}")),
+        };
+        t.add(i, a.bytes, r);
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    t.outcome(a.count)
+}
+
+/// Accepts sessions until --count of them have ended; each must deliver
+/// --bytes of the payload.
+async fn read_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+    let l = match listen(a, cfg).await {
+        Ok(l) => l,
+        Err(e) => return Outcome::setup(e),
+    };
+    let mut set = tokio::task::JoinSet::new();
+    let mut accepted = 0;
+    let mut t = Tally::default();
+    let mut ended = 0;
+    while ended < a.count {
+        tokio::select! {
+            r = l.accept(), if accepted < a.count => match r {
+                Ok(mut s) => {
+                    let (a2, i) = (a.clone(), accepted);
+                    accepted += 1;
+                    set.spawn(async move { (i, read_one(&mut s, &a2).await) });
+                }
+                Err(e) => {
+                    t.first_failure.get_or_insert(format!("accept: {e}"));
+                    break;
+                }
+            },
+            Some(j) = set.join_next(), if !set.is_empty() => {
+                ended += 1;
+                match j {
+                    Ok((i, r)) => t.add(i, a.bytes, r),
+                    Err(e) => t.add(usize::MAX, a.bytes, Err(e.to_string())),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                t.first_failure.get_or_insert(format!("{ended} sessions ended by the deadline"));
+                break;
+            }
+        }
+    }
+    t.outcome(a.count)
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let a = match parse_args(&argv) {
@@ -737,6 +1026,10 @@ fn main() -> ExitCode {
                 "echo-client" => echo_client(&a, &cfg).await,
                 "rr-client" => rr_client(&a, &cfg).await,
                 "idle-client" => idle_client(&a, &cfg, deadline).await,
+                "write-close-server" => write_close_server(&a, &cfg, deadline).await,
+                "write-close-client" => write_close_client(&a, &cfg, deadline).await,
+                "read-server" => read_server(&a, &cfg, deadline).await,
+                "read-client" => read_client(&a, &cfg, deadline).await,
                 _ => source(&a, &cfg).await,
             }
         };

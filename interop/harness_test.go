@@ -31,8 +31,8 @@ import (
 
 // asPeerEnv makes the test binary run as the Go peer instead of running
 // tests: the harness re-executes itself, so the Go peer is always built
-// against exactly the kcp-go version this test run uses (go.mod or
-// go.v5664.mod).
+// against exactly the kcp-go version this test run uses (go.mod,
+// go.v5664.mod or go.v576.mod).
 const asPeerEnv = "KCP_INTEROP_AS_PEER"
 
 // defaultParallel is how many cells run at once unless -parallel is given:
@@ -367,8 +367,11 @@ func (p *proc) describe() string {
 func (p *proc) commandLine() string {
 	if len(p.im.env) > 0 && p.im.env[0] == asPeerEnv+"=1" {
 		mod := ""
-		if kcpGoVersion() == "v5.6.64" {
+		switch v := kcpGoVersion(); {
+		case v == "v5.6.64":
 			mod = "-modfile=go.v5664.mod "
+		case strings.HasPrefix(v, "v5.7"):
+			mod = "-modfile=go.v576.mod "
 		}
 		return "(cd interop && go run " + mod + "./cmd/gopeer " + shellJoin(p.args) + ")"
 	}

@@ -16,8 +16,16 @@ use crate::crypt::{CipherKind, Crypt};
 use crate::error::{Error, Result};
 use crate::rate::RateLimiter;
 
-/// Largest UDP payload kcp-go reads (`mtuLimit`, §1.9); nothing we send is longer.
+/// Largest UDP payload we receive: kcp-go v5.6's `mtuLimit`, the size of its
+/// receive buffers and of what a v5.6 peer at mtu 1500 sends (§1.9). Our
+/// receive buffers are this long so such peers are still heard.
 pub const MTU_LIMIT: usize = 1500;
+/// Largest UDP payload we send and the largest mtu accepted: kcp-go v5.7's
+/// `maxPacketSize` (§12). v5.7 reads into 1472-byte buffers, so a longer
+/// datagram reaches it truncated and fails its CRC/AEAD check; 1472 is also
+/// what fits an IPv4 packet in a 1500-byte Ethernet frame without
+/// fragmentation. Every v5.6 and v5.7 peer accepts datagrams of this size.
+pub const MAX_PACKET_SIZE: usize = 1472;
 /// kcp-go's default mtu (`IKCP_MTU_DEF`).
 pub const DEFAULT_MTU: usize = 1400;
 /// kcptun's default mtu (§7.4).
@@ -409,10 +417,22 @@ pub(crate) fn header_len(crypt: &Crypt, fec: bool) -> usize {
     crypt.header_len() + if fec { FEC_HEADER_SIZE_PLUS2 } else { 0 }
 }
 
-/// §1.9: kcp mtu = min(mtu, 1500) − headerSize − AEAD tag.
+/// §1.9: kcp mtu = mtu − headerSize − AEAD tag, the mtu capped at
+/// [`MAX_PACKET_SIZE`] (a validated config never exceeds it).
 pub(crate) fn kcp_mtu(mtu: usize, crypt: &Crypt, fec: bool) -> usize {
-    mtu.min(MTU_LIMIT)
+    mtu.min(MAX_PACKET_SIZE)
         .saturating_sub(header_len(crypt, fec) + crypt.trailer_len())
+}
+
+/// [`Error::MtuTooLarge`] for an mtu above [`MAX_PACKET_SIZE`] (§12).
+pub(crate) fn check_mtu_limit(mtu: usize) -> Result<()> {
+    if mtu > MAX_PACKET_SIZE {
+        return Err(Error::MtuTooLarge {
+            mtu,
+            max: MAX_PACKET_SIZE,
+        });
+    }
+    Ok(())
 }
 
 /// FEC header with the size field (§1.5); duplicated here so the config does
@@ -453,7 +473,12 @@ impl ConfigBuilder {
         self.s.parity_shards = parity_shards;
         self
     }
-    /// Largest UDP payload to send (at most 1500).
+    /// Largest UDP payload to send, crypto/FEC headers and AEAD tag
+    /// included: at most [`MAX_PACKET_SIZE`] (1472). [`build`](Self::build)
+    /// rejects more with [`Error::MtuTooLarge`]: kcp-go v5.7 truncates longer
+    /// datagrams to 1472 bytes, so they would fail its CRC/AEAD check (kcp-go
+    /// v5.7's own `SetMtu` clamps silently). Datagrams up to 1500 bytes from
+    /// kcp-go v5.6 peers are received whatever this is set to.
     pub fn mtu(mut self, mtu: usize) -> Self {
         self.s.mtu = mtu;
         self
@@ -569,7 +594,7 @@ impl ConfigBuilder {
     /// Checks every value and builds the cipher.
     ///
     /// Errors ([`Error::InvalidConfig`] unless the cipher says otherwise):
-    /// mtu above 1500 or leaving no room for one KCP payload byte after the
+    /// mtu above [`MAX_PACKET_SIZE`] (1472; [`Error::MtuTooLarge`]) or leaving no room for one KCP payload byte after the
     /// crypto/FEC headers and AEAD tag; a zero window or one above 65535
     /// (the wire field is 16 bits); more than 256 FEC shards; a zero accept
     /// backlog or session cap; DSCP above 63; a zero idle/read/write timeout or
@@ -583,12 +608,7 @@ impl ConfigBuilder {
 
     fn check(&self, crypt: &Crypt) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidConfig(msg));
-        if self.s.mtu > MTU_LIMIT {
-            return bad(format!(
-                "mtu {} exceeds {MTU_LIMIT}, the largest datagram kcp-go reads",
-                self.s.mtu
-            ));
-        }
+        check_mtu_limit(self.s.mtu)?;
         let fec = self.s.data_shards > 0 && self.s.parity_shards > 0;
         let overhead = header_len(crypt, fec) + crypt.trailer_len();
         if self.s.mtu <= overhead + IKCP_OVERHEAD {
@@ -732,7 +752,16 @@ mod tests {
 
     #[test]
     fn impossible_values_are_rejected() {
-        assert!(invalid(Config::builder().mtu(1501)).contains("1500"));
+        for mtu in [1473, 1500, 1501, 65535] {
+            let r = Config::builder().mtu(mtu).build();
+            assert!(
+                matches!(r, Err(Error::MtuTooLarge { mtu: m, max: 1472 }) if m == mtu),
+                "{r:?}"
+            );
+            let msg = r.unwrap_err().to_string();
+            assert!(msg.contains("1472") && msg.contains("v5.7"), "{msg}");
+        }
+        assert_eq!(Config::builder().mtu(1472).build().unwrap().mtu(), 1472);
         assert!(invalid(Config::builder().mtu(24)).contains("too small"));
         // 20 crypto + 8 FEC + 24 KCP = 52: 52 leaves no data byte, 53 does.
         let aes_fec = || Config::builder().crypt_kcptun("aes", "k").fec(1, 1);

@@ -18,6 +18,20 @@ pub enum Error {
     /// A configuration value is out of range or inconsistent with another.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// An mtu above [`MAX_PACKET_SIZE`](crate::config::MAX_PACKET_SIZE): kcp-go
+    /// v5.7 reads datagrams into 1472-byte buffers, so a longer one would
+    /// arrive truncated and fail its CRC/AEAD check (§12).
+    #[error(
+        "mtu {mtu} exceeds {max}, the largest UDP payload kcp-go v5.7 reads \
+         (longer datagrams are truncated by its {max}-byte receive buffers and fail CRC/AEAD); \
+         set the mtu to {max} or less"
+    )]
+    MtuTooLarge {
+        /// The mtu asked for.
+        mtu: usize,
+        /// The largest mtu accepted (1472).
+        max: usize,
+    },
     /// A key has a length the cipher does not accept.
     #[error("invalid key length {len} for {cipher} (accepted: {accepted})")]
     InvalidKey {
@@ -140,6 +154,7 @@ impl From<Error> for io::Error {
             Error::Timeout | Error::IdleTimeout => io::ErrorKind::TimedOut,
             Error::DeadLink(_) => io::ErrorKind::ConnectionAborted,
             Error::InvalidConfig(_)
+            | Error::MtuTooLarge { .. }
             | Error::InvalidKey { .. }
             | Error::UnknownCipher { .. }
             | Error::EmptyMessage

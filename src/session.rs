@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Sealer, CONV_SIZE};
-use crate::config::{Config, Congestion, NoDelay, StreamMode, MTU_LIMIT};
+use crate::config::{check_mtu_limit, Config, Congestion, NoDelay, StreamMode, MTU_LIMIT};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::io::{self as uio, now_ms, PacketPool, RecvBatch, SendBatch, SocketOptions};
@@ -641,10 +641,23 @@ impl Session {
         st.wake_io();
         st.wake_driver();
     }
-    /// kcp-go `SetMtu`: KCP gets min(mtu, 1500) − headers − AEAD tag (§1.9).
+    /// kcp-go `SetMtu`: the largest UDP payload this session sends from now
+    /// on, headers and AEAD tag included; KCP gets mtu − headers − tag (§1.9).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MtuTooLarge`] above
+    /// [`MAX_PACKET_SIZE`](crate::config::MAX_PACKET_SIZE) (1472): kcp-go
+    /// v5.7 truncates longer datagrams to 1472 bytes, so they would fail its
+    /// CRC/AEAD check. kcp-go v5.7's own `SetMtu` clamps to 1472 silently and
+    /// v5.6's to 1500; we refuse instead so the caller learns why. What the
+    /// peer sends is received up to 1500 bytes whatever this is.
+    /// [`Error::InvalidConfig`] if the mtu leaves no room for data after the
+    /// headers. The mtu is unchanged on error.
     pub fn set_mtu(&self, mtu: usize) -> Result<()> {
+        check_mtu_limit(mtu)?;
         let mut st = self.shared.lock();
-        let kmtu = mtu.min(MTU_LIMIT).saturating_sub(st.room + st.trailer);
+        let kmtu = mtu.saturating_sub(st.room + st.trailer);
         if kmtu <= IKCP_OVERHEAD {
             return Err(Error::InvalidConfig(format!(
                 "mtu {mtu} leaves no room for data after {} header bytes",
@@ -810,7 +823,18 @@ impl Session {
 
     /// Closes the session (kcp-go `Close`): one final flush, nothing else on
     /// the wire; buffered received data can still be read. A second call
-    /// returns [`Error::Closed`].
+    /// returns [`Error::Closed`]. Dropping every handle does the same.
+    ///
+    /// Data written before the close is not discarded: everything the final
+    /// flush emits is still sent, after the handles are gone, as long as the
+    /// tokio runtime runs (kcp-go v5.6.72 behaves the same; kcp-go v5.7.x
+    /// drops datagrams still queued for sending on Close, so an accepted
+    /// session there that writes then closes at once loses its data, §12).
+    /// Like kcp-go, the final flush sends only what the windows allow and
+    /// nothing is retransmitted afterwards: a dialed session that has not
+    /// heard from its peer yet may only have the initial remote window of 32
+    /// segments in flight, and a lost datagram stays lost. To be sure the
+    /// peer has everything, await [`drain`](Self::drain) before closing.
     pub fn close(&self) -> Result<()> {
         close_shared(&self.shared)
     }
@@ -1577,12 +1601,21 @@ impl Driver {
                     continue;
                 }
             };
-            let closed = self.shared.lock().closed;
-            if closed && self.out.is_empty() {
+            {
+                // Done once closed with nothing left to send: neither in
+                // `out` nor queued since this pass took `pending`. A write
+                // and close landing between that take and here leave their
+                // datagrams in `pending` (the last data of a session that
+                // writes then closes at once); ending now would drop them.
                 let mut st = self.shared.lock();
-                st.c.absorb(&mut self.c);
-                st.publish();
-                return Poll::Ready(());
+                if st.closed && self.out.is_empty() {
+                    if !st.pending.is_empty() {
+                        continue;
+                    }
+                    st.c.absorb(&mut self.c);
+                    st.publish();
+                    return Poll::Ready(());
+                }
             }
             let next = [kcp_deadline, idle_deadline].into_iter().flatten().min();
             let mut fired = false;

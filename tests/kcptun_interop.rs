@@ -7,10 +7,12 @@
 //! kcptun is found as `kcptun-client` / `kcptun-server` on PATH (Debian's
 //! `kcptun` package: 20210922, kcp-go 5.6.1, smux 1.5.16) or through
 //! `KCPTUN_CLIENT` / `KCPTUN_SERVER`. A second peer is used when
-//! `KCPTUN_NEW_CLIENT` / `KCPTUN_NEW_SERVER` point to binaries:
-//! `scripts/kcptun-peers` builds the same kcptun rebuilt on kcp-go v5.6.64
-//! (what current kcptun vendors) and `scripts/test` exports them. Without
-//! kcptun the tests fail when `CI=true` and print `SKIPPED` otherwise.
+//! `KCPTUN_NEW_CLIENT` / `KCPTUN_NEW_SERVER` point to binaries, and a third
+//! with `KCPTUN_V57_CLIENT` / `KCPTUN_V57_SERVER`: `scripts/kcptun-peers`
+//! builds the same kcptun rebuilt on kcp-go v5.6.64 (what current kcptun
+//! vendors) and on kcp-go v5.7.6 (the newest kcp-go), and `scripts/test`
+//! exports them. Without a peer the tests fail when `CI=true` and print
+//! `SKIPPED` otherwise.
 //! Every child process is killed when its cell ends (kill_on_drop).
 #![cfg(feature = "tunnel")]
 
@@ -406,31 +408,33 @@ async fn kcptun_client_to_rust_server() {
     run_side(Side::GoToOurs, "KCPTUN_CLIENT", "KCPTUN_SERVER", "debian").await;
 }
 
-/// The second peer (kcptun on kcp-go v5.6.64), when the environment points
-/// at it (scripts/test does).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kcpgo_5664_peer_both_ways() {
-    if std::env::var_os("KCPTUN_NEW_SERVER").is_none() {
-        eprintln!(
-            "kcptun on kcp-go v5.6.64: SKIPPED (set KCPTUN_NEW_CLIENT and KCPTUN_NEW_SERVER)"
-        );
+/// A rebuilt kcptun peer named by two environment variables
+/// (scripts/kcptun-peers builds them, scripts/test exports the variables):
+/// both directions. Unset: SKIPPED, or a failure under `CI=true`.
+async fn rebuilt_peer_both_ways(client_env: &str, server_env: &str, tag: &str) {
+    if std::env::var_os(server_env).is_none() || std::env::var_os(client_env).is_none() {
+        let msg = format!("kcptun on {tag}: {client_env} and {server_env} are not set (scripts/kcptun-peers builds the peer, scripts/test sets them)");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}, and CI=true");
+        }
+        eprintln!("{msg}: SKIPPED");
         return;
     }
-    let tag = "kcp-go-5.6.64";
-    run_side(
-        Side::OursToGo,
-        "KCPTUN_NEW_CLIENT",
-        "KCPTUN_NEW_SERVER",
-        tag,
-    )
-    .await;
-    run_side(
-        Side::GoToOurs,
-        "KCPTUN_NEW_CLIENT",
-        "KCPTUN_NEW_SERVER",
-        tag,
-    )
-    .await;
+    run_side(Side::OursToGo, client_env, server_env, tag).await;
+    run_side(Side::GoToOurs, client_env, server_env, tag).await;
+}
+
+/// kcptun rebuilt on kcp-go v5.6.64, the kcp-go of current kcptun releases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcpgo_5664_peer_both_ways() {
+    rebuilt_peer_both_ways("KCPTUN_NEW_CLIENT", "KCPTUN_NEW_SERVER", "kcp-go-5.6.64").await;
+}
+
+/// kcptun rebuilt on kcp-go v5.7.6: 1472-byte receive buffers, so our side
+/// must never send more (§12), and its FEC auto-tune and Close differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcpgo_576_peer_both_ways() {
+    rebuilt_peer_both_ways("KCPTUN_V57_CLIENT", "KCPTUN_V57_SERVER", "kcp-go-5.7.6").await;
 }
 
 /// Our tunnel pair, always run (no Go needed): every cell above plus the

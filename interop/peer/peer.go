@@ -70,6 +70,9 @@ type Config struct {
 	SockBuf      int
 	AckNoDelay   bool
 	Count        int
+	// SessionTimeout bounds each session of the read-client and read-server
+	// roles.
+	SessionTimeout time.Duration
 }
 
 // modes are kcptun's presets (docs/wire.md §7.3): nodelay, interval, resend, nc.
@@ -103,7 +106,8 @@ func ParseArgs(args []string, stderr io.Writer) (*Config, error) {
 	timeout := fs.Float64("timeout", 60, "give up after this many seconds")
 	fs.IntVar(&c.SockBuf, "sockbuf", 4<<20, "socket buffer size (Go peer extension)")
 	fs.BoolVar(&c.AckNoDelay, "acknodelay", false, "SetACKNoDelay (Go peer extension)")
-	fs.IntVar(&c.Count, "count", 1000, "requests (rr-client) or sessions (idle-client)")
+	fs.IntVar(&c.Count, "count", 1000, "requests (rr-client) or sessions (idle-client, close-semantics roles)")
+	sessionTimeout := fs.Float64("session-timeout", 5, "read-client/read-server: give up on one session after this many seconds")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -115,8 +119,10 @@ func ParseArgs(args []string, stderr io.Writer) (*Config, error) {
 	}
 	c.Stream = !*message
 	c.Timeout = time.Duration(*timeout * float64(time.Second))
+	c.SessionTimeout = time.Duration(*sessionTimeout * float64(time.Second))
 	switch c.Role {
-	case RoleEchoServer, RoleSink, RoleEchoClient, RoleSource, RoleRRClient, RoleIdleClient:
+	case RoleEchoServer, RoleSink, RoleEchoClient, RoleSource, RoleRRClient, RoleIdleClient,
+		RoleWriteCloseServer, RoleWriteCloseClient, RoleReadServer, RoleReadClient:
 	default:
 		return nil, fmt.Errorf("unknown --role %q", c.Role)
 	}
@@ -126,7 +132,7 @@ func ParseArgs(args []string, stderr io.Writer) (*Config, error) {
 	if _, ok := modes[c.Mode]; !ok {
 		return nil, fmt.Errorf("unknown --mode %q", c.Mode)
 	}
-	if c.Bytes < 0 || c.Chunk <= 0 || c.Timeout <= 0 || c.DataShards < 0 || c.ParityShards < 0 {
+	if c.Bytes < 0 || c.Chunk <= 0 || c.Timeout <= 0 || c.SessionTimeout <= 0 || c.DataShards < 0 || c.ParityShards < 0 {
 		return nil, errors.New("--bytes, --chunk, --timeout, --datashard, --parityshard must not be negative (chunk, timeout > 0)")
 	}
 	return c, nil
@@ -172,6 +178,14 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			done <- p.rrClient()
 		case RoleIdleClient:
 			done <- p.idleClient()
+		case RoleWriteCloseServer:
+			done <- p.writeCloseServer()
+		case RoleWriteCloseClient:
+			done <- p.writeCloseClient()
+		case RoleReadServer:
+			done <- p.readServer()
+		case RoleReadClient:
+			done <- p.readClient()
 		}
 	}()
 	// Watchdog: the roles honour the deadline through session deadlines; this

@@ -254,14 +254,16 @@ func (r *Relay) pass(w *way, pkt []byte, send func([]byte)) {
 			default:
 			}
 			for i := 0; i < copies; i++ {
-				send(b)
 				w.stats.forwarded.Add(1)
+				send(b)
 			}
 		})
 		return
 	}
+	// Counted before the send: once it is on the wire the answer can come
+	// back and a reader of the counters must already see it forwarded.
 	for i := 0; i < copies; i++ {
-		send(b)
 		w.stats.forwarded.Add(1)
+		send(b)
 	}
 }

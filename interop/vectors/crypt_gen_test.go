@@ -150,7 +150,11 @@ type cryptRawFile struct {
 }
 
 func cryptRaw(t *testing.T) cryptRawFile {
-	f := cryptRawFile{Description: "kcp-go v5.6.72 BlockCrypt.Encrypt(buf, buf) (in place) on input[i] = byte(i*37+11); " +
+	gen := "kcp-go v5.6.72"
+	if cryptVersionedName("crypt_raw.json") != "crypt_raw.json" {
+		gen = "kcp-go " + cryptKcpGoVersion()
+	}
+	f := cryptRawFile{Description: gen + " BlockCrypt.Encrypt(buf, buf) (in place) on input[i] = byte(i*37+11); " +
 		"Decrypt(Encrypt(x)) == x checked in Go"}
 	for _, s := range cryptSpecs() {
 		block, err := s.New(s.Key)
@@ -161,7 +165,14 @@ func cryptRaw(t *testing.T) cryptRawFile {
 			// In place, as sess.go always calls it (Salsa20 leaves dst
 			// untouched below 8 bytes, so out-of-place would differ).
 			out := append([]byte(nil), in...)
-			block.Encrypt(out, out)
+			if cryptTry(func() { block.Encrypt(out, out) }) {
+				// Only kcp-go v5.6.64 on buffers no datagram can be (see
+				// cryptVersionedFiles); anything else is a new difference.
+				if cryptKcpGoVersion() != "v5.6.64" || !((s.Cipher == "salsa20" && n < 8) || (s.Cipher == "none" && n == 0)) {
+					t.Errorf("%s len %d: kcp-go %s panics in Encrypt", s.Label, n, cryptKcpGoVersion())
+				}
+				continue
+			}
 			back := append([]byte(nil), out...)
 			block.Decrypt(back, back)
 			if !bytes.Equal(back, in) {
@@ -354,7 +365,7 @@ var cryptKcptunNames = []string{"null", "none", "aes", "aes-128", "aes-192", "ae
 func cryptKcptun(t *testing.T) cryptKcptunFile {
 	long := bytes.Repeat([]byte("0123456789"), 10)
 	f := cryptKcptunFile{
-		Description: "kcptun key = PBKDF2-HMAC-SHA1(pass, \"kcp-go\", 4096, 32); xor_pad = kcp-go " +
+		Description: "kcptun key = PBKDF2-HMAC-SHA1(pass, \"kcp-go\", 4096, 32); xor_pad = kcp-go " + cryptPadVersion() +
 			"NewSimpleXORBlockCrypt(key).Encrypt of 1500 zero bytes; ciphers: one datagram per --crypt name " +
 			"with the per-name key truncation of kcptun std/crypt.go",
 		Passphrase: "it's a secrect",
@@ -602,4 +613,14 @@ func TestCryptLiveCapture(t *testing.T) {
 			t.Fatalf("%s capture %d (%s) does not open to its plaintext: %v", path, i, c.Label, err)
 		}
 	}
+}
+
+// cryptPadVersion names the kcp-go version in kcptun_keys.json's description
+// when its XOR pad differs from v5.6's (the v5.7 file); empty otherwise, so
+// the v5.6 file's text is unchanged.
+func cryptPadVersion() string {
+	if cryptVersionedName("kcptun_keys.json") != "kcptun_keys.json" {
+		return cryptKcpGoVersion() + " (1472-byte pad: bytes 1472.. of 1500 stay zero) "
+	}
+	return ""
 }

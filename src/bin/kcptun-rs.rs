@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kcp_session::comp::CompStream;
-use kcp_session::config::{Config, Congestion, Mode, NoDelay, StreamMode};
+use kcp_session::config::{Config, Congestion, Mode, NoDelay, StreamMode, MAX_PACKET_SIZE};
 use kcp_session::listener::Listener;
 use kcp_session::session::Session;
 use kcp_session::smux;
@@ -456,6 +456,19 @@ fn nodelay(o: &Opts) -> Result<NoDelay, String> {
     })
 }
 
+/// `--mtu` above 1472 is clamped, as kcptun on kcp-go v5.7 does (its
+/// `SetMtu` clamps to `maxPacketSize`): v5.7 truncates longer datagrams, so
+/// they would fail its CRC/AEAD check. The library refuses such an mtu.
+fn clamp_mtu(mtu: u64) -> usize {
+    if mtu > MAX_PACKET_SIZE as u64 {
+        log_line(&format!(
+            "note: --mtu {mtu} clamped to {MAX_PACKET_SIZE}, the largest datagram kcp-go v5.7 reads"
+        ));
+        return MAX_PACKET_SIZE;
+    }
+    mtu as usize
+}
+
 fn kcp_config(o: &Opts) -> Result<Config, String> {
     if o.tcp {
         return Err("--tcp (fake-TCP transport) is not supported by kcptun-rs".into());
@@ -467,7 +480,7 @@ fn kcp_config(o: &Opts) -> Result<Config, String> {
     let mut b = Config::builder()
         .crypt_kcptun(&o.crypt, &o.key)
         .fec(o.datashard as usize, o.parityshard as usize)
-        .mtu(o.mtu as usize)
+        .mtu(clamp_mtu(o.mtu))
         .window(u32_opt("sndwnd", o.sndwnd)?, u32_opt("rcvwnd", o.rcvwnd)?)
         .nodelay(nodelay(o)?)
         .stream_mode(StreamMode::Stream)
@@ -855,6 +868,16 @@ mod tests {
             panic!("defaults")
         };
         assert_eq!((s.sndwnd, s.rcvwnd, s.closewait), (1024, 1024, 30));
+    }
+
+    #[test]
+    fn mtu_above_1472_is_clamped_as_kcptun_on_kcp_go_v57() {
+        for (given, want) in [(1500, 1472), (1473, 1472), (1472, 1472), (1350, 1350)] {
+            let Ok(o) = parse_args(Role::Server, &args(&["--mtu", &given.to_string()])) else {
+                panic!("parse failed")
+            };
+            assert_eq!(kcp_config(&o).map(|c| c.mtu()), Ok(want), "--mtu {given}");
+        }
     }
 
     #[test]

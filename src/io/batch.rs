@@ -9,7 +9,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::pool::{Packet, PacketPool};
-use super::MTU_LIMIT;
+use super::MAX_PACKET_SIZE;
 
 /// Most datagrams moved by one `sendmmsg` call (kcp-go's `maxBatchSize`).
 const SEND_BATCH: usize = 64;
@@ -33,7 +33,7 @@ impl std::fmt::Debug for RecvBatch {
 }
 
 impl RecvBatch {
-    /// `n` buffers of [`MTU_LIMIT`] bytes (at least one).
+    /// `n` buffers of [`MTU_LIMIT`](super::MTU_LIMIT) bytes (at least one).
     pub fn new(n: usize) -> RecvBatch {
         let n = n.max(1);
         RecvBatch {
@@ -137,7 +137,7 @@ impl SendBatch {
 
     /// Queues one datagram.
     pub fn push(&mut self, p: Packet) {
-        debug_assert!(p.len() <= MTU_LIMIT);
+        debug_assert!(p.len() <= MAX_PACKET_SIZE);
         self.bytes += p.len();
         self.queue.push_back(p);
     }
@@ -398,6 +398,7 @@ mod linux {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::MTU_LIMIT;
     use std::task::Poll;
 
     #[tokio::test]

@@ -4,10 +4,11 @@
 //! On Linux datagrams are moved with `recvmmsg`/`sendmmsg` inside tokio's
 //! [`UdpSocket::try_io`](tokio::net::UdpSocket::try_io), like kcp-go's
 //! `ReadBatch`/`WriteBatch` (§5.8); elsewhere a loop of `try_recv_from` /
-//! `try_send_to` does the same job. Every buffer is [`MTU_LIMIT`] bytes:
-//! kcp-go reads into 1500-byte buffers, so nothing longer is ever sent and a
-//! longer datagram received is truncated by the kernel and then fails its
-//! check (§1.9).
+//! `try_send_to` does the same job. Every buffer is [`MTU_LIMIT`] (1500)
+//! bytes, what a kcp-go v5.6 peer sends at most; a longer datagram received
+//! is truncated by the kernel and then fails its check (§1.9). Nothing longer
+//! than [`MAX_PACKET_SIZE`] (1472) is sent: kcp-go v5.7 reads into 1472-byte
+//! buffers (§12).
 
 mod batch;
 mod pool;
@@ -23,7 +24,7 @@ use tokio::net::UdpSocket;
 pub use batch::{RecvBatch, SendBatch};
 pub use pool::{Packet, PacketPool};
 
-pub use crate::config::MTU_LIMIT;
+pub use crate::config::{MAX_PACKET_SIZE, MTU_LIMIT};
 
 /// Milliseconds since the first call in this process, truncated to u32 like
 /// kcp-go's `currentMs` (§1.6). Only differences of it are ever used.
@@ -36,7 +37,7 @@ pub fn now_ms() -> u32 {
 /// Socket options kcp-go exposes (`SetDSCP`, `SetReadBuffer`, `SetWriteBuffer`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SocketOptions {
-    /// DSCP (6 bits); IPv4 TOS = dscp << 2, IPv6 traffic class = dscp (§6.3).
+    /// DSCP (6 bits); IPv4 TOS and IPv6 traffic class = dscp << 2 (§6.3, §12).
     pub dscp: Option<u8>,
     /// `SO_RCVBUF`.
     pub recv_buffer: Option<usize>,
@@ -83,8 +84,10 @@ pub fn set_send_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
     SockRef::from(socket).set_send_buffer_size(bytes)
 }
 
-/// kcp-go `SetDSCP`: IPv4 TOS = dscp << 2 and IPv6 traffic class = dscp
-/// (unshifted, as kcp-go does); succeeds if either works.
+/// kcp-go `SetDSCP`: IPv4 TOS and IPv6 traffic class = dscp << 2, the DSCP
+/// field being the upper six bits of both; succeeds if either works. kcp-go
+/// v5.6 put the unshifted value into the IPv6 traffic class, v5.7 fixed it;
+/// we follow v5.7 (§12).
 pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
     let sock = SockRef::from(socket);
     let v4 = sock.set_tos(u32::from(dscp) << 2);
@@ -94,7 +97,7 @@ pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
         target_os = "macos",
         target_os = "freebsd"
     ))]
-    let v6 = sock.set_tclass_v6(u32::from(dscp));
+    let v6 = sock.set_tclass_v6(u32::from(dscp) << 2);
     #[cfg(not(any(
         target_os = "linux",
         target_os = "android",
@@ -105,5 +108,23 @@ pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
     match (v4, v6) {
         (Ok(()), _) | (_, Ok(())) => Ok(()),
         (Err(e), _) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn dscp_is_the_upper_six_bits_of_tos_and_traffic_class() {
+        let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        set_dscp(&v4, 46).unwrap();
+        assert_eq!(SockRef::from(&v4).tos().unwrap(), 46 << 2);
+        // IPv6 may be unavailable on the machine; then there is nothing to check.
+        if let Ok(v6) = UdpSocket::bind("[::1]:0").await {
+            set_dscp(&v6, 46).unwrap();
+            assert_eq!(SockRef::from(&v6).tclass_v6().unwrap(), 46 << 2);
+        }
     }
 }

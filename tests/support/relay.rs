@@ -53,6 +53,11 @@ pub struct RelayStats {
     pub duplicated: AtomicU64,
     /// Datagrams held back behind a later one.
     pub reordered: AtomicU64,
+    /// Longest UDP payload received from a client (client → server), as the
+    /// relay's own socket saw it.
+    pub max_up: AtomicU64,
+    /// Longest UDP payload received from the upstream server (server → client).
+    pub max_down: AtomicU64,
 }
 
 /// A running relay; dropping it stops every task.
@@ -194,6 +199,7 @@ async fn front_loop(
             continue;
         };
         let Ok((n, from)) = r else { continue };
+        stats.max_up.fetch_max(n as u64, Ordering::Relaxed);
         #[allow(clippy::map_entry)] // the insert needs an await first
         if !clients.contains_key(&from) {
             let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else {
@@ -231,7 +237,10 @@ async fn back_loop(up: Arc<UdpSocket>, front: Arc<UdpSocket>, client: SocketAddr
         };
         match r {
             None => lane.release(&mut out),
-            Some(Ok((n, _))) => lane.process(&buf[..n], &mut out),
+            Some(Ok((n, _))) => {
+                lane.stats.max_down.fetch_max(n as u64, Ordering::Relaxed);
+                lane.process(&buf[..n], &mut out)
+            }
             Some(Err(_)) => continue,
         }
         for d in out.drain(..) {
