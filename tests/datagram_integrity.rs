@@ -150,7 +150,11 @@ async fn back_lane(
             tally.foreign.fetch_add(1, Ordering::Relaxed);
             if !datagram_ok(d) {
                 tally.bad_foreign.fetch_add(1, Ordering::Relaxed);
-                record_bad(&tally, &format!("foreign from {src} via {}", up.local_addr().unwrap()), d);
+                record_bad(
+                    &tally,
+                    &format!("foreign from {src} via {}", up.local_addr().unwrap()),
+                    d,
+                );
             }
             let _ = front.send_to(d, client).await;
             continue;
@@ -199,10 +203,7 @@ async fn client(s: Session, seed: u64, until: Instant) -> Result<(u64, u64), Str
             .await
             .map_err(|e| format!("read: {e}"))?;
         if let Some(i) = (0..MSG).find(|&i| got[i] != msg[i]) {
-            return Err(format!(
-                "echo differs at byte {}",
-                verified + i as u64
-            ));
+            return Err(format!("echo differs at byte {}", verified + i as u64));
         }
         verified += MSG as u64;
     }
@@ -241,13 +242,7 @@ async fn run(sessions: usize, secs: u64, loss: f64, server_send_buffer: Option<u
     let mut client_csum = 0;
     let mut failures = Vec::new();
     for t in tasks {
-        match support::bounded(
-            Duration::from_secs(secs + 60),
-            "client",
-            t,
-        )
-        .await
-        {
+        match support::bounded(Duration::from_secs(secs + 60), "client", t).await {
             Ok(Ok((n, csum))) => {
                 verified += n;
                 client_csum += csum;
@@ -258,7 +253,8 @@ async fn run(sessions: usize, secs: u64, loss: f64, server_send_buffer: Option<u
     }
     server.abort();
     let ls = listener.stats();
-    let bad = tally.bad_to_server.load(Ordering::Relaxed) + tally.bad_to_client.load(Ordering::Relaxed);
+    let bad =
+        tally.bad_to_server.load(Ordering::Relaxed) + tally.bad_to_client.load(Ordering::Relaxed);
     let out = Outcome {
         to_server: tally.to_server.load(Ordering::Relaxed),
         to_client: tally.to_client.load(Ordering::Relaxed),
@@ -333,12 +329,18 @@ async fn zombie_traffic() {
     for i in 0..sessions {
         let mut s = Session::dial(listener.local_addr(), &cfg).await.unwrap();
         ports.push(s.local_addr().port());
-        s.write_all(&support::pattern(i as u64, 256 << 10)).await.unwrap();
+        s.write_all(&support::pattern(i as u64, 256 << 10))
+            .await
+            .unwrap();
         let mut first = [0u8; 1];
         s.read_exact(&mut first).await.unwrap();
         // Gone without a word, as a killed client is.
         drop(s);
     }
-    eprintln!("{} zombie sessions sending to dead ports {:?}...", listener.session_count(), &ports[..8]);
+    eprintln!(
+        "{} zombie sessions sending to dead ports {:?}...",
+        listener.session_count(),
+        &ports[..8]
+    );
     tokio::time::sleep(Duration::from_secs(secs)).await;
 }
