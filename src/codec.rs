@@ -82,7 +82,8 @@ pub enum Demux {
     Conv(ConvInfo),
     /// Has no conv (parity, short FEC data): only for a known address.
     NoConv,
-    /// Raw KCP shorter than a segment header: dropped silently (§3).
+    /// Raw KCP shorter than a segment header: dropped (kcp-go silently, §3;
+    /// the listener counts it as `KCPInErrors`).
     Drop,
 }
 
