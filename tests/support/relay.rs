@@ -200,6 +200,15 @@ async fn front_loop(
                 continue;
             };
             set_buffers(&up);
+            // Connected, like interop/relay's DialUDP: the kernel then only
+            // delivers the upstream's datagrams. An unconnected socket also
+            // receives what other processes still send to this (reused)
+            // ephemeral port, e.g. dead peers' sessions retransmitting, and
+            // forwarding those makes the client count "corrupt" datagrams
+            // the server never sent (issue 12, item 1).
+            if up.connect(upstream).await.is_err() {
+                continue;
+            }
             let up = Arc::new(up);
             n_clients += 1;
             let back = Lane::new(imp, n_clients * 2 + 1, stats.clone());
