@@ -61,6 +61,8 @@ struct Tally {
     foreign: AtomicU64,
     bad_foreign: AtomicU64,
     samples: Mutex<Vec<String>>,
+    /// The relay's upstream sockets, for the stray sender.
+    upstream_ports: Mutex<Vec<SocketAddr>>,
 }
 
 /// The cipher under test, as the relay decodes it.
@@ -135,14 +137,18 @@ async fn verifying_relay(
             let up = match ups.get(&from) {
                 Some(u) => u.clone(),
                 None => {
-                    let u = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    let u = Arc::new(if unfiltered() {
+                        UdpSocket::bind("127.0.0.1:0").await.unwrap()
+                    } else {
+                        connected_to(upstream)
+                    });
                     big_buffers(&u);
                     ups.insert(from, u.clone());
-                    if !unfiltered() {
-                        // Like interop/relay (DialUDP): the kernel then only
-                        // delivers the listener's datagrams to this socket.
-                        u.connect(upstream).await.unwrap();
-                    }
+                    tally
+                        .upstream_ports
+                        .lock()
+                        .unwrap()
+                        .push(u.local_addr().unwrap());
                     tokio::spawn(back_lane(
                         c,
                         u.clone(),
@@ -161,6 +167,22 @@ async fn verifying_relay(
         }
     });
     addr
+}
+
+/// A UDP socket connected to `peer` from the moment it has a port, like Go's
+/// `DialUDP`: `connect` on an unbound socket binds and connects in one step.
+/// Binding first and connecting after leaves a window in which datagrams
+/// from anyone are queued, and stay queued after the connect.
+fn connected_to(peer: SocketAddr) -> UdpSocket {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(peer),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    s.connect(&peer.into()).unwrap();
+    s.set_nonblocking(true).unwrap();
+    UdpSocket::from_std(s.into()).unwrap()
 }
 
 /// `INTEGRITY_UNFILTERED=1`: relay upstream sockets stay unconnected and
@@ -196,7 +218,10 @@ async fn back_lane(
                     d,
                 );
             }
-            let _ = front.send_to(d, client).await;
+            // Forwarded only in the experiment (as the relay did).
+            if unfiltered() {
+                let _ = front.send_to(d, client).await;
+            }
             continue;
         }
         tally.to_client.fetch_add(1, Ordering::Relaxed);
@@ -254,6 +279,7 @@ impl Stop {
 /// each echo byte for byte until `stop`. Returns bytes verified and the
 /// client's InCsumErrors.
 async fn client(s: Session, seed: u64, stop: Stop) -> Result<(u64, u64), String> {
+    let r_local = s.local_addr();
     let (mut r, mut w) = s.into_split();
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut msg = vec![0u8; MSG];
@@ -272,7 +298,14 @@ async fn client(s: Session, seed: u64, stop: Stop) -> Result<(u64, u64), String>
         }
         verified += MSG as u64;
     }
-    Ok((verified, r.stats().in_csum_errors))
+    let st = r.stats();
+    if st.in_csum_errors != 0 && !unfiltered() {
+        return Err(format!(
+            "client {seed} (local {}) counted InCsumErrors: {st}",
+            r_local
+        ));
+    }
+    Ok((verified, st.in_csum_errors))
 }
 
 struct Outcome {
@@ -289,6 +322,7 @@ async fn run(
     limit: Duration,
     loss: f64,
     server_send_buffer: Option<usize>,
+    strays: bool,
 ) -> Outcome {
     let listener = Arc::new(
         Listener::listen("127.0.0.1:0", &config(c, server_send_buffer))
@@ -308,6 +342,24 @@ async fn run(
     for i in 0..sessions {
         let s = Session::dial(relay, &cfg).await.unwrap();
         tasks.push(tokio::spawn(client(s, i as u64, stop)));
+    }
+    if strays {
+        // Another process's dead peer, still sending to a port the OS has
+        // since given to one of the relay's sockets.
+        let t = tally.clone();
+        tokio::spawn(async move {
+            let stray = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut rng = SmallRng::seed_from_u64(99);
+            let mut junk = [0u8; 300];
+            loop {
+                let ports = t.upstream_ports.lock().unwrap().clone();
+                for to in ports {
+                    rng.fill_bytes(&mut junk);
+                    let _ = stray.send_to(&junk, to).await;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
     }
     let mut verified = 0;
     let mut client_csum = 0;
@@ -383,6 +435,7 @@ async fn soak_many_sessions() {
         limit,
         loss,
         (sndbuf > 0).then_some(sndbuf),
+        env("INTEGRITY_STRAYS", 0) != 0,
     )
     .await;
     assert!(o.to_client > 0 && o.verified > 0);
@@ -405,6 +458,7 @@ async fn relay_verifies_every_datagram_under_send_pressure() {
         Duration::from_secs(180),
         0.02,
         Some(4096),
+        false,
     )
     .await;
     let after = kcp_session::io::faults::send_faults_seen();
@@ -422,7 +476,9 @@ async fn relay_verifies_every_datagram_under_send_pressure() {
 
 /// CI: the same with kcptun's `none` cipher (CRC over the clear plaintext,
 /// checked with crc32fast alone) at 10% loss, so FEC recovery and
-/// retransmission run hard while the send path stalls.
+/// retransmission run hard while the send path stalls; meanwhile a stray
+/// sender sprays junk at every relay upstream port, which a connected relay
+/// socket never forwards (clients must count 0 InCsumErrors).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_verifies_every_none_cipher_datagram_at_ten_percent_loss() {
     kcp_session::io::faults::set_send_faults(3, 4);
@@ -433,6 +489,7 @@ async fn relay_verifies_every_none_cipher_datagram_at_ten_percent_loss() {
         Duration::from_secs(180),
         0.10,
         Some(4096),
+        true,
     )
     .await;
     assert_eq!(o.verified, 64 * 60 * MSG as u64);
