@@ -153,8 +153,11 @@ impl RecvBatch {
             if let Some(p) = self.pkts.get_mut(i) {
                 p.set_len(len);
             }
-            if let (Some(slot), Some(addr)) = (self.addrs.get_mut(i), addr) {
-                *slot = addr;
+            if let Some(slot) = self.addrs.get_mut(i) {
+                // Never leave the previous batch's source in place: a
+                // datagram without a readable address must not be taken for
+                // one from that peer.
+                *slot = addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
             }
         }
         Ok(n)
