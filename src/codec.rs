@@ -82,7 +82,8 @@ pub enum Demux {
     Conv(ConvInfo),
     /// Has no conv (parity, short FEC data): only for a known address.
     NoConv,
-    /// Raw KCP shorter than a segment header: dropped silently (§3).
+    /// Raw KCP shorter than a segment header: dropped (kcp-go silently, §3;
+    /// the listener counts it as `KCPInErrors`).
     Drop,
 }
 
@@ -113,7 +114,8 @@ pub fn demux(plain: &[u8]) -> Demux {
 /// Why [`open`] refused a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenError {
-    /// Shorter than the crypto header (or nonce + tag): dropped, not counted (§3).
+    /// Shorter than the crypto header (or nonce + tag). kcp-go drops it
+    /// without counting (§3); we count it as `InErrs`.
     Short,
     /// CRC or AEAD failure: counted as `InCsumErrors`.
     Integrity,
@@ -129,7 +131,8 @@ pub fn open(crypt: &Crypt, dgram: &mut [u8]) -> std::result::Result<Range<usize>
     }
 }
 
-/// [`open`] plus the counting of §3 into `c` (`InCsumErrors`).
+/// [`open`] plus the counting of every refusal into `c`: `InCsumErrors`
+/// for a failed check (§3), `InErrs` for a datagram too short to check.
 pub fn open_counted(crypt: &Crypt, dgram: &mut [u8], c: &mut Counters) -> Option<Range<usize>> {
     match open(crypt, dgram) {
         Ok(r) => Some(r),
@@ -137,7 +140,10 @@ pub fn open_counted(crypt: &Crypt, dgram: &mut [u8], c: &mut Counters) -> Option
             c.in_csum_errors += 1;
             None
         }
-        Err(OpenError::Short) => None,
+        Err(OpenError::Short) => {
+            c.in_errs += 1;
+            None
+        }
     }
 }
 
@@ -280,6 +286,7 @@ impl Sealer {
                 match fec.encode_oob(&mut p.buf_mut()[ch..], conv, data_len) {
                     Ok(n) => n,
                     Err(_) => {
+                        c.fec_errs += 1;
                         pool.put(p);
                         return;
                     }

@@ -25,7 +25,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::codec::{self, Demux, OpenError, PacketType, MIN_PLAINTEXT};
+use crate::codec::{self, Demux, PacketType, MIN_PLAINTEXT};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::io::{self as uio, now_ms, RecvBatch};
@@ -236,20 +236,24 @@ impl ListenTask {
         let Some((d, from)) = self.rx.get_mut(i) else {
             return;
         };
-        let range = match codec::open(self.shared.config.crypt(), d) {
-            Ok(r) => r,
-            Err(OpenError::Integrity) => {
-                self.c.in_csum_errors += 1;
-                return;
-            }
-            Err(OpenError::Short) => return,
+        // Every refusal below is counted (the docs promise it; kcp-go
+        // counts only CRC failures here): InCsumErrors for a failed check,
+        // KCPInErrors for a plaintext no KCP could accept, InErrs for a
+        // datagram that is malformed or cannot be placed in a session.
+        let Some(range) = codec::open_counted(self.shared.config.crypt(), d, &mut self.c) else {
+            return;
         };
-        let Some(plain) = d.get(range) else { return };
+        let Some(plain) = d.get(range) else {
+            self.c.in_errs += 1;
+            return;
+        };
         if plain.len() < MIN_PLAINTEXT {
+            self.c.kcp_in_errors += 1;
             return;
         }
         let dm = codec::demux(plain);
         if dm == Demux::Drop {
+            self.c.kcp_in_errors += 1;
             return;
         }
         let existing = lock(&self.shared.table).get(&from).cloned();
@@ -257,6 +261,8 @@ impl ListenTask {
             match dm {
                 Demux::Conv(ci) if ci.conv != s.conv => {
                     if ci.sn != 0 {
+                        // Not a restart (§6.2): a segment of another conv.
+                        self.c.kcp_in_errors += 1;
                         return;
                     }
                     // The peer restarted with a new conv: replace (§6.2).
@@ -266,6 +272,8 @@ impl ListenTask {
                     {
                         let mut st = s.lock();
                         if st.is_closed() {
+                            // Closed but not yet out of the table.
+                            self.c.in_errs += 1;
                             return;
                         }
                         st.input(plain, now);
@@ -278,16 +286,26 @@ impl ListenTask {
                 }
             }
         }
-        let Demux::Conv(ci) = dm else { return };
+        // From here on the datagram would open a session; each refusal is
+        // an InErrs.
+        let Demux::Conv(ci) = dm else {
+            // Parity or short FEC data from an unknown address (§6.2).
+            self.c.in_errs += 1;
+            return;
+        };
         if self.shared.closed.load(Ordering::Acquire) {
+            self.c.in_errs += 1;
             return;
         }
         if let Some(max) = self.shared.config.max_sessions() {
             if lock(&self.shared.table).len() >= max {
+                self.c.in_errs += 1;
                 return;
             }
         }
         let Ok(permit) = self.accept_tx.try_reserve() else {
+            // Accept backlog full.
+            self.c.in_errs += 1;
             return;
         };
         let Ok((session, driver)) = Session::build(
@@ -299,6 +317,7 @@ impl ListenTask {
             Some(Arc::downgrade(&self.shared)),
             &self.shared.config,
         ) else {
+            self.c.in_errs += 1;
             return;
         };
         let shared = session.shared().clone();

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Sealer, CONV_SIZE};
-use crate::config::{check_mtu_limit, Config, Congestion, NoDelay, StreamMode, MTU_LIMIT};
+use crate::config::{check_mtu_limit, Config, Congestion, NoDelay, StreamMode};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::io::{self as uio, now_ms, PacketPool, RecvBatch, SendBatch, SocketOptions};
@@ -1528,14 +1528,16 @@ impl Driver {
                 let mut guard = self.shared.lock();
                 let st = &mut *guard;
                 st.c.absorb(&mut self.c);
-                if got > 0 && !st.closed {
+                if got > 0 {
                     if let Some((_, rx, plains)) = self.opener.as_mut() {
                         for (i, range) in plains.iter().enumerate().take(got) {
                             let Some(range) = range.clone() else { continue };
-                            if let Some((d, _)) = rx.get_mut(i) {
-                                if let Some(plain) = d.get(range) {
+                            match rx.get_mut(i).and_then(|(d, _)| d.get(range)) {
+                                Some(plain) if !st.closed => {
                                     st.input(plain, now);
                                 }
+                                // Arrived after the session ended.
+                                _ => st.c.in_errs += 1,
                             }
                         }
                     }

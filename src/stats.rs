@@ -204,13 +204,17 @@ snmp! {
     passive_opens = "PassiveOpens", Counter;
     /// Sessions currently established.
     curr_estab = "CurrEstab", Direct;
-    /// Datagrams from an unexpected address at a dialed session, FEC packets
-    /// shorter than their header, socket read errors.
+    /// Datagrams from an unexpected address at a dialed session, datagrams
+    /// shorter than the crypto header, FEC packets shorter than their
+    /// header, socket read errors; at a listener also datagrams it cannot
+    /// place: no conv from an unknown address, a session refused (listener
+    /// closed, `max_sessions` reached, backlog full), a session already closed.
     in_errs = "InErrs", Counter;
     /// Datagrams failing the CRC32 or AEAD check.
     in_csum_errors = "InCsumErrors", Counter;
-    /// Datagrams (or recovered shards) that KCP rejected, and plaintexts
-    /// shorter than 12 bytes at a session.
+    /// Datagrams (or recovered shards) that KCP rejected, plaintexts
+    /// shorter than 12 bytes, raw KCP shorter than a segment header, and at
+    /// a listener a segment of another conv from a known address (§6.2).
     kcp_in_errors = "KCPInErrors", Counter;
     /// Datagrams that passed decryption and reached the demultiplexer.
     in_pkts = "InPkts", Counter;

@@ -83,6 +83,7 @@ async fn garbage_and_wrong_key_datagrams_create_no_sessions() {
     let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut rng = SmallRng::seed_from_u64(7);
     let mut sent = 0u64;
+    let mut short = 0u64;
     for i in 0..2000 {
         let len = rng.gen_range(0..1500);
         let mut d = vec![0u8; len];
@@ -99,14 +100,21 @@ async fn garbage_and_wrong_key_datagrams_create_no_sessions() {
         attacker.send_to(&d, server.addr).await.unwrap();
         if d.len() >= 20 {
             sent += 1;
+        } else {
+            short += 1;
         }
     }
     // Every datagram of at least a crypto header fails the CRC; shorter ones
-    // are dropped without a count (§3).
+    // cannot be checked and count as InErrs (kcp-go counts nothing, §3).
     assert!(
         wait_until(LIMIT, || server.listener.stats().in_csum_errors == sent).await,
         "in_csum_errors {} != {sent}",
         server.listener.stats().in_csum_errors
+    );
+    assert!(
+        wait_until(LIMIT, || server.listener.stats().in_errs == short).await,
+        "in_errs {} != {short}",
+        server.listener.stats().in_errs
     );
     assert_eq!(server.listener.session_count(), 0);
     assert_eq!(server.listener.stats().passive_opens, 0);

@@ -14,6 +14,65 @@ use super::MAX_PACKET_SIZE;
 /// Most datagrams moved by one `sendmmsg` call (kcp-go's `maxBatchSize`).
 const SEND_BATCH: usize = 64;
 
+/// Send-path fault injection for tests (feature `testing`): on loopback the
+/// kernel practically never returns a partial `sendmmsg` count or
+/// `EWOULDBLOCK` (the datagram leaves the send buffer as soon as it is
+/// queued to the receiver), so the paths that keep unsent datagrams queued
+/// are forced here instead.
+#[cfg(feature = "testing")]
+pub mod faults {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static MAX_PER_CALL: AtomicUsize = AtomicUsize::new(0);
+    static BLOCK_EVERY: AtomicUsize = AtomicUsize::new(0);
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static PARTIAL: AtomicUsize = AtomicUsize::new(0);
+    static BLOCKED: AtomicUsize = AtomicUsize::new(0);
+
+    /// Process-wide: every send call moves at most `max_per_call` datagrams
+    /// (0: no limit), and every `block_every`-th call sends nothing and is
+    /// treated as `WouldBlock` (0: never), as a full socket buffer would.
+    pub fn set_send_faults(max_per_call: usize, block_every: usize) {
+        MAX_PER_CALL.store(max_per_call, Ordering::Relaxed);
+        BLOCK_EVERY.store(block_every, Ordering::Relaxed);
+    }
+
+    /// `(partial sends, injected WouldBlocks)` so far, to prove the paths ran.
+    pub fn send_faults_seen() -> (usize, usize) {
+        (
+            PARTIAL.load(Ordering::Relaxed),
+            BLOCKED.load(Ordering::Relaxed),
+        )
+    }
+
+    /// How many of `want` datagrams this call may send; `None`: the socket
+    /// is to look full.
+    pub(super) fn limit(want: usize) -> Option<usize> {
+        let every = BLOCK_EVERY.load(Ordering::Relaxed);
+        let call = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        if every > 0 && call.is_multiple_of(every) {
+            BLOCKED.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        match MAX_PER_CALL.load(Ordering::Relaxed) {
+            max if max > 0 && want > max => {
+                PARTIAL.fetch_add(1, Ordering::Relaxed);
+                Some(max)
+            }
+            _ => Some(want),
+        }
+    }
+}
+
+/// Without the `testing` feature nothing is injected.
+#[cfg(not(feature = "testing"))]
+mod faults {
+    #[inline(always)]
+    pub(super) fn limit(want: usize) -> Option<usize> {
+        Some(want)
+    }
+}
+
 /// A set of receive buffers filled by one batched read.
 pub struct RecvBatch {
     pkts: Vec<Packet>,
@@ -94,8 +153,11 @@ impl RecvBatch {
             if let Some(p) = self.pkts.get_mut(i) {
                 p.set_len(len);
             }
-            if let (Some(slot), Some(addr)) = (self.addrs.get_mut(i), addr) {
-                *slot = addr;
+            if let Some(slot) = self.addrs.get_mut(i) {
+                // Never leave the previous batch's source in place: a
+                // datagram without a readable address must not be taken for
+                // one from that peer.
+                *slot = addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
             }
         }
         Ok(n)
@@ -198,7 +260,15 @@ impl SendBatch {
         let mut bytes = 0;
         while pkts < max && !self.queue.is_empty() {
             let want = (max - pkts).min(SEND_BATCH).min(self.queue.len());
-            match sock.try_io(Interest::WRITABLE, || self.send_now(sock, dest, want)) {
+            // An injected "socket full" takes the WouldBlock branch without
+            // clearing the socket's readiness, so nothing waits forever for
+            // a writability edge that will never come.
+            let Some(cap) = faults::limit(want) else {
+                break;
+            };
+            // With injected faults `cap < want`: the call then returns fewer
+            // than asked, exactly like a kernel's partial `sendmmsg` count.
+            match sock.try_io(Interest::WRITABLE, || self.send_now(sock, dest, cap)) {
                 Ok(n) => {
                     for p in self.queue.drain(..n) {
                         bytes += p.len();
@@ -286,15 +356,21 @@ mod linux {
             pkts: &mut [Packet],
         ) -> io::Result<usize> {
             let n = pkts.len().min(self.hdrs.len());
-            for (i, p) in pkts.iter_mut().enumerate().take(n) {
-                self.iovs[i] = libc::iovec {
+            for (iov, p) in self.iovs.iter_mut().zip(pkts.iter_mut()).take(n) {
+                *iov = libc::iovec {
                     iov_base: p.buf_mut().as_mut_ptr().cast(),
                     iov_len: MTU_LIMIT,
                 };
-                let h = &mut self.hdrs[i];
-                h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            }
+            // Element pointers come from one base pointer per array, taken
+            // after the last write through the arrays, so no later borrow of
+            // a whole array invalidates them before the kernel uses them.
+            let iovs = self.iovs.as_mut_ptr();
+            let names = self.names.as_mut_ptr();
+            for (i, h) in self.hdrs.iter_mut().enumerate().take(n) {
+                h.msg_hdr.msg_name = names.wrapping_add(i).cast();
                 h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_hdr.msg_iov = &mut self.iovs[i];
+                h.msg_hdr.msg_iov = iovs.wrapping_add(i);
                 h.msg_hdr.msg_iovlen = 1;
                 h.msg_hdr.msg_control = ptr::null_mut();
                 h.msg_hdr.msg_controllen = 0;
@@ -367,12 +443,14 @@ mod linux {
             if n == 0 {
                 return Ok(0);
             }
+            // One base pointer, taken after the last push (see RecvSys).
+            let iovs = self.iovs.as_mut_ptr();
             for i in 0..n {
                 // SAFETY: zeroed mmsghdr is valid; pointers set below.
                 let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
                 h.msg_hdr.msg_name = name.as_ptr() as *mut libc::c_void;
                 h.msg_hdr.msg_namelen = name.len();
-                h.msg_hdr.msg_iov = &mut self.iovs[i];
+                h.msg_hdr.msg_iov = iovs.wrapping_add(i);
                 h.msg_hdr.msg_iovlen = 1;
                 self.hdrs.push(h);
             }

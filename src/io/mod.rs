@@ -21,6 +21,9 @@ use std::time::Instant;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::UdpSocket;
 
+/// Send-path fault injection for tests (feature `testing`).
+#[cfg(feature = "testing")]
+pub use batch::faults;
 pub use batch::{RecvBatch, SendBatch};
 pub use pool::{Packet, PacketPool};
 

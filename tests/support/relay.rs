@@ -107,6 +107,18 @@ impl Drop for Relay {
     }
 }
 
+fn connected_to(peer: SocketAddr) -> Option<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(peer),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .ok()?;
+    s.connect(&peer.into()).ok()?;
+    s.set_nonblocking(true).ok()?;
+    UdpSocket::from_std(s.into()).ok()
+}
+
 fn set_buffers(s: &UdpSocket) {
     let r = socket2::SockRef::from(s);
     let _ = r.set_recv_buffer_size(4 << 20);
@@ -202,7 +214,15 @@ async fn front_loop(
         stats.max_up.fetch_max(n as u64, Ordering::Relaxed);
         #[allow(clippy::map_entry)] // the insert needs an await first
         if !clients.contains_key(&from) {
-            let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else {
+            // Connected from the moment it has a port, like interop/relay's
+            // DialUDP (connect on an unbound socket binds and connects in one
+            // step): the kernel then only delivers the upstream's datagrams.
+            // An unconnected socket, or one bound first and connected later,
+            // also gets what other processes still send to this reused
+            // ephemeral port (dead peers' sessions retransmitting); forwarding
+            // that makes the client count "corrupt" datagrams the server never
+            // sent (issue 12, item 1).
+            let Some(up) = connected_to(upstream) else {
                 continue;
             };
             set_buffers(&up);
