@@ -46,7 +46,11 @@ pub enum Error {
         len: usize,
         /// Fragments it would need.
         fragments: usize,
-        /// Maximum fragments (255 in kcp-go, or the receive window if smaller).
+        /// Maximum fragments: 255 (the 8-bit `frg` field), or for
+        /// [`Session::send_msg`](crate::Session::send_msg) the peer's
+        /// receive window if smaller, as far as it is known (the largest
+        /// window the peer advertised, 32 before anything was heard).
+        /// For an OOB datagram, the largest payload in bytes.
         max: usize,
     },
     /// The caller's buffer is too small for the next message or datagram.

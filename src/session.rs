@@ -764,6 +764,19 @@ impl Session {
 
     /// Sends one message (message mode: it arrives whole in one
     /// [`recv_msg`](Self::recv_msg)). Waits while the send window is full.
+    ///
+    /// In message mode a message is cut into `mss`-byte fragments, and a
+    /// kcp-go receiver can only assemble a message of at most its receive
+    /// window's worth of fragments (a longer one fills its queue and stops
+    /// the session for good). So a message needing more fragments than
+    /// `min(255, W)` fails at once with [`Error::MessageTooLarge`] (nothing
+    /// is queued; the session is unaffected), where `W` is the largest
+    /// window the peer has advertised so far (a lower bound of its receive
+    /// window), or 32, kcp-go's default receive window, before anything was
+    /// heard from the peer. An accepted session has always heard its peer;
+    /// a dialed one learns the window from the first reply, so send a small
+    /// message first if the first one is large. In stream mode there is no
+    /// such limit (fragments are independent).
     pub async fn send_msg(&mut self, msg: &[u8]) -> Result<()> {
         let shared = self.shared.clone();
         let wr = &mut self.wr;
@@ -967,6 +980,20 @@ fn poll_send_msg(
     let mut st = shared.lock();
     if let Some(f) = &st.fate {
         return Poll::Ready(Err(f.error()));
+    }
+    if !st.kcp.is_stream_mode() {
+        // Refuse what the peer cannot assemble (see `send_msg`): checked
+        // before waiting, against what is known now.
+        let mss = st.kcp.mss().max(1);
+        let fragments = msg.len().div_ceil(mss);
+        let max = st.kcp.max_message_fragments();
+        if fragments > max {
+            return Poll::Ready(Err(Error::MessageTooLarge {
+                len: msg.len(),
+                fragments,
+                max,
+            }));
+        }
     }
     if st.writable() {
         let r = queue_and_flush(&mut st, &mut std::iter::once(msg));
