@@ -15,6 +15,9 @@
 //! `p50_us= p99_us= max_us=`) and `idle-client` (opens --count sessions, echoes
 //! one --chunk message on each, prints `READY N`, idles until stdin closes).
 //!
+//! `msg-client` checks `send_msg`'s message-size rule against an echo
+//! server (see `msg_client`; interop/msgwindow_test.go).
+//!
 //! Servers print `LISTENING <addr>` once bound. Every role prints
 //! `RESULT role=.. bytes=N crc32=HEX ok=true|false ...` and `SNMP Name=value ...`
 //! at exit. Exit status: 0 ok, 1 transfer failed, 2 bad arguments or setup.
@@ -157,7 +160,13 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     }
     if !matches!(
         a.role.as_str(),
-        "echo-server" | "sink" | "echo-client" | "source" | "rr-client" | "idle-client"
+        "echo-server"
+            | "sink"
+            | "echo-client"
+            | "source"
+            | "rr-client"
+            | "idle-client"
+            | "msg-client"
     ) {
         return Err(format!("unknown --role {:?}", a.role));
     }
@@ -701,6 +710,55 @@ async fn idle_client(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
     o
 }
 
+/// The message-size rule of `send_msg` against an echo server: echoes a
+/// small message (so the peer's window is known), offers one `send_msg` of
+/// --bytes (expected to be refused when longer than the peer's receive
+/// window; RESULT says `refused=true|false max=N`), then echoes one
+/// `send_msg` of --chunk bytes, which must come back intact. With the
+/// oversized message accepted, a kcp-go peer would never echo again.
+async fn msg_client(a: &Args, cfg: &Config) -> Outcome {
+    let mut s = match dial(a, cfg).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::setup(e),
+    };
+    let mut o = Outcome::default();
+    let mut crc = crc32fast::Hasher::new();
+    let mut refused = String::from("refused=false");
+    for (i, len) in [(0, 100usize), (1, a.bytes as usize), (2, a.chunk)] {
+        let mut msg = vec![0u8; len.max(1)];
+        Payload::new(a.seed + i).fill(&mut msg);
+        match s.send_msg(&msg).await {
+            Ok(()) => {}
+            Err(kcp_session::Error::MessageTooLarge { fragments, max, .. }) if i == 1 => {
+                refused = format!("refused=true fragments={fragments} max={max}");
+                continue;
+            }
+            Err(e) => {
+                o.reason = format!("send_msg of {len} bytes: {e}");
+                o.extra = refused;
+                return o;
+            }
+        }
+        let mut back = vec![0u8; msg.len()];
+        if let Err(e) = s.read_exact(&mut back).await {
+            o.reason = format!("echo of the {len}-byte message: {e}");
+            o.extra = refused;
+            return o;
+        }
+        if back != msg {
+            o.reason = format!("echo of the {len}-byte message differs");
+            o.extra = refused;
+            return o;
+        }
+        crc.update(&back);
+        o.bytes += back.len() as u64;
+    }
+    o.crc = crc.finalize();
+    o.ok = true;
+    o.extra = refused;
+    o
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let a = match parse_args(&argv) {
@@ -737,6 +795,7 @@ fn main() -> ExitCode {
                 "echo-client" => echo_client(&a, &cfg).await,
                 "rr-client" => rr_client(&a, &cfg).await,
                 "idle-client" => idle_client(&a, &cfg, deadline).await,
+                "msg-client" => msg_client(&a, &cfg).await,
                 _ => source(&a, &cfg).await,
             }
         };
