@@ -94,6 +94,12 @@ pub enum Error {
     /// No datagram arrived from the peer within the idle timeout.
     #[error("idle timeout: nothing received from the peer in time")]
     IdleTimeout,
+    /// A full listener closed this session to make room for a new peer (see
+    /// [`ConfigBuilder::max_sessions`](crate::ConfigBuilder::max_sessions)):
+    /// its peer had never acknowledged our data, or had been silent for a
+    /// while.
+    #[error("evicted: the listener's session table was full")]
+    Evicted,
     /// A segment was retransmitted too often: the peer is unreachable.
     #[error("dead link: a segment was retransmitted {0} times without an acknowledgement")]
     DeadLink(u32),
@@ -137,7 +143,7 @@ impl From<Error> for io::Error {
             Error::Io(inner) => return io::Error::new(inner.kind(), e),
             Error::Closed => io::ErrorKind::BrokenPipe,
             Error::Timeout | Error::IdleTimeout => io::ErrorKind::TimedOut,
-            Error::DeadLink(_) => io::ErrorKind::ConnectionAborted,
+            Error::DeadLink(_) | Error::Evicted => io::ErrorKind::ConnectionAborted,
             Error::InvalidConfig(_)
             | Error::InvalidKey { .. }
             | Error::UnknownCipher { .. }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
-use tokio::time::Sleep;
+use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Sealer, CONV_SIZE};
 use crate::config::{Config, Congestion, NoDelay, StreamMode, MTU_LIMIT};
@@ -62,6 +62,7 @@ pub(crate) enum Fate {
     Closed,
     IdleTimeout,
     DeadLink(u32),
+    Evicted,
     Io(io::ErrorKind, String),
 }
 
@@ -71,6 +72,7 @@ impl Fate {
             Fate::Closed => Error::Closed,
             Fate::IdleTimeout => Error::IdleTimeout,
             Fate::DeadLink(n) => Error::DeadLink(*n),
+            Fate::Evicted => Error::Evicted,
             Fate::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
         }
     }
@@ -107,7 +109,9 @@ pub(crate) struct State {
     leftover_pos: usize,
     closed: bool,
     fate: Option<Fate>,
-    last_recv: Instant,
+    /// On tokio's clock, so idle expiry and eviction follow a paused clock
+    /// in tests.
+    last_recv: TokioInstant,
     flush_now: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
@@ -147,7 +151,7 @@ impl State {
             leftover_pos: 0,
             closed: false,
             fate: None,
-            last_recv: Instant::now(),
+            last_recv: TokioInstant::now(),
             flush_now: false,
             read_waker: None,
             write_waker: None,
@@ -181,7 +185,7 @@ impl State {
         };
         let rep = rx.input(plain, kcp, *ack_nodelay, now, &mut sink, c, &mut oob);
         if rep.kcp_errors == 0 {
-            self.last_recv = Instant::now();
+            self.last_recv = TokioInstant::now();
         }
         rep
     }
@@ -218,6 +222,30 @@ impl State {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Whether a full listener may evict this session for a newcomer, and
+    /// in which order (lower first; see `listener::Evictor`): `Some((0,
+    /// last heard))` while the peer has not acknowledged anything we sent,
+    /// `Some((1, last heard))` for a proven session silent for at least
+    /// `silent`, `None` otherwise. "Proven" means KCP's `snd_una` moved: the
+    /// peer received and acknowledged our data, which an address spoofer
+    /// cannot do without guessing (with a real cipher, without the key).
+    pub(crate) fn eviction_rank(
+        &self,
+        now: TokioInstant,
+        silent: Duration,
+    ) -> Option<(u8, TokioInstant)> {
+        if self.closed {
+            return None;
+        }
+        if self.kcp.snd_una() == 0 {
+            Some((0, self.last_recv))
+        } else if now.saturating_duration_since(self.last_recv) >= silent {
+            Some((1, self.last_recv))
+        } else {
+            None
+        }
     }
 
     fn readable(&self) -> bool {
@@ -1217,7 +1245,7 @@ pub(crate) struct Driver {
     taken: Vec<Outgoing>,
     pool: PacketPool,
     timer: Pin<Box<Sleep>>,
-    timer_at: Option<Instant>,
+    timer_at: Option<TokioInstant>,
     writable: Option<WritableFuture>,
     bucket: Bucket,
     c: Snmp,
@@ -1339,6 +1367,7 @@ impl Driver {
             };
             let now = now_ms();
             let now_i = Instant::now();
+            let now_t = TokioInstant::now();
             let (kcp_deadline, idle_deadline, rate, finished);
             {
                 let mut guard = self.shared.lock();
@@ -1375,7 +1404,7 @@ impl Driver {
                         }
                     }
                     if let Some(idle) = st.idle_timeout {
-                        if now_i.saturating_duration_since(st.last_recv) >= idle {
+                        if now_t.saturating_duration_since(st.last_recv) >= idle {
                             fatal = fatal.or(Some(Fate::IdleTimeout));
                         }
                     }
@@ -1390,7 +1419,7 @@ impl Driver {
                     kcp_deadline = st
                         .kcp
                         .next_deadline(now)
-                        .map(|d| deadline_instant(d, now, now_i));
+                        .map(|d| TokioInstant::from_std(deadline_instant(d, now, now_i)));
                     idle_deadline = st.idle_timeout.map(|t| st.last_recv + t);
                 }
                 rate = st.rate_limit;
@@ -1425,6 +1454,7 @@ impl Driver {
                 st.publish();
                 return Poll::Ready(());
             }
+            let rate_wait = rate_wait.map(TokioInstant::from_std);
             let next = [kcp_deadline, idle_deadline, rate_wait]
                 .into_iter()
                 .flatten()
@@ -1432,7 +1462,7 @@ impl Driver {
             let mut fired = false;
             if let Some(at) = next {
                 if self.timer_at != Some(at) {
-                    self.timer.as_mut().reset(at.into());
+                    self.timer.as_mut().reset(at);
                     self.timer_at = Some(at);
                 }
                 if self.timer.as_mut().poll(cx).is_ready() {
