@@ -549,7 +549,8 @@ impl ConfigBuilder {
     /// open a session evicts one ([`Error::Evicted`] for its user): first
     /// the session heard from least recently whose peer has never
     /// acknowledged data we sent (unproven: a spoofed address cannot
-    /// acknowledge what it never received), else the proven session silent
+    /// acknowledge what it never received) and which is at least 1 s old
+    /// (time to complete the round trip that proves it), else the proven session silent
     /// the longest if silent for at least 3 s (a closed kcp-go client just
     /// goes silent); if neither exists the datagram is dropped and the new
     /// peer retransmits. A flood from new addresses therefore only churns

@@ -44,6 +44,10 @@ const LISTENER_BUDGET: usize = 16;
 /// has no close on the wire: a closed client just goes silent, and this is
 /// how its slot is reused before the idle timeout.
 pub(crate) const EVICT_SILENT_AFTER: Duration = Duration::from_secs(3);
+/// A new session cannot be evicted before it is this old, so a client can
+/// complete the round trip that proves it even while a flood of new
+/// addresses keeps the table full.
+pub(crate) const EVICT_GRACE: Duration = Duration::from_secs(1);
 /// Eviction candidates remembered per scan of the table.
 const EVICT_BATCH: usize = 64;
 /// After a scan found nothing evictable, newcomers are dropped without
@@ -73,7 +77,8 @@ pub(crate) struct ListenerShared {
 ///
 /// Rule: first the unproven session heard from least recently (its peer
 /// never acknowledged anything we sent: a spoofed or junk source, or a
-/// client that has not completed one round trip); failing that, the proven
+/// client that has not completed one round trip) among those at least
+/// [`EVICT_GRACE`] old; failing that, the proven
 /// session silent for longest, if silent for at least
 /// [`EVICT_SILENT_AFTER`]; failing that, nobody, and the newcomer's datagram
 /// is dropped (a real client retransmits). So a flood of new addresses can
@@ -97,7 +102,7 @@ impl Evictor {
         for scanned in [false, true] {
             while let Some(w) = self.victims.pop() {
                 let Some(s) = w.upgrade() else { continue };
-                if s.lock().eviction_rank(now, EVICT_SILENT_AFTER).is_some() {
+                if s.lock().eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER).is_some() {
                     return Some(s);
                 }
             }
@@ -108,7 +113,7 @@ impl Evictor {
             let mut ranked: Vec<((u8, Instant), Arc<Shared>)> = sessions
                 .into_iter()
                 .filter_map(|s| {
-                    let r = s.lock().eviction_rank(now, EVICT_SILENT_AFTER)?;
+                    let r = s.lock().eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER)?;
                     Some((r, s))
                 })
                 .collect();

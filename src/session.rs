@@ -112,6 +112,9 @@ pub(crate) struct State {
     /// On tokio's clock, so idle expiry and eviction follow a paused clock
     /// in tests.
     last_recv: TokioInstant,
+    /// Creation time (tokio clock): an unproven session gets a grace period
+    /// to prove itself before a full listener may evict it.
+    born: TokioInstant,
     flush_now: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
@@ -152,6 +155,7 @@ impl State {
             closed: false,
             fate: None,
             last_recv: TokioInstant::now(),
+            born: TokioInstant::now(),
             flush_now: false,
             read_waker: None,
             write_waker: None,
@@ -226,21 +230,22 @@ impl State {
 
     /// Whether a full listener may evict this session for a newcomer, and
     /// in which order (lower first; see `listener::Evictor`): `Some((0,
-    /// last heard))` while the peer has not acknowledged anything we sent,
-    /// `Some((1, last heard))` for a proven session silent for at least
-    /// `silent`, `None` otherwise. "Proven" means KCP's `snd_una` moved: the
+    /// last heard))` while the peer has not acknowledged anything we sent
+    /// and the session is at least `grace` old, `Some((1, last heard))` for
+    /// a proven session silent for at least `silent`, `None` otherwise. "Proven" means KCP's `snd_una` moved: the
     /// peer received and acknowledged our data, which an address spoofer
     /// cannot do without guessing (with a real cipher, without the key).
     pub(crate) fn eviction_rank(
         &self,
         now: TokioInstant,
+        grace: Duration,
         silent: Duration,
     ) -> Option<(u8, TokioInstant)> {
         if self.closed {
             return None;
         }
         if self.kcp.snd_una() == 0 {
-            Some((0, self.last_recv))
+            (now.saturating_duration_since(self.born) >= grace).then_some((0, self.last_recv))
         } else if now.saturating_duration_since(self.last_recv) >= silent {
             Some((1, self.last_recv))
         } else {
