@@ -102,7 +102,10 @@ impl Evictor {
         for scanned in [false, true] {
             while let Some(w) = self.victims.pop() {
                 let Some(s) = w.upgrade() else { continue };
-                if s.lock().eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER).is_some() {
+                if s.lock()
+                    .eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER)
+                    .is_some()
+                {
                     return Some(s);
                 }
             }
@@ -113,7 +116,9 @@ impl Evictor {
             let mut ranked: Vec<((u8, Instant), Arc<Shared>)> = sessions
                 .into_iter()
                 .filter_map(|s| {
-                    let r = s.lock().eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER)?;
+                    let r = s
+                        .lock()
+                        .eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER)?;
                     Some((r, s))
                 })
                 .collect();

@@ -85,7 +85,11 @@ async fn a_silent_peer_ends_the_session_with_idle_timeout_by_default() {
     tokio::time::pause();
     let t = tokio::time::Instant::now();
     let mut b = [0u8; 1];
-    let e = s.read(&mut b).await.unwrap_err();
+    // Bounded in virtual time too (before the default existed, this read
+    // waited forever).
+    let e = bounded(Duration::from_secs(120), "read", s.read(&mut b))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut);
     assert!(matches!(s.error(), Some(Error::IdleTimeout)));
     let waited = t.elapsed();
@@ -115,7 +119,9 @@ async fn closed_clients_sessions_are_reclaimed_by_the_default_idle_timeout() {
     tokio::time::sleep(DEFAULT_IDLE_TIMEOUT + Duration::from_secs(1)).await;
     tokio::time::resume();
     assert!(
-        wait_until(Duration::from_secs(5), || server.listener.session_count() == 0).await,
+        wait_until(Duration::from_secs(5), || server.listener.session_count()
+            == 0)
+        .await,
         "{} sessions left",
         server.listener.session_count()
     );
@@ -138,7 +144,10 @@ async fn dial_echo_close_cycles_keep_the_table_bounded_and_open() {
         assert!(server.listener.session_count() <= MAX);
     }
     assert!(server.listener.evictions() >= (CYCLES - MAX) as u64);
-    eprintln!("{CYCLES} cycles through a table of {MAX} in {:?}", t.elapsed());
+    eprintln!(
+        "{CYCLES} cycles through a table of {MAX} in {:?}",
+        t.elapsed()
+    );
 }
 
 /// Binds `n` sockets on distinct loopback addresses 127.`net`.x.y.
