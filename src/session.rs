@@ -611,8 +611,8 @@ impl Session {
         self.shared.lock().snapshot()
     }
     /// How many times this session's driver task has run. An idle session
-    /// (nothing queued, in flight or to acknowledge) arms no timer, so this
-    /// stops growing; useful to check that in tests and diagnostics.
+    /// (nothing queued, in flight or to acknowledge) arms no KCP timer, only
+    /// its idle-timeout deadline (if any), so this stops growing; useful to check that in tests and diagnostics.
     pub fn driver_wakeups(&self) -> u64 {
         self.shared.wakeups.load(Ordering::Relaxed)
     }

@@ -170,3 +170,30 @@ fn sender_learns_a_lower_bound_of_the_peer_window() {
     }
     assert_eq!(small.max_message_fragments(), IKCP_MAX_FRAGMENTS);
 }
+
+/// Issue 12 item 8, the pure part of the dead-link default: with kcp-go's
+/// default engine settings (normal mode, linear RTO back-off) a segment to a
+/// peer that never answers is due for its 21st transmission, the default
+/// dead-link point, after a bounded time: about 210 × the 200 ms initial RTO.
+#[test]
+fn the_default_dead_link_point_is_reached_in_bounded_virtual_time() {
+    let a = Kcp::new(CONV);
+    let b = Kcp::new(CONV);
+    let mut l = LinkConfig::perfect(5);
+    l.loss = 1.0; // the peer is gone
+    let mut p = pair(a, b, l, 77);
+    p.write(Side::A, b"hello?").unwrap();
+    let limit = kcp_session::config::DEFAULT_DEAD_LINK;
+    while p.a.kcp.max_xmit() < limit && p.now < 600_000 {
+        assert!(p.step());
+    }
+    // The 20th transmission has gone out; the 21st is due one RTO later,
+    // which is when the session reports DeadLink.
+    let at = p.now + u64::from(p.a.kcp.rto()) * u64::from(limit);
+    eprintln!(
+        "20th transmission at {} ms, dead link at about {at} ms",
+        p.now
+    );
+    assert_eq!(p.a.kcp.max_xmit(), limit);
+    assert!((38_000..=43_000).contains(&p.now), "{}", p.now);
+}

@@ -213,3 +213,46 @@ async fn a_flood_of_unproven_sessions_cannot_lock_out_a_real_client() {
     busy.abort();
     fresh.abort();
 }
+
+/// The figure for the report: how long a session on the unmodified default
+/// configuration (normal mode: interval 100 ms, minimum RTO 100 ms, linear
+/// back-off) takes to report a peer that died mid-conversation. Real time
+/// (tens of seconds), so not part of the normal run:
+/// `cargo test --test server_defaults -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_default_dead_peer_time() {
+    let cfg = Config::default();
+    let server = echo_server(&cfg).await;
+    let relay = Relay::start(server.addr, Impairment::default()).await;
+    let mut s = Session::dial(relay.addr(), &cfg).await.unwrap();
+    for i in 0..20 {
+        echo_once(&mut s, &pattern(i, 500)).await;
+    }
+    drop(relay);
+    let t = Instant::now();
+    s.write_all(b"anyone there?").await.unwrap();
+    let mut b = [0u8; 1];
+    let e = bounded(Duration::from_secs(90), "read", s.read(&mut b))
+        .await
+        .unwrap_err();
+    eprintln!(
+        "default config: dead peer with data in flight reported after {:?} as {:?} ({e}); rto {} ms",
+        t.elapsed(),
+        s.error(),
+        s.rto()
+    );
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut s = Session::dial(peer.local_addr().unwrap(), &cfg)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let e = bounded(Duration::from_secs(90), "read", s.read(&mut b))
+        .await
+        .unwrap_err();
+    eprintln!(
+        "default config: silent peer, nothing in flight, reported after {:?} as {:?} ({e})",
+        t.elapsed(),
+        s.error()
+    );
+}
