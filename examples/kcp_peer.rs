@@ -211,6 +211,12 @@ fn build_config(a: &Args) -> Result<Config, String> {
         .write_delay(false)
         .ack_nodelay(a.acknodelay)
         .socket_buffers(a.sockbuf)
+        // kcp-go's lifetime rules, like the Go peer in the other slot: the
+        // benchmark driver keeps 10,000 sessions idle on one echo-server,
+        // beyond the default table and idle timeout.
+        .idle_timeout(None)
+        .dead_link(None)
+        .max_sessions(None)
         .build()
         .map_err(|e| e.to_string())
 }

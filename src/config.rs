@@ -664,7 +664,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_kcp_go() {
+    fn defaults_are_kcp_go_on_the_wire_and_a_server_s_for_lifetimes() {
         let c = Config::default();
         assert_eq!(c.mtu(), 1400);
         assert_eq!(c.window(), (32, 32));

@@ -9,6 +9,10 @@
 //! unknown address is dropped; datagrams failing decryption are counted and
 //! dropped and never create sessions.
 //!
+//! The table is bounded (`max_sessions`, 4096 by default); when it is full a
+//! newcomer evicts an unproven or long-silent session (the rule is on
+//! `ConfigBuilder::max_sessions`), or is dropped.
+//!
 //! Two deliberate differences from kcp-go: a first datagram that KCP rejects
 //! entirely (junk that happened to decrypt, e.g. with the `null` cipher)
 //! creates no session; and closing the listener stops accepting but keeps

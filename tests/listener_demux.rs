@@ -280,6 +280,8 @@ async fn accept_backlog_and_session_cap_are_bounded() {
     for _ in 0..3 {
         accepted.push(listener.accept().await.unwrap());
     }
+    // Past the eviction grace (1 s), the accepted sessions are evictable.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     for (i, s) in socks.iter().enumerate() {
         s.send_to(&push(100 + i as u32, 1, b"y"), addr)
             .await
