@@ -20,6 +20,9 @@
 //! `p50_us= p99_us= max_us=`) and `idle-client` (opens --count sessions, echoes
 //! one --chunk message on each, prints `READY N`, idles until stdin closes).
 //!
+//! `msg-client` checks `send_msg`'s message-size rule against an echo
+//! server (see `msg_client`; interop/msgwindow_test.go).
+//!
 //! Servers print `LISTENING <addr>` once bound. Every role prints
 //! `RESULT role=.. bytes=N crc32=HEX ok=true|false ...` and `SNMP Name=value ...`
 //! at exit. Exit status: 0 ok, 1 transfer failed, 2 bad arguments or setup.
@@ -179,6 +182,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             | "write-close-client"
             | "read-server"
             | "read-client"
+            | "msg-client"
     ) {
         return Err(format!("unknown --role {:?}", a.role));
     }
@@ -236,6 +240,12 @@ fn build_config(a: &Args) -> Result<Config, String> {
         .write_delay(false)
         .ack_nodelay(a.acknodelay)
         .socket_buffers(a.sockbuf)
+        // kcp-go's lifetime rules, like the Go peer in the other slot: the
+        // benchmark driver keeps 10,000 sessions idle on one echo-server,
+        // beyond the default table and idle timeout.
+        .idle_timeout(None)
+        .dead_link(None)
+        .max_sessions(None)
         .build()
         .map_err(|e| e.to_string())
 }
@@ -990,6 +1000,55 @@ async fn read_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
     t.outcome(a.count)
 }
 
+/// The message-size rule of `send_msg` against an echo server: echoes a
+/// small message (so the peer's window is known), offers one `send_msg` of
+/// --bytes (expected to be refused when longer than the peer's receive
+/// window; RESULT says `refused=true|false max=N`), then echoes one
+/// `send_msg` of --chunk bytes, which must come back intact. With the
+/// oversized message accepted, a kcp-go peer would never echo again.
+async fn msg_client(a: &Args, cfg: &Config) -> Outcome {
+    let mut s = match dial(a, cfg).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::setup(e),
+    };
+    let mut o = Outcome::default();
+    let mut crc = crc32fast::Hasher::new();
+    let mut refused = String::from("refused=false");
+    for (i, len) in [(0, 100usize), (1, a.bytes as usize), (2, a.chunk)] {
+        let mut msg = vec![0u8; len.max(1)];
+        Payload::new(a.seed + i).fill(&mut msg);
+        match s.send_msg(&msg).await {
+            Ok(()) => {}
+            Err(kcp_session::Error::MessageTooLarge { fragments, max, .. }) if i == 1 => {
+                refused = format!("refused=true fragments={fragments} max={max}");
+                continue;
+            }
+            Err(e) => {
+                o.reason = format!("send_msg of {len} bytes: {e}");
+                o.extra = refused;
+                return o;
+            }
+        }
+        let mut back = vec![0u8; msg.len()];
+        if let Err(e) = s.read_exact(&mut back).await {
+            o.reason = format!("echo of the {len}-byte message: {e}");
+            o.extra = refused;
+            return o;
+        }
+        if back != msg {
+            o.reason = format!("echo of the {len}-byte message differs");
+            o.extra = refused;
+            return o;
+        }
+        crc.update(&back);
+        o.bytes += back.len() as u64;
+    }
+    o.crc = crc.finalize();
+    o.ok = true;
+    o.extra = refused;
+    o
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let a = match parse_args(&argv) {
@@ -1030,6 +1089,7 @@ fn main() -> ExitCode {
                 "write-close-client" => write_close_client(&a, &cfg, deadline).await,
                 "read-server" => read_server(&a, &cfg, deadline).await,
                 "read-client" => read_client(&a, &cfg, deadline).await,
+                "msg-client" => msg_client(&a, &cfg).await,
                 _ => source(&a, &cfg).await,
             }
         };

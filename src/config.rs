@@ -5,9 +5,20 @@
 //! returns [`Error::InvalidConfig`] for values that cannot work (an mtu too
 //! small for the headers, zero windows, more than 256 FEC shards, ...).
 //!
-//! Defaults are kcp-go's (`DialWithOptions` with no cipher and no FEC):
-//! mtu 1400, windows 32/32, `NoDelay(0, 100, 0, 0)`, message mode, no write
-//! delay, no ack-no-delay (§5.1, §6.3).
+//! Wire-visible defaults are kcp-go's (`DialWithOptions` with no cipher and
+//! no FEC): mtu 1400, windows 32/32, `NoDelay(0, 100, 0, 0)`, message mode,
+//! no write delay, no ack-no-delay (§5.1, §6.3).
+//!
+//! The lifetime defaults are not kcp-go's: kcp-go keeps a session whose peer
+//! died or closed (there is no close on the wire) forever, and a listener
+//! accepts every new address. Here every session ends after
+//! [`DEFAULT_IDLE_TIMEOUT`] without a datagram from its peer
+//! ([`Error::IdleTimeout`]) or when a segment is due for transmission
+//! [`DEFAULT_DEAD_LINK`]` + 1` ([`Error::DeadLink`]), and a listener holds at
+//! most [`DEFAULT_MAX_SESSIONS`] sessions, evicting unproven or silent ones
+//! for newcomers (README, "Running a public server"). Nothing of this is
+//! visible on the wire except that a silent peer's session is gone when it
+//! speaks again. Set `None` to get kcp-go's behaviour.
 
 use std::fmt;
 use std::time::Duration;
@@ -36,6 +47,18 @@ pub const DEFAULT_SND_WND: u32 = 32;
 pub const DEFAULT_RCV_WND: u32 = 32;
 /// kcp-go's listener accept backlog (`acceptBacklog`).
 pub const DEFAULT_ACCEPT_BACKLOG: usize = 128;
+/// Default idle timeout: a session ends with [`Error::IdleTimeout`] after this
+/// long without a valid datagram from its peer. As long as smux's default
+/// keepalive timeout, so kcptun peers (keepalive every 10 s) never hit it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default dead-link threshold: kcp-go's `IKCP_DEADLINK`, the transmission
+/// count at which kcp-go marks (but never closes) a dead link.
+pub const DEFAULT_DEAD_LINK: u32 = crate::kcp::IKCP_DEADLINK;
+/// Default cap on a listener's sessions (accepted or in the backlog). With
+/// the default windows (32/32) one session holds at most about 0.3 MB
+/// (every queue full), so a full table is bounded by roughly 1.2 GB in the
+/// worst case and far less in practice (README, "Running a public server").
+pub const DEFAULT_MAX_SESSIONS: usize = 4096;
 /// Reed-Solomon over GF(2^8) cannot have more shards than this (§4.1).
 pub const MAX_FEC_SHARDS: usize = 256;
 /// kcptun's default passphrase (sic, §7.2).
@@ -268,12 +291,12 @@ impl Config {
                 recv_buffer: None,
                 send_buffer: None,
                 rate_limit: RateLimit::Off,
-                idle_timeout: None,
-                dead_link: None,
+                idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+                dead_link: Some(DEFAULT_DEAD_LINK),
                 read_timeout: None,
                 write_timeout: None,
                 accept_backlog: DEFAULT_ACCEPT_BACKLOG,
-                max_sessions: None,
+                max_sessions: Some(DEFAULT_MAX_SESSIONS),
             },
         }
     }
@@ -281,8 +304,14 @@ impl Config {
     /// A builder preset like kcptun's server side (§7.4): AES-256 with the
     /// default passphrase, FEC 10/3, mtu 1350, windows 1024/1024, stream mode,
     /// 4 MiB socket buffers and the given mode.
+    ///
+    /// No dead-link rule: kcptun finds dead tunnels with smux keepalives
+    /// (30 s), and in the fast modes 20 transmissions pass within about 3.5 s,
+    /// so the default rule would end every tunnel on a short outage. The idle
+    /// timeout (30 s, smux's keepalive timeout) still reclaims dead peers.
     pub fn kcptun(mode: Mode) -> ConfigBuilder {
         Config::builder()
+            .dead_link(None)
             .crypt_kcptun("aes", KCPTUN_DEFAULT_KEY)
             .fec(10, 3)
             .mtu(KCPTUN_MTU)
@@ -557,14 +586,22 @@ impl ConfigBuilder {
         self
     }
     /// End the session with [`Error::IdleTimeout`] after this long without a
-    /// valid datagram from the peer. kcp-go has no idle timeout (off by default).
+    /// valid datagram from the peer (default [`DEFAULT_IDLE_TIMEOUT`], 30 s;
+    /// `None` is kcp-go's behaviour: never). This is what reclaims the
+    /// sessions of peers that died or closed: kcp-go sends nothing on close.
+    /// A peer that may stay silent longer must send keepalives (kcptun's
+    /// smux does, every 10 s) or both sides must raise or disable this.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.s.idle_timeout = timeout;
         self
     }
     /// End the session with [`Error::DeadLink`] when a segment sent this many
-    /// times is still unacknowledged when its next retransmission is due.
-    /// kcp-go never acts on dead links (off by default).
+    /// times is still unacknowledged when its next retransmission is due
+    /// (default [`DEFAULT_DEAD_LINK`], 20, kcp-go's `IKCP_DEADLINK`; kcp-go
+    /// itself never acts on it; `None` disables). With linear RTO back-off
+    /// this takes about `rto × 210` (about 21 s at the 100 ms minimum RTO,
+    /// about 3.5 s in fast3), so the idle timeout is the bound that also
+    /// covers a session with nothing in flight.
     pub fn dead_link(mut self, transmissions: Option<u32>) -> Self {
         self.s.dead_link = transmissions;
         self
@@ -585,7 +622,22 @@ impl ConfigBuilder {
         self.s.accept_backlog = backlog;
         self
     }
-    /// Listener cap on concurrent sessions (kcp-go: none).
+    /// Listener cap on concurrent sessions, accepted or waiting in the
+    /// backlog (default [`DEFAULT_MAX_SESSIONS`]; `None`: unbounded, as in
+    /// kcp-go).
+    ///
+    /// When the table is full, a datagram from a new address that would
+    /// open a session evicts one ([`Error::Evicted`] for its user): first
+    /// the session heard from least recently whose peer has never
+    /// acknowledged data we sent (unproven: a spoofed address cannot
+    /// acknowledge what it never received) and which is at least 1 s old
+    /// (time to complete the round trip that proves it), else the proven session silent
+    /// the longest if silent for at least 3 s (a closed kcp-go client just
+    /// goes silent); if neither exists the datagram is dropped and the new
+    /// peer retransmits. A flood from new addresses therefore only churns
+    /// unproven sessions and never displaces a peer that has completed a
+    /// round trip and is still talking. With the `null`/`none` ciphers an
+    /// attacker who sees our datagrams can still prove itself.
     pub fn max_sessions(mut self, max: Option<usize>) -> Self {
         self.s.max_sessions = max;
         self
@@ -693,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_kcp_go() {
+    fn defaults_are_kcp_go_on_the_wire_and_a_server_s_for_lifetimes() {
         let c = Config::default();
         assert_eq!(c.mtu(), 1400);
         assert_eq!(c.window(), (32, 32));
@@ -703,6 +755,18 @@ mod tests {
         assert_eq!(c.header_len(), 0);
         assert_eq!(c.kcp_mtu(), 1400);
         assert_eq!(c.accept_backlog(), 128);
+        // Lifetime defaults are a public server's, not kcp-go's (none of them).
+        assert_eq!(c.idle_timeout(), Some(Duration::from_secs(30)));
+        assert_eq!(c.dead_link(), Some(20));
+        assert_eq!(c.max_sessions(), Some(4096));
+        let kcp_go = Config::builder()
+            .idle_timeout(None)
+            .dead_link(None)
+            .max_sessions(None)
+            .build()
+            .unwrap();
+        assert_eq!(kcp_go.idle_timeout(), None);
+        assert_eq!(kcp_go.max_sessions(), None);
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub enum Error {
         len: usize,
         /// Fragments it would need.
         fragments: usize,
-        /// Maximum fragments (255 in kcp-go, or the receive window if smaller).
+        /// Maximum fragments: 255 (the 8-bit `frg` field), or for
+        /// [`Session::send_msg`](crate::Session::send_msg) the peer's
+        /// receive window if smaller, as far as it is known (the largest
+        /// window the peer advertised, 32 before anything was heard).
+        /// For an OOB datagram, the largest payload in bytes.
         max: usize,
     },
     /// The caller's buffer is too small for the next message or datagram.
@@ -108,6 +112,12 @@ pub enum Error {
     /// No datagram arrived from the peer within the idle timeout.
     #[error("idle timeout: nothing received from the peer in time")]
     IdleTimeout,
+    /// A full listener closed this session to make room for a new peer (see
+    /// [`ConfigBuilder::max_sessions`](crate::ConfigBuilder::max_sessions)):
+    /// its peer had never acknowledged our data, or had been silent for a
+    /// while.
+    #[error("evicted: the listener's session table was full")]
+    Evicted,
     /// A segment was retransmitted too often: the peer is unreachable.
     #[error("dead link: a segment was retransmitted {0} times without an acknowledgement")]
     DeadLink(u32),
@@ -152,7 +162,7 @@ impl From<Error> for io::Error {
             Error::Closed => io::ErrorKind::BrokenPipe,
             Error::WouldBlock => io::ErrorKind::WouldBlock,
             Error::Timeout | Error::IdleTimeout => io::ErrorKind::TimedOut,
-            Error::DeadLink(_) => io::ErrorKind::ConnectionAborted,
+            Error::DeadLink(_) | Error::Evicted => io::ErrorKind::ConnectionAborted,
             Error::InvalidConfig(_)
             | Error::MtuTooLarge { .. }
             | Error::InvalidKey { .. }

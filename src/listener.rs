@@ -9,6 +9,10 @@
 //! unknown address is dropped; datagrams failing decryption are counted and
 //! dropped and never create sessions.
 //!
+//! The table is bounded (`max_sessions`, 4096 by default); when it is full a
+//! newcomer evicts an unproven or long-silent session (the rule is on
+//! `ConfigBuilder::max_sessions`), or is dropped.
+//!
 //! Two deliberate differences from kcp-go: a first datagram that KCP rejects
 //! entirely (junk that happened to decrypt, e.g. with the `null` cipher)
 //! creates no session; and closing the listener stops accepting but keeps
@@ -18,9 +22,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
 use tokio::sync::mpsc;
@@ -36,6 +43,21 @@ use crate::stats::{Counters, Publisher, Snmp};
 const LISTENER_RECV_BATCH: usize = 64;
 /// Receive batches handled before yielding to the scheduler.
 const LISTENER_BUDGET: usize = 16;
+/// A proven session (its peer acknowledged our data) may be evicted for a
+/// newcomer only after this long without a datagram from its peer. kcp-go
+/// has no close on the wire: a closed client just goes silent, and this is
+/// how its slot is reused before the idle timeout.
+pub(crate) const EVICT_SILENT_AFTER: Duration = Duration::from_secs(3);
+/// A new session cannot be evicted before it is this old, so a client can
+/// complete the round trip that proves it even while a flood of new
+/// addresses keeps the table full.
+pub(crate) const EVICT_GRACE: Duration = Duration::from_secs(1);
+/// Eviction candidates remembered per scan of the table.
+const EVICT_BATCH: usize = 64;
+/// After a scan found nothing evictable, newcomers are dropped without
+/// another scan for this long (a flood against a table of live, proven
+/// sessions must not cost a table walk per datagram).
+const EVICT_RESCAN: Duration = Duration::from_millis(50);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -48,9 +70,75 @@ pub(crate) struct ListenerShared {
     config: Config,
     table: Mutex<HashMap<SocketAddr, Arc<Shared>>>,
     closed: AtomicBool,
+    /// Sessions closed by the eviction rule.
+    evictions: AtomicU64,
     task_waker: Mutex<Option<Waker>>,
     c: Mutex<Counters>,
     error: Mutex<Option<(io::ErrorKind, String)>>,
+}
+
+/// Chooses which session a full listener closes for a newcomer.
+///
+/// Rule: first the unproven session heard from least recently (its peer
+/// never acknowledged anything we sent: a spoofed or junk source, or a
+/// client that has not completed one round trip) among those at least
+/// [`EVICT_GRACE`] old; failing that, the proven
+/// session silent for longest, if silent for at least
+/// [`EVICT_SILENT_AFTER`]; failing that, nobody, and the newcomer's datagram
+/// is dropped (a real client retransmits). So a flood of new addresses can
+/// only displace other unproven sessions, never a peer that has proven
+/// itself and is still talking.
+///
+/// A table scan collects up to [`EVICT_BATCH`] candidates in eviction order;
+/// each newcomer takes the first that is still evictable (re-checked), so a
+/// flood costs one O(table) scan per batch, and at most one per
+/// [`EVICT_RESCAN`] when nothing is evictable.
+#[derive(Default)]
+struct Evictor {
+    /// Candidates, best last.
+    victims: Vec<std::sync::Weak<Shared>>,
+    no_scan_until: Option<Instant>,
+}
+
+impl Evictor {
+    fn pick(&mut self, table: &Mutex<HashMap<SocketAddr, Arc<Shared>>>) -> Option<Arc<Shared>> {
+        let now = Instant::now();
+        for scanned in [false, true] {
+            while let Some(w) = self.victims.pop() {
+                let Some(s) = w.upgrade() else { continue };
+                if s.lock()
+                    .eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER)
+                    .is_some()
+                {
+                    return Some(s);
+                }
+            }
+            if scanned || self.no_scan_until.is_some_and(|t| now < t) {
+                break;
+            }
+            let sessions: Vec<Arc<Shared>> = lock(table).values().cloned().collect();
+            let mut ranked: Vec<((u8, Instant), Arc<Shared>)> = sessions
+                .into_iter()
+                .filter_map(|s| {
+                    let r = s
+                        .lock()
+                        .eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER)?;
+                    Some((r, s))
+                })
+                .collect();
+            if ranked.is_empty() {
+                self.no_scan_until = Some(now + EVICT_RESCAN);
+                break;
+            }
+            self.no_scan_until = None;
+            let keep = ranked.len().min(EVICT_BATCH);
+            ranked.select_nth_unstable_by_key(keep - 1, |(r, _)| *r);
+            ranked.truncate(keep);
+            ranked.sort_unstable_by_key(|(r, _)| std::cmp::Reverse(*r));
+            self.victims = ranked.iter().map(|(_, s)| Arc::downgrade(s)).collect();
+        }
+        None
+    }
 }
 
 impl ListenerShared {
@@ -116,6 +204,7 @@ impl Listener {
             config: config.clone(),
             table: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            evictions: AtomicU64::new(0),
             task_waker: Mutex::new(None),
             c: Mutex::new(Counters::default()),
             error: Mutex::new(None),
@@ -125,6 +214,7 @@ impl Listener {
             rx: RecvBatch::new(LISTENER_RECV_BATCH),
             accept_tx: tx,
             touched: Vec::new(),
+            evictor: Evictor::default(),
             c: Counters::default(),
             publisher: Publisher::default(),
         };
@@ -136,15 +226,19 @@ impl Listener {
     }
 
     /// Waits for the next new session. Call from one task at a time.
-    /// Errors: [`Error::Closed`] after [`close`](Self::close), or the socket
-    /// error that stopped the listener.
+    /// Sessions that ended while waiting in the backlog (evicted, idle
+    /// timeout) are skipped. Errors: [`Error::Closed`] after
+    /// [`close`](Self::close), or the socket error that stopped the listener.
     pub async fn accept(&self) -> Result<Session> {
         std::future::poll_fn(|cx| {
             let mut rx = lock(&self.accept_rx);
-            match rx.poll_recv(cx) {
-                Poll::Ready(Some(s)) => Poll::Ready(Ok(s)),
-                Poll::Ready(None) => Poll::Ready(Err(self.terminal_error())),
-                Poll::Pending => Poll::Pending,
+            loop {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(s)) if s.is_closed() => continue,
+                    Poll::Ready(Some(s)) => return Poll::Ready(Ok(s)),
+                    Poll::Ready(None) => return Poll::Ready(Err(self.terminal_error())),
+                    Poll::Pending => return Poll::Pending,
+                }
             }
         })
         .await
@@ -165,6 +259,12 @@ impl Listener {
     /// Live sessions (accepted or waiting in the backlog).
     pub fn session_count(&self) -> usize {
         lock(&self.shared.table).len()
+    }
+
+    /// Sessions closed so far to make room for new peers when the table was
+    /// full (see [`ConfigBuilder::max_sessions`](crate::ConfigBuilder::max_sessions)).
+    pub fn evictions(&self) -> u64 {
+        self.shared.evictions.load(Ordering::Relaxed)
     }
 
     /// The listener's own counters: datagrams it dropped before any session
@@ -227,6 +327,7 @@ struct ListenTask {
     rx: RecvBatch,
     accept_tx: mpsc::Sender<Session>,
     touched: Vec<Arc<Shared>>,
+    evictor: Evictor,
     c: Counters,
     publisher: Publisher,
 }
@@ -297,17 +398,26 @@ impl ListenTask {
             self.c.in_errs += 1;
             return;
         }
-        if let Some(max) = self.shared.config.max_sessions() {
-            if lock(&self.shared.table).len() >= max {
-                self.c.in_errs += 1;
-                return;
-            }
-        }
         let Ok(permit) = self.accept_tx.try_reserve() else {
             // Accept backlog full.
             self.c.in_errs += 1;
             return;
         };
+        if let Some(max) = self.shared.config.max_sessions() {
+            if lock(&self.shared.table).len() >= max {
+                // Full: make room by the eviction rule, or drop the datagram.
+                let Some(victim) = self.evictor.pick(&self.shared.table) else {
+                    self.c.in_errs += 1;
+                    return;
+                };
+                victim.close_with(Fate::Evicted);
+                self.shared.evictions.fetch_add(1, Ordering::Relaxed);
+                if lock(&self.shared.table).len() >= max {
+                    self.c.in_errs += 1;
+                    return;
+                }
+            }
+        }
         let Ok((session, driver)) = Session::build(
             ci.conv,
             from,

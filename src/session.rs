@@ -28,7 +28,7 @@ use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
 use tokio::sync::Notify;
-use tokio::time::Sleep;
+use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Sealer, CONV_SIZE};
 use crate::config::{check_mtu_limit, Config, Congestion, NoDelay, StreamMode};
@@ -64,6 +64,7 @@ pub(crate) enum Fate {
     Closed,
     IdleTimeout,
     DeadLink(u32),
+    Evicted,
     Io(io::ErrorKind, String),
 }
 
@@ -73,6 +74,7 @@ impl Fate {
             Fate::Closed => Error::Closed,
             Fate::IdleTimeout => Error::IdleTimeout,
             Fate::DeadLink(n) => Error::DeadLink(*n),
+            Fate::Evicted => Error::Evicted,
             Fate::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
         }
     }
@@ -114,7 +116,12 @@ pub(crate) struct State {
     leftover_pos: usize,
     closed: bool,
     fate: Option<Fate>,
-    last_recv: Instant,
+    /// On tokio's clock, so idle expiry and eviction follow a paused clock
+    /// in tests.
+    last_recv: TokioInstant,
+    /// Creation time (tokio clock): an unproven session gets a grace period
+    /// to prove itself before a full listener may evict it.
+    born: TokioInstant,
     flush_now: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
@@ -161,7 +168,8 @@ impl State {
             leftover_pos: 0,
             closed: false,
             fate: None,
-            last_recv: Instant::now(),
+            last_recv: TokioInstant::now(),
+            born: TokioInstant::now(),
             flush_now: false,
             read_waker: None,
             write_waker: None,
@@ -198,7 +206,7 @@ impl State {
         };
         let rep = rx.input(plain, kcp, *ack_nodelay, now, &mut sink, c, &mut oob);
         if rep.kcp_errors == 0 {
-            self.last_recv = Instant::now();
+            self.last_recv = TokioInstant::now();
         }
         rep
     }
@@ -235,6 +243,31 @@ impl State {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Whether a full listener may evict this session for a newcomer, and
+    /// in which order (lower first; see `listener::Evictor`): `Some((0,
+    /// last heard))` while the peer has not acknowledged anything we sent
+    /// and the session is at least `grace` old, `Some((1, last heard))` for
+    /// a proven session silent for at least `silent`, `None` otherwise. "Proven" means KCP's `snd_una` moved: the
+    /// peer received and acknowledged our data, which an address spoofer
+    /// cannot do without guessing (with a real cipher, without the key).
+    pub(crate) fn eviction_rank(
+        &self,
+        now: TokioInstant,
+        grace: Duration,
+        silent: Duration,
+    ) -> Option<(u8, TokioInstant)> {
+        if self.closed {
+            return None;
+        }
+        if self.kcp.snd_una() == 0 {
+            (now.saturating_duration_since(self.born) >= grace).then_some((0, self.last_recv))
+        } else if now.saturating_duration_since(self.last_recv) >= silent {
+            Some((1, self.last_recv))
+        } else {
+            None
+        }
     }
 
     fn readable(&self) -> bool {
@@ -614,8 +647,8 @@ impl Session {
         self.shared.lock().snapshot()
     }
     /// How many times this session's driver task has run. An idle session
-    /// (nothing queued, in flight or to acknowledge) arms no timer, so this
-    /// stops growing; useful to check that in tests and diagnostics.
+    /// (nothing queued, in flight or to acknowledge) arms no KCP timer, only
+    /// its idle-timeout deadline (if any), so this stops growing; useful to check that in tests and diagnostics.
     pub fn driver_wakeups(&self) -> u64 {
         self.shared.wakeups.load(Ordering::Relaxed)
     }
@@ -849,6 +882,19 @@ impl Session {
 
     /// Sends one message (message mode: it arrives whole in one
     /// [`recv_msg`](Self::recv_msg)). Waits while the send window is full.
+    ///
+    /// In message mode a message is cut into `mss`-byte fragments, and a
+    /// kcp-go receiver can only assemble a message of at most its receive
+    /// window's worth of fragments (a longer one fills its queue and stops
+    /// the session for good). So a message needing more fragments than
+    /// `min(255, W)` fails at once with [`Error::MessageTooLarge`] (nothing
+    /// is queued; the session is unaffected), where `W` is the largest
+    /// window the peer has advertised so far (a lower bound of its receive
+    /// window), or 32, kcp-go's default receive window, before anything was
+    /// heard from the peer. An accepted session has always heard its peer;
+    /// a dialed one learns the window from the first reply, so send a small
+    /// message first if the first one is large. In stream mode there is no
+    /// such limit (fragments are independent).
     pub async fn send_msg(&mut self, msg: &[u8]) -> Result<()> {
         let shared = self.shared.clone();
         let wr = &mut self.wr;
@@ -1179,6 +1225,20 @@ fn poll_send_msg(
     if let Some(f) = &st.fate {
         return Poll::Ready(Err(f.error()));
     }
+    if !st.kcp.is_stream_mode() {
+        // Refuse what the peer cannot assemble (see `send_msg`): checked
+        // before waiting, against what is known now.
+        let mss = st.kcp.mss().max(1);
+        let fragments = msg.len().div_ceil(mss);
+        let max = st.kcp.max_message_fragments();
+        if fragments > max {
+            return Poll::Ready(Err(Error::MessageTooLarge {
+                len: msg.len(),
+                fragments,
+                max,
+            }));
+        }
+    }
     if st.writable() {
         let paced = match &st.limiter {
             Some(l) => l.poll_take(msg.len(), msg.len(), &mut wr.pace, cx),
@@ -1424,7 +1484,7 @@ pub(crate) struct Driver {
     taken: Vec<Outgoing>,
     pool: PacketPool,
     timer: Pin<Box<Sleep>>,
-    timer_at: Option<Instant>,
+    timer_at: Option<TokioInstant>,
     writable: Option<WritableFuture>,
     c: Counters,
 }
@@ -1523,6 +1583,7 @@ impl Driver {
             };
             let now = now_ms();
             let now_i = Instant::now();
+            let now_t = TokioInstant::now();
             let (kcp_deadline, idle_deadline, finished);
             {
                 let mut guard = self.shared.lock();
@@ -1561,7 +1622,7 @@ impl Driver {
                         }
                     }
                     if let Some(idle) = st.idle_timeout {
-                        if now_i.saturating_duration_since(st.last_recv) >= idle {
+                        if now_t.saturating_duration_since(st.last_recv) >= idle {
                             fatal = fatal.or(Some(Fate::IdleTimeout));
                         }
                     }
@@ -1576,7 +1637,7 @@ impl Driver {
                     kcp_deadline = st
                         .kcp
                         .next_deadline(now)
-                        .map(|d| deadline_instant(d, now, now_i));
+                        .map(|d| TokioInstant::from_std(deadline_instant(d, now, now_i)));
                     idle_deadline = st.idle_timeout.map(|t| st.last_recv + t);
                 }
                 // Abnormal endings discard unsent data; a local close sends it.
@@ -1623,7 +1684,7 @@ impl Driver {
             let mut fired = false;
             if let Some(at) = next {
                 if self.timer_at != Some(at) {
-                    self.timer.as_mut().reset(at.into());
+                    self.timer.as_mut().reset(at);
                     self.timer_at = Some(at);
                 }
                 if self.timer.as_mut().poll(cx).is_ready() {

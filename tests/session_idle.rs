@@ -45,6 +45,10 @@ fn config() -> Config {
         .window(256, 256)
         .stream_mode(StreamMode::Stream)
         .socket_buffers(4 << 20)
+        // No idle timeout (kcp-go's rule): the hour of idling below must not
+        // end the sessions; the default timeout's expiry is tested in
+        // tests/server_defaults.rs.
+        .idle_timeout(None)
         .build()
         .unwrap()
 }

@@ -487,7 +487,13 @@ fn kcp_config(o: &Opts) -> Result<Config, String> {
         .write_delay(false)
         .ack_nodelay(o.acknodelay)
         .rate_limit(u32_opt("ratelimit", o.ratelimit)?)
-        .socket_buffers(o.sockbuf as usize);
+        .socket_buffers(o.sockbuf as usize)
+        // kcptun's liveness rule is smux's keepalive (30 s timeout), not KCP's
+        // dead link, which in the fast modes would end a tunnel after a 3.5 s
+        // outage; the KCP idle timeout matches smux's and is off with
+        // keepalives off, as a kcptun session then lives until closed.
+        .dead_link(None)
+        .idle_timeout((o.keepalive > 0).then_some(Duration::from_secs(30)));
     if o.dscp != 0 {
         b = b.dscp(dscp);
     }

@@ -118,6 +118,10 @@ pub struct Kcp {
     snd_wnd: u32,
     rcv_wnd: u32,
     rmt_wnd: u32,
+    /// Largest window the peer has advertised in a segment that came off the
+    /// wire: a lower bound of its `rcv_wnd` (kcp-go advertises `rcv_wnd`
+    /// minus its queue length).
+    rmt_wnd_max: u32,
     cwnd: u32,
     incr: u32,
 
@@ -195,6 +199,7 @@ impl Kcp {
             snd_wnd: IKCP_WND_SND,
             rcv_wnd: IKCP_WND_RCV,
             rmt_wnd: IKCP_WND_RCV,
+            rmt_wnd_max: IKCP_WND_RCV,
             cwnd: 0,
             incr: 0,
             probe: 0,
@@ -369,6 +374,23 @@ impl Kcp {
     /// The peer's last advertised free window (segments).
     pub fn rmt_wnd(&self) -> u32 {
         self.rmt_wnd
+    }
+
+    /// Most fragments a message may have so that the peer can surely
+    /// assemble it: `min(255, W)`, where `W` is the largest window the peer
+    /// has advertised so far, or [`IKCP_WND_RCV`] (kcp-go's own assumption)
+    /// before anything was heard.
+    ///
+    /// A kcp-go receiver moves at most `rcv_wnd` segments into its receive
+    /// queue and delivers a message only once all its fragments are there,
+    /// so a message of more than `rcv_wnd` fragments can never be delivered
+    /// and stops the conversation for good (its queue stays full, it
+    /// advertises a zero window). Every window it advertises is `rcv_wnd`
+    /// minus its queue length, so the largest one seen is a lower bound of
+    /// `rcv_wnd`. [`Kcp::send`] itself does not apply this bound (kcp-go's
+    /// does not either); the session's `send_msg` does.
+    pub fn max_message_fragments(&self) -> usize {
+        IKCP_MAX_FRAGMENTS.min(self.rmt_wnd_max as usize)
     }
 
     /// Congestion window (segments; meaningless with `nc = 1`).
@@ -619,6 +641,7 @@ impl Kcp {
             // §4.4: only packets that came off the wire carry a fresh window.
             if kind == PacketKind::Regular {
                 self.rmt_wnd = u32::from(h.wnd);
+                self.rmt_wnd_max = self.rmt_wnd_max.max(self.rmt_wnd);
             }
             if self.parse_una(h.una) > 0 {
                 flush_segments = true;
@@ -1052,12 +1075,35 @@ impl Kcp {
 
     fn wnd_unused(&self) -> u16 {
         let used = self.rcv_queue.len();
-        if used < self.rcv_wnd as usize {
+        let free = if used < self.rcv_wnd as usize {
             // kcp-go truncates to u16 as well.
             (self.rcv_wnd as usize - used) as u16
         } else {
             0
+        };
+        if self.front_incomplete() {
+            // The queue holds only part of a message and nothing deliverable:
+            // invite the fragments still missing (at most a window's worth at
+            // a time), or a sender of a message longer than our window would
+            // see a zero window forever. Any value up to rcv_wnd is one
+            // kcp-go could have sent; it never exceeds rcv_wnd, so a peer's
+            // lower bound of our window (`max_message_fragments`) stays true.
+            let missing = usize::from(self.rcv_queue.front().map_or(0, |f| f.frg)) + 1 - used;
+            free.max(missing.min(self.rcv_wnd as usize) as u16)
+        } else {
+            free
         }
+    }
+
+    /// The queue holds an incomplete message and nothing else: its front
+    /// message (the only one `recv` can deliver next) lacks fragments. The
+    /// queue then may grow past `rcv_wnd`, up to that message's fragment
+    /// count (at most 256), so no sender can wedge us with a message longer
+    /// than our window; kcp-go caps the queue at `rcv_wnd` and wedges.
+    fn front_incomplete(&self) -> bool {
+        self.rcv_queue
+            .front()
+            .is_some_and(|f| self.rcv_queue.len() < usize::from(f.frg) + 1)
     }
 
     /// RTT estimator of kcp-go (§5.3), not C KCP's.
@@ -1229,7 +1275,7 @@ impl Kcp {
                 }
             }
             if !matches!(self.rcv_buf.front(), Some(Some(_)))
-                || self.rcv_queue.len() >= self.rcv_wnd as usize
+                || (self.rcv_queue.len() >= self.rcv_wnd as usize && !self.front_incomplete())
             {
                 break;
             }
