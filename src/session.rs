@@ -890,11 +890,13 @@ impl Session {
     /// `min(255, W)` fails at once with [`Error::MessageTooLarge`] (nothing
     /// is queued; the session is unaffected), where `W` is the largest
     /// window the peer has advertised so far (a lower bound of its receive
-    /// window), or 32, kcp-go's default receive window, before anything was
-    /// heard from the peer. An accepted session has always heard its peer;
-    /// a dialed one learns the window from the first reply, so send a small
-    /// message first if the first one is large. In stream mode there is no
-    /// such limit (fragments are independent).
+    /// window). A dialed session that has heard nothing from its peer yet
+    /// does not guess: a message of more than 32 fragments (kcp-go's default
+    /// receive window) waits while the session asks the peer's window with
+    /// a KCP window probe (`IKCP_CMD_WASK`, answered by every KCP peer), then
+    /// goes out or is refused against the answer (the write timeout bounds
+    /// the wait). An accepted session has always heard its peer. In stream
+    /// mode there is no such limit (fragments are independent).
     pub async fn send_msg(&mut self, msg: &[u8]) -> Result<()> {
         let shared = self.shared.clone();
         let wr = &mut self.wr;
@@ -1225,21 +1227,31 @@ fn poll_send_msg(
     if let Some(f) = &st.fate {
         return Poll::Ready(Err(f.error()));
     }
+    let mut window_unknown = false;
     if !st.kcp.is_stream_mode() {
-        // Refuse what the peer cannot assemble (see `send_msg`): checked
-        // before waiting, against what is known now.
+        // Refuse what the peer cannot assemble (see `send_msg`). Before the
+        // peer has told us its window, a message over kcp-go's assumed 32
+        // fragments (but within 255) waits for a window probe's answer
+        // instead of being refused on a guess.
         let mss = st.kcp.mss().max(1);
         let fragments = msg.len().div_ceil(mss);
         let max = st.kcp.max_message_fragments();
         if fragments > max {
-            return Poll::Ready(Err(Error::MessageTooLarge {
-                len: msg.len(),
-                fragments,
-                max,
-            }));
+            if fragments <= crate::kcp::IKCP_MAX_FRAGMENTS && !st.kcp.window_heard() {
+                st.kcp.ask_window();
+                st.flush_now = true;
+                st.wake_driver();
+                window_unknown = true;
+            } else {
+                return Poll::Ready(Err(Error::MessageTooLarge {
+                    len: msg.len(),
+                    fragments,
+                    max,
+                }));
+            }
         }
     }
-    if st.writable() {
+    if st.writable() && !window_unknown {
         let paced = match &st.limiter {
             Some(l) => l.poll_take(msg.len(), msg.len(), &mut wr.pace, cx),
             None => Poll::Ready(msg.len()),

@@ -43,7 +43,7 @@ async fn a_message_longer_than_the_peer_window_is_refused_not_wedged() {
     let mss = mss(&c);
     let listener = Listener::listen("127.0.0.1:0", &c).await.unwrap();
     let mut client = Session::dial(listener.local_addr(), &c).await.unwrap();
-    // Nothing heard yet: the bound is kcp-go's assumption, 32.
+    // Nothing heard yet: the session asks the window (WASK), hears 32.
     assert_eq!(
         too_large(client.send_msg(&pattern(1, mss * 33)).await),
         (33, 32)
@@ -112,4 +112,28 @@ async fn the_bound_follows_the_window_the_peer_advertises() {
     let big = pattern(11, mss * 255);
     s2.send_msg(&big).await.unwrap();
     assert!(recv(&mut c2, &mut buf).await == big);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_first_message_waits_for_the_window_instead_of_a_guess() {
+    // A dialed session that has heard nothing yet: 100 fragments exceed
+    // kcp-go's assumed 32 but fit the peer's 128, so the message must go out
+    // (it used to be refused on the guess) and arrive whole; 129 fragments
+    // are refused once the probe's answer says 128.
+    let c = cfg(128, 128);
+    let mss = mss(&c);
+    let listener = Listener::listen("127.0.0.1:0", &c).await.unwrap();
+    let mut client = Session::dial(listener.local_addr(), &c).await.unwrap();
+    let first = pattern(7, mss * 100);
+    bounded(LIMIT, "send_msg", client.send_msg(&first))
+        .await
+        .unwrap();
+    let mut server = bounded(LIMIT, "accept", listener.accept()).await.unwrap();
+    let mut buf = vec![0u8; 256 * 1500];
+    assert!(recv(&mut server, &mut buf).await == first);
+    assert_eq!(
+        too_large(client.send_msg(&pattern(8, mss * 129)).await),
+        (129, 128)
+    );
+    assert!(client.error().is_none() && server.error().is_none());
 }

@@ -122,6 +122,12 @@ pub struct Kcp {
     /// wire: a lower bound of its `rcv_wnd` (kcp-go advertises `rcv_wnd`
     /// minus its queue length).
     rmt_wnd_max: u32,
+    /// Whether a segment off the wire has told us the peer's window.
+    rmt_wnd_heard: bool,
+    /// `ask_window` was called: send WASK probes until the window is heard.
+    window_wanted: bool,
+    /// When the next of those probes is due (`None`: at the next flush).
+    ts_window_ask: Option<u32>,
     cwnd: u32,
     incr: u32,
 
@@ -200,6 +206,9 @@ impl Kcp {
             rcv_wnd: IKCP_WND_RCV,
             rmt_wnd: IKCP_WND_RCV,
             rmt_wnd_max: IKCP_WND_RCV,
+            rmt_wnd_heard: false,
+            window_wanted: false,
+            ts_window_ask: None,
             cwnd: 0,
             incr: 0,
             probe: 0,
@@ -391,6 +400,24 @@ impl Kcp {
     /// does not either); the session's `send_msg` does.
     pub fn max_message_fragments(&self) -> usize {
         IKCP_MAX_FRAGMENTS.min(self.rmt_wnd_max as usize)
+    }
+
+    /// Whether a segment from the peer has told us its window yet (until
+    /// then [`Kcp::max_message_fragments`] is kcp-go's assumption).
+    pub fn window_heard(&self) -> bool {
+        self.rmt_wnd_heard
+    }
+
+    /// Asks the peer for its window: until a segment from it arrives, each
+    /// full flush sends a window probe (`IKCP_CMD_WASK`, which every KCP
+    /// peer answers with `IKCP_CMD_WINS`) at most once per RTO. A message
+    /// sender uses it to learn the bound of [`Kcp::max_message_fragments`]
+    /// before the peer has sent anything. No effect once the window is heard.
+    pub fn ask_window(&mut self) {
+        if !self.rmt_wnd_heard && !self.window_wanted {
+            self.window_wanted = true;
+            self.ts_window_ask = None;
+        }
     }
 
     /// Congestion window (segments; meaningless with `nc = 1`).
@@ -642,6 +669,7 @@ impl Kcp {
             if kind == PacketKind::Regular {
                 self.rmt_wnd = u32::from(h.wnd);
                 self.rmt_wnd_max = self.rmt_wnd_max.max(self.rmt_wnd);
+                self.rmt_wnd_heard = true;
             }
             if self.parse_una(h.una) > 0 {
                 flush_segments = true;
@@ -775,6 +803,17 @@ impl Kcp {
         } else {
             self.ts_probe = 0;
             self.probe_wait = 0;
+        }
+
+        // A window asked for by `ask_window` (not a kcp-go rule: only sent
+        // on request, and WASK is an ordinary probe to the peer).
+        if self.window_wanted {
+            if self.rmt_wnd_heard {
+                self.window_wanted = false;
+            } else if self.ts_window_ask.is_none_or(|t| itimediff(now, t) >= 0) {
+                self.probe |= IKCP_ASK_SEND;
+                self.ts_window_ask = Some(now.wrapping_add(self.rx_rto.max(IKCP_RTO_MIN)));
+            }
         }
 
         // Phase 3: probes reuse the template, so they carry the last ACK's sn/ts.
@@ -1001,6 +1040,7 @@ impl Kcp {
             && self.snd_buf.is_empty()
             && self.acklist.is_empty()
             && self.probe == 0
+            && !(self.window_wanted && !self.rmt_wnd_heard)
             && self.rmt_wnd != 0;
         if idle {
             return None;
