@@ -1036,11 +1036,12 @@ impl Kcp {
     /// flight, no ACK or window probe pending, and the peer's window open. An
     /// overdue tick (or the first one) is reported as `now_ms`.
     pub fn next_deadline(&self, now_ms: u32) -> Option<u32> {
+        let asking_window = self.window_wanted && !self.rmt_wnd_heard;
         let idle = self.snd_queue.is_empty()
             && self.snd_buf.is_empty()
             && self.acklist.is_empty()
             && self.probe == 0
-            && !(self.window_wanted && !self.rmt_wnd_heard)
+            && !asking_window
             && self.rmt_wnd != 0;
         if idle {
             return None;
