@@ -107,6 +107,12 @@ pub enum Backend {
     /// The RustCrypto crates for AES, AES-GCM and Salsa20 (no `unsafe` of
     /// ours on the data path). For tests and cautious users.
     Portable,
+    /// Our fast paths restricted to pre-AVX instructions: AES-NI CFB,
+    /// AES-NI + PCLMULQDQ GCM in legacy SSE encoding, Salsa20 four blocks at
+    /// a time with SSE2. This is the code a CPU without AVX runs under
+    /// `Fastest`; choosing it lets tests, fuzzers and Miri exercise it on any
+    /// x86-64 machine. Falls back to `Portable` where those are missing.
+    Sse,
 }
 
 /// The keyed cipher state, shared by clones of a [`Crypt`].
@@ -124,6 +130,9 @@ enum Engine {
     AesNi(aesni::AesNi),
     Salsa20([u8; 32]),
     Salsa20Portable([u8; 32]),
+    /// Salsa20 with SSE2 even where AVX2 is present (x86-64 only).
+    #[cfg(target_arch = "x86_64")]
+    Salsa20Sse([u8; 32]),
     Blowfish(blowfish::Blowfish),
     Cast5(cast5::Cast5),
     TripleDes(tdes::TripleDes),
@@ -211,6 +220,10 @@ impl Crypt {
                 match backend {
                     Backend::Fastest => Engine::Salsa20(k),
                     Backend::Portable => Engine::Salsa20Portable(k),
+                    #[cfg(target_arch = "x86_64")]
+                    Backend::Sse => Engine::Salsa20Sse(k),
+                    #[cfg(not(target_arch = "x86_64"))]
+                    Backend::Sse => Engine::Salsa20Portable(k),
                 }
             }
             CipherKind::Blowfish => Engine::Blowfish(blowfish_key(key)?),
@@ -484,8 +497,13 @@ fn open_gcm_ni(g: &gcm::GcmNi, buf: &mut [u8]) -> Result<Range<usize>> {
 /// AES-GCM with AES-NI + PCLMULQDQ when available, else the `aes-gcm` crate.
 fn gcm_engine(key: &[u8], backend: Backend) -> Result<Engine> {
     #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Fastest {
-        if let Some(g) = gcm::GcmNi::new(key) {
+    {
+        let encoding = match backend {
+            Backend::Fastest => Some(gcm::Encoding::Best),
+            Backend::Sse => Some(gcm::Encoding::Sse),
+            Backend::Portable => None,
+        };
+        if let Some(g) = encoding.and_then(|e| gcm::GcmNi::new(key, e)) {
             return Ok(Engine::GcmNi(g));
         }
     }
@@ -503,7 +521,7 @@ fn gcm_engine(key: &[u8], backend: Backend) -> Result<Engine> {
 /// per block in the serial CFB chain).
 fn aes_engine<C: IntoAesEngine>(portable: C, key: &[u8], backend: Backend) -> Engine {
     #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Fastest {
+    if backend != Backend::Portable {
         if let Some(ni) = aesni::AesNi::new(key) {
             return Engine::AesNi(ni);
         }
@@ -610,6 +628,16 @@ impl Engine {
                 let (nonce, data) = buf.split_at_mut(8);
                 if let Ok(nonce) = <&[u8; 8]>::try_from(&*nonce) {
                     salsa::xor_keystream_portable(key, nonce, data);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Engine::Salsa20Sse(key) => {
+                if buf.len() < 8 {
+                    return;
+                }
+                let (nonce, data) = buf.split_at_mut(8);
+                if let Ok(nonce) = <&[u8; 8]>::try_from(&*nonce) {
+                    salsa::xor_keystream_sse2(key, nonce, data);
                 }
             }
             // §2.5: pad aligned to byte 0; bytes past the 1500-byte pad are

@@ -18,6 +18,12 @@ pub(crate) fn xor_keystream(key: &[u8; 32], nonce: &[u8; 8], data: &mut [u8]) {
     }
 }
 
+/// [`xor_keystream`] with the four-block SSE2 code even where AVX2 is present.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn xor_keystream_sse2(key: &[u8; 32], nonce: &[u8; 8], data: &mut [u8]) {
+    sse2::xor_keystream_sse2(&sse2::initial_state(key, nonce), data);
+}
+
 /// The `salsa20` crate's keystream (the portable backend).
 pub(crate) fn xor_keystream_portable(key: &[u8; 32], nonce: &[u8; 8], data: &mut [u8]) {
     portable(key, nonce, data);
