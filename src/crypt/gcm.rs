@@ -52,21 +52,28 @@ struct Acc {
 
 impl Acc {
     #[inline(always)]
-    #[allow(unused_unsafe)]
-    unsafe fn new() -> Acc {
-        unsafe {
-            Acc {
-                lo: _mm_setzero_si128(),
-                mid: _mm_setzero_si128(),
-                hi: _mm_setzero_si128(),
-            }
+    fn new() -> Acc {
+        let zero = [0u8; 16];
+        // SAFETY: SSE2 is part of the x86-64 baseline; an unaligned load of
+        // a 16-byte local.
+        let z = unsafe { _mm_loadu_si128(zero.as_ptr().cast()) };
+        Acc {
+            lo: z,
+            mid: z,
+            hi: z,
         }
     }
 
     /// Adds y·H^(k+1) (y already byte-reflected), unreduced.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have PCLMULQDQ and SSSE3; call only from a function compiled
+    /// with those features (it is inlined there).
     #[inline(always)]
     #[allow(unused_unsafe)]
     unsafe fn mul_add(&mut self, y: __m128i, p: &Powers, k: usize) {
+        // SAFETY: register-only intrinsics; the caller guarantees the features.
         unsafe {
             let yk = _mm_xor_si128(y, _mm_shuffle_epi32::<0x4e>(y));
             self.lo = _mm_xor_si128(self.lo, _mm_clmulepi64_si128::<0x00>(y, p.h[k]));
@@ -76,9 +83,14 @@ impl Acc {
     }
 
     /// Combines the Karatsuba parts and reduces.
+    ///
+    /// # Safety
+    ///
+    /// As [`Acc::mul_add`].
     #[inline(always)]
     #[allow(unused_unsafe)]
     unsafe fn finish(self) -> __m128i {
+        // SAFETY: register-only intrinsics; the caller guarantees the features.
         unsafe {
             let mid = _mm_xor_si128(self.mid, _mm_xor_si128(self.lo, self.hi));
             reduce(
@@ -101,18 +113,27 @@ fn available() -> bool {
         && std::is_x86_feature_detected!("ssse3")
 }
 
+/// The PSHUFB mask that reverses the 16 bytes of a block.
 #[inline(always)]
-#[allow(unused_unsafe)]
-unsafe fn bswap_mask() -> __m128i {
-    unsafe { _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) }
+fn bswap_mask() -> __m128i {
+    let mask: [u8; 16] = core::array::from_fn(|i| 15 - i as u8);
+    // SAFETY: SSE2 is part of the x86-64 baseline; an unaligned load of a
+    // 16-byte local.
+    unsafe { _mm_loadu_si128(mask.as_ptr().cast()) }
 }
 
 /// Reduces the 256-bit product `[hi:lo]` modulo the GCM polynomial with two
 /// carry-less folds by 0xc2 << 56 (Gueron's method). Because H is stored
 /// pre-multiplied by x^-1, the product needs no one-bit shift first.
+///
+/// # Safety
+///
+/// The CPU must have PCLMULQDQ and SSSE3; call only from a function compiled
+/// with those features (it is inlined there).
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn reduce(lo: __m128i, hi: __m128i) -> __m128i {
+    // SAFETY: register-only intrinsics; the caller guarantees the features.
     unsafe {
         let poly = _mm_set_epi64x(0xc200_0000_0000_0000_u64 as i64, 1);
         let t = _mm_clmulepi64_si128::<0x10>(lo, poly);
@@ -124,9 +145,15 @@ unsafe fn reduce(lo: __m128i, hi: __m128i) -> __m128i {
 }
 
 /// a·b·x mod P for byte-reflected a, b; with b = H·x^-1 this is a·H.
+///
+/// # Safety
+///
+/// The CPU must have PCLMULQDQ and SSSE3; call only from a function compiled
+/// with those features (it is inlined there).
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn gfmul(a: __m128i, b: __m128i) -> __m128i {
+    // SAFETY: register-only intrinsics; the caller guarantees the features.
     unsafe {
         let lo = _mm_clmulepi64_si128::<0x00>(a, b);
         let hi = _mm_clmulepi64_si128::<0x11>(a, b);
@@ -205,6 +232,11 @@ impl GcmNi {
     }
 }
 
+/// H^1..H^8 (and their Karatsuba halves) from the raw hash key E_K(0).
+///
+/// # Safety
+///
+/// The CPU must have PCLMULQDQ and SSSE3 (`available()`).
 #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3")]
 unsafe fn powers(h_raw: &[u8; 16]) -> Powers {
     // SAFETY: caller checked the features; unaligned load of a 16-byte array.
@@ -228,6 +260,11 @@ unsafe fn powers(h_raw: &[u8; 16]) -> Powers {
 /// Encrypts the eight blocks `ks` and, interleaved with the AES rounds,
 /// folds the raw blocks `gh` (1..=8 of them) into the GHASH accumulator `x`:
 /// (x ^ gh0)·H^n ^ gh1·H^(n-1) ^ ... ^ gh(n-1)·H.
+///
+/// # Safety
+///
+/// The CPU must have AES-NI, PCLMULQDQ and SSSE3; call only from a function
+/// compiled with those features (it is inlined there).
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn aes8_ghash<const NR: usize>(
@@ -238,6 +275,7 @@ unsafe fn aes8_ghash<const NR: usize>(
     h: &Powers,
     bs: __m128i,
 ) -> __m128i {
+    // SAFETY: register-only intrinsics; the caller guarantees the features.
     unsafe {
         let n = gh.len();
         let mut acc = Acc::new();
@@ -267,9 +305,15 @@ unsafe fn aes8_ghash<const NR: usize>(
 
 /// GHASH of `blocks` (1..=8 raw blocks) into the accumulator `x` with one
 /// reduction: (x ^ b0)·H^n ^ b1·H^(n-1) ^ ... ^ b(n-1)·H.
+///
+/// # Safety
+///
+/// The CPU must have PCLMULQDQ and SSSE3; call only from a function compiled
+/// with those features (it is inlined there).
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn fold(x: __m128i, blocks: &[__m128i], h: &Powers, bs: __m128i) -> __m128i {
+    // SAFETY: register-only intrinsics; the caller guarantees the features.
     unsafe {
         let n = blocks.len();
         let mut acc = Acc::new();
@@ -285,7 +329,11 @@ unsafe fn fold(x: __m128i, blocks: &[__m128i], h: &Powers, bs: __m128i) -> __m12
 }
 
 /// CTR encryption (`SEAL`) or decryption plus GHASH over the ciphertext;
-/// returns the tag.
+/// returns the tag. VEX-encoded build.
+///
+/// # Safety
+///
+/// The CPU must have AES-NI, PCLMULQDQ, SSSE3 and AVX.
 #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3,avx")]
 unsafe fn crypt_avx<const NR: usize, const SEAL: bool>(
     rk: &[__m128i; 15],
@@ -297,6 +345,11 @@ unsafe fn crypt_avx<const NR: usize, const SEAL: bool>(
     unsafe { crypt_body::<NR, SEAL>(rk, h, nonce, data) }
 }
 
+/// [`crypt_avx`] in legacy SSE encoding, for CPUs without AVX.
+///
+/// # Safety
+///
+/// The CPU must have AES-NI, PCLMULQDQ and SSSE3.
 #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3")]
 unsafe fn crypt_sse<const NR: usize, const SEAL: bool>(
     rk: &[__m128i; 15],
@@ -332,6 +385,12 @@ unsafe fn crypt<const NR: usize, const SEAL: bool>(
     }
 }
 
+/// The body of [`crypt_avx`] and [`crypt_sse`], inlined into each.
+///
+/// # Safety
+///
+/// The CPU must have AES-NI, PCLMULQDQ and SSSE3; call only from a function
+/// compiled with those features.
 #[inline(always)]
 unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
     rk: &[__m128i; 15],
@@ -339,8 +398,11 @@ unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
     nonce: &[u8; 12],
     data: &mut [u8],
 ) -> [u8; 16] {
-    // SAFETY: caller checked the features. Loads/stores stay inside
-    // 128-byte chunks from `chunks_exact_mut` or local arrays.
+    // SAFETY: the caller guarantees the features. Every unaligned load and
+    // store is 16 bytes at offset 16*j < 128 of a 128-byte chunk from
+    // `chunks_exact_mut`, into a 16-byte chunk of `whole`, or into a 16-byte
+    // local; each raw pointer is derived from the borrow it is used under,
+    // just before its use (Miri checks this in CI).
     unsafe {
         let bs = bswap_mask();
         let mut j0 = [0u8; 16];

@@ -200,6 +200,11 @@ mod avx2 {
     }
 
     /// XORs eight keystream blocks (counters `ctr .. ctr + 8`) into `out`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2; call only from a function compiled with it
+    /// (it is inlined there).
     #[inline(always)]
     #[allow(unused_unsafe)]
     unsafe fn blocks8(init: &[u32; 16], ctr: u64, out: &mut [u8; BATCH]) {
@@ -276,10 +281,18 @@ mod avx2 {
         }
     }
 
+    /// XORs the keystream from state `init` into `data`, eight blocks at a time.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn xor_keystream(init: &[u32; 16], data: &mut [u8]) {
-        // SAFETY: this function only runs when AVX2 is present.
-        super::sse2::windows::<BATCH>(data, |ctr, w| unsafe { blocks8(init, ctr, w) });
+        super::sse2::windows::<BATCH>(data, |ctr, w| {
+            // SAFETY: the caller guarantees AVX2 (this closure is inlined
+            // into this AVX2 function).
+            unsafe { blocks8(init, ctr, w) }
+        });
     }
 }
 

@@ -9,6 +9,8 @@
 //! longer datagram received is truncated by the kernel and then fails its
 //! check (§1.9).
 
+// recvmmsg/sendmmsg through libc: the only `unsafe` in io.
+#[allow(unsafe_code)]
 mod batch;
 mod pool;
 
