@@ -330,7 +330,13 @@ mod tests {
             }
             ni.encrypt_block(&mut blk);
             assert_eq!(&blk[..], want.as_slice(), "block, key {klen}");
-            for len in 0..data.len() {
+            // Miri interprets every intrinsic: every tail shape once there.
+            let lens: Vec<usize> = if cfg!(miri) {
+                vec![0, 1, 15, 16, 17, 127, 128, 129, 150, 271]
+            } else {
+                (0..data.len()).collect()
+            };
+            for len in lens {
                 let mut ours = data[..len].to_vec();
                 let mut theirs = ours.clone();
                 ni.cfb_encrypt(&mut ours);

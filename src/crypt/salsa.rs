@@ -305,7 +305,15 @@ mod tests {
         let key: [u8; 32] = core::array::from_fn(|i| (i * 11 + 3) as u8);
         let nonce: [u8; 8] = core::array::from_fn(|i| (i * 5 + 200) as u8);
         let data: Vec<u8> = (0..1700u32).map(|i| (i * 7) as u8).collect();
-        for len in (0..600).chain([1023, 1024, 1025, 1392, 1492, 1700]) {
+        // Miri interprets every intrinsic: a few window shapes there.
+        let lens: Vec<usize> = if cfg!(miri) {
+            vec![0, 1, 63, 64, 65, 255, 256, 257, 700]
+        } else {
+            (0..600)
+                .chain([1023, 1024, 1025, 1392, 1492, 1700])
+                .collect()
+        };
+        for len in lens {
             let mut ours = data[..len].to_vec();
             let mut theirs = ours.clone();
             xor_keystream(&key, &nonce, &mut ours);
