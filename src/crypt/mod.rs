@@ -675,12 +675,20 @@ mod tests {
             &[0, 1, 7, 15, 16, 17, 31, 33, 127, 128, 129, 255, 1000, 1452]
         };
         let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0x6c).collect();
-        for kind in CipherKind::ALL {
-            // XOR's 1500-byte PBKDF2 pad is pure safe code and very slow
-            // under Miri; the other 14 cover every unsafe path.
-            if cfg!(miri) && kind == CipherKind::Xor {
-                continue;
-            }
+        // Under Miri only the ciphers with SIMD (unsafe) paths: the others
+        // are safe code, and interpreting their key schedules takes minutes.
+        let kinds: &[CipherKind] = if cfg!(miri) {
+            &[
+                CipherKind::Aes128,
+                CipherKind::Aes192,
+                CipherKind::Aes256,
+                CipherKind::AesGcm,
+                CipherKind::Salsa20,
+            ]
+        } else {
+            &CipherKind::ALL
+        };
+        for &kind in kinds {
             let key = &key[..kind.kcptun_key_len()];
             let crypts = [Backend::Fastest, Backend::Sse, Backend::Portable]
                 .map(|b| Crypt::with_backend(kind, key, b).expect("valid key"));

@@ -975,8 +975,18 @@ mod tests {
 
     #[test]
     fn every_path_accumulates() {
-        for &(n_in, n_out) in &[(1, 1), (1, 7), (3, 2), (10, 3), (4, 5)] {
-            for &len in &[1usize, 16, 31, 64, 65, 130, 255] {
+        let shapes: &[(usize, usize)] = if cfg!(miri) {
+            &[(1, 1), (3, 2), (2, 5)]
+        } else {
+            &[(1, 1), (1, 7), (3, 2), (10, 3), (4, 5)]
+        };
+        let lens: &[usize] = if cfg!(miri) {
+            &[1, 17, 65]
+        } else {
+            &[1, 16, 31, 64, 65, 130, 255]
+        };
+        for &(n_in, n_out) in shapes {
+            for &len in lens {
                 let c = case(n_in, n_out, len, (n_in * 77 + n_out * 5 + len) as u64);
                 let product = reference(&c);
                 // Start from arbitrary bytes; the result must be start ^ product.
