@@ -15,7 +15,8 @@
 //!
 //! The writer compresses a chunk only if that saves at least 1/8 of its size,
 //! as golang/snappy does; any valid choice would do since only decodability
-//! matters. The reader accepts every chunk type the framing format defines
+//! matters. The reader requires the stream identifier first (as golang/snappy
+//! does), accepts every chunk type the framing format defines after it
 //! (padding and skippable chunks are skipped, reserved unskippable ones are an
 //! error) and checks every CRC.
 
@@ -302,6 +303,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for CompStream<T> {
                     let len =
                         u32::from_le_bytes([this.header[1], this.header[2], this.header[3], 0])
                             as usize;
+                    // Like golang/snappy's reader (kcptun's), nothing may come
+                    // before the stream identifier, not even padding.
+                    if !this.seen_identifier && kind != CHUNK_STREAM_IDENTIFIER {
+                        return Poll::Ready(Err(corrupt(
+                            "stream does not start with the stream identifier",
+                        )));
+                    }
                     this.state = match kind {
                         CHUNK_COMPRESSED | CHUNK_UNCOMPRESSED => {
                             // The body must hold the checksum; its size is bounded

@@ -130,3 +130,42 @@ async fn piecewise_reads_match_snap_decoder() {
         );
     }
 }
+
+/// Fuzz finding (snappy_frame): a stream whose first chunk is padding or a
+/// skippable chunk was accepted (as empty, or with the data after it), while
+/// golang/snappy's reader (kcptun's) and the `snap` crate refuse any stream
+/// that does not start with the stream identifier.
+#[tokio::test]
+async fn stream_must_start_with_the_identifier() {
+    let good = encode(b"payload after a leading chunk").await;
+    for first in [0xfeu8, 0x80, 0xfd] {
+        let mut stream = vec![first, 3, 0, 0, 1, 2, 3];
+        stream.extend_from_slice(&good);
+        assert!(
+            snap::read::FrameDecoder::new(&stream[..])
+                .read_to_end(&mut Vec::new())
+                .is_err(),
+            "snap refuses chunk type {first:#x} first"
+        );
+        let mut r = CompStream::new(Painting {
+            data: stream.clone(),
+            at: 0,
+            piece: 1 << 16,
+            rewritten: 0,
+            reads: 0,
+        });
+        let got = r.read_to_end(&mut Vec::new()).await;
+        assert!(
+            got.is_err(),
+            "chunk type {first:#x} before the identifier accepted: {got:?}"
+        );
+        // Only such a chunk: not an empty stream either.
+        let lone = [first, 1, 0, 0, 9];
+        let mut r = CompStream::new(&lone[..]);
+        let got = r.read_to_end(&mut Vec::new()).await;
+        assert!(
+            got.is_err(),
+            "lone chunk type {first:#x} read as a clean stream: {got:?}"
+        );
+    }
+}
