@@ -15,7 +15,8 @@
 //!
 //! The writer compresses a chunk only if that saves at least 1/8 of its size,
 //! as golang/snappy does; any valid choice would do since only decodability
-//! matters. The reader accepts every chunk type the framing format defines
+//! matters. The reader requires the stream identifier first (as golang/snappy
+//! does), accepts every chunk type the framing format defines after it
 //! (padding and skippable chunks are skipped, reserved unskippable ones are an
 //! error) and checks every CRC.
 
@@ -170,7 +171,9 @@ pub struct CompStream<T> {
     state: ReadState,
     header: [u8; CHUNK_HEADER_LEN],
     filled: usize,
+    /// Chunk body buffer: `body[..body_filled]` of the current chunk has arrived.
     body: Vec<u8>,
+    body_filled: usize,
     seen_identifier: bool,
     /// Decoded bytes not yet returned: `out[out_pos..out_len]`.
     out: Vec<u8>,
@@ -193,6 +196,7 @@ impl<T> CompStream<T> {
             header: [0; CHUNK_HEADER_LEN],
             filled: 0,
             body: Vec::new(),
+            body_filled: 0,
             seen_identifier: false,
             out: Vec::new(),
             out_pos: 0,
@@ -222,9 +226,9 @@ fn corrupt(what: &'static str) -> io::Error {
 }
 
 impl<T: AsyncRead + Unpin> CompStream<T> {
-    /// Decodes the chunk in `self.body` of type `kind`.
-    fn finish_body(&mut self, kind: u8) -> io::Result<()> {
-        let body = self.body.as_slice();
+    /// Decodes the chunk `self.body[..len]` of type `kind`.
+    fn finish_body(&mut self, kind: u8, len: usize) -> io::Result<()> {
+        let body = &self.body[..len];
         if kind == CHUNK_STREAM_IDENTIFIER {
             if body != &STREAM_IDENTIFIER[CHUNK_HEADER_LEN..] {
                 return Err(corrupt("bad stream identifier"));
@@ -299,6 +303,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for CompStream<T> {
                     let len =
                         u32::from_le_bytes([this.header[1], this.header[2], this.header[3], 0])
                             as usize;
+                    // Like golang/snappy's reader (kcptun's), nothing may come
+                    // before the stream identifier, not even padding.
+                    if !this.seen_identifier && kind != CHUNK_STREAM_IDENTIFIER {
+                        return Poll::Ready(Err(corrupt(
+                            "stream does not start with the stream identifier",
+                        )));
+                    }
                     this.state = match kind {
                         CHUNK_COMPRESSED | CHUNK_UNCOMPRESSED => {
                             // The body must hold the checksum; its size is bounded
@@ -321,24 +332,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for CompStream<T> {
                         }
                         _ => ReadState::Skip { left: len },
                     };
-                    this.body.clear();
+                    this.body_filled = 0;
                 }
                 ReadState::Body { kind, len } => {
-                    if this.body.len() < len {
-                        let have = this.body.len();
-                        this.body.resize(len, 0);
-                        let mut rb = ReadBuf::new(&mut this.body[have..]);
-                        let res = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+                    // `body` only grows (to the largest chunk seen) and is
+                    // filled in place: resizing it per partial read would
+                    // re-zero the rest of the chunk every time, quadratic
+                    // when a peer's chunk arrives in tiny pieces.
+                    if this.body_filled < len {
+                        if this.body.len() < len {
+                            this.body.resize(len, 0);
+                        }
+                        let mut rb = ReadBuf::new(&mut this.body[this.body_filled..len]);
+                        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
                         let got = rb.filled().len();
-                        this.body.truncate(have + got);
-                        ready!(res)?;
                         if got == 0 {
                             return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                         }
+                        this.body_filled += got;
                         continue;
                     }
                     this.state = ReadState::Header;
-                    this.finish_body(kind)?;
+                    this.finish_body(kind, len)?;
                 }
                 ReadState::Skip { left } => {
                     if left == 0 {

@@ -20,6 +20,17 @@ use super::aesni::{encrypt1, encrypt8, AesNi};
 pub(crate) struct GcmNi {
     aes: AesNi,
     h: Powers,
+    encoding: Encoding,
+}
+
+/// Which instruction encoding a [`GcmNi`] runs, fixed when it is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// VEX-encoded (three-operand AVX forms) when the CPU has AVX, else legacy SSE.
+    Best,
+    /// Legacy SSE encoding even on AVX machines, so tests and Miri exercise
+    /// the code CPUs without AVX run.
+    Sse,
 }
 
 /// H^1..H^8 for aggregated GHASH, with their Karatsuba halves.
@@ -41,21 +52,28 @@ struct Acc {
 
 impl Acc {
     #[inline(always)]
-    #[allow(unused_unsafe)]
-    unsafe fn new() -> Acc {
-        unsafe {
-            Acc {
-                lo: _mm_setzero_si128(),
-                mid: _mm_setzero_si128(),
-                hi: _mm_setzero_si128(),
-            }
+    fn new() -> Acc {
+        let zero = [0u8; 16];
+        // SAFETY: SSE2 is part of the x86-64 baseline; an unaligned load of
+        // a 16-byte local.
+        let z = unsafe { _mm_loadu_si128(zero.as_ptr().cast()) };
+        Acc {
+            lo: z,
+            mid: z,
+            hi: z,
         }
     }
 
     /// Adds y·H^(k+1) (y already byte-reflected), unreduced.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have PCLMULQDQ and SSSE3; call only from a function compiled
+    /// with those features (it is inlined there).
     #[inline(always)]
     #[allow(unused_unsafe)]
     unsafe fn mul_add(&mut self, y: __m128i, p: &Powers, k: usize) {
+        // SAFETY: register-only intrinsics; the caller guarantees the features.
         unsafe {
             let yk = _mm_xor_si128(y, _mm_shuffle_epi32::<0x4e>(y));
             self.lo = _mm_xor_si128(self.lo, _mm_clmulepi64_si128::<0x00>(y, p.h[k]));
@@ -65,9 +83,14 @@ impl Acc {
     }
 
     /// Combines the Karatsuba parts and reduces.
+    ///
+    /// # Safety
+    ///
+    /// As [`Acc::mul_add`].
     #[inline(always)]
     #[allow(unused_unsafe)]
     unsafe fn finish(self) -> __m128i {
+        // SAFETY: register-only intrinsics; the caller guarantees the features.
         unsafe {
             let mid = _mm_xor_si128(self.mid, _mm_xor_si128(self.lo, self.hi));
             reduce(
@@ -90,18 +113,27 @@ fn available() -> bool {
         && std::is_x86_feature_detected!("ssse3")
 }
 
+/// The PSHUFB mask that reverses the 16 bytes of a block.
 #[inline(always)]
-#[allow(unused_unsafe)]
-unsafe fn bswap_mask() -> __m128i {
-    unsafe { _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) }
+fn bswap_mask() -> __m128i {
+    let mask: [u8; 16] = core::array::from_fn(|i| 15 - i as u8);
+    // SAFETY: SSE2 is part of the x86-64 baseline; an unaligned load of a
+    // 16-byte local.
+    unsafe { _mm_loadu_si128(mask.as_ptr().cast()) }
 }
 
 /// Reduces the 256-bit product `[hi:lo]` modulo the GCM polynomial with two
 /// carry-less folds by 0xc2 << 56 (Gueron's method). Because H is stored
 /// pre-multiplied by x^-1, the product needs no one-bit shift first.
+///
+/// # Safety
+///
+/// The CPU must have PCLMULQDQ and SSSE3; call only from a function compiled
+/// with those features (it is inlined there).
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn reduce(lo: __m128i, hi: __m128i) -> __m128i {
+    // SAFETY: register-only intrinsics; the caller guarantees the features.
     unsafe {
         let poly = _mm_set_epi64x(0xc200_0000_0000_0000_u64 as i64, 1);
         let t = _mm_clmulepi64_si128::<0x10>(lo, poly);
@@ -113,9 +145,15 @@ unsafe fn reduce(lo: __m128i, hi: __m128i) -> __m128i {
 }
 
 /// a·b·x mod P for byte-reflected a, b; with b = H·x^-1 this is a·H.
+///
+/// # Safety
+///
+/// The CPU must have PCLMULQDQ and SSSE3; call only from a function compiled
+/// with those features (it is inlined there).
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn gfmul(a: __m128i, b: __m128i) -> __m128i {
+    // SAFETY: register-only intrinsics; the caller guarantees the features.
     unsafe {
         let lo = _mm_clmulepi64_si128::<0x00>(a, b);
         let hi = _mm_clmulepi64_si128::<0x11>(a, b);
@@ -133,27 +171,38 @@ unsafe fn gfmul(a: __m128i, b: __m128i) -> __m128i {
 impl GcmNi {
     /// `None` if the key is not 16/24/32 bytes or the CPU lacks the
     /// instructions.
-    pub(crate) fn new(key: &[u8]) -> Option<GcmNi> {
+    pub(crate) fn new(key: &[u8], encoding: Encoding) -> Option<GcmNi> {
         if !available() {
             return None;
         }
         let aes = AesNi::new(key)?;
         let mut zero = [0u8; 16];
         aes.encrypt_block(&mut zero);
-        // SAFETY: PCLMULQDQ/SSSE3 checked by `available()`.
+        // SAFETY: AES-NI/PCLMULQDQ/SSE2/SSSE3 checked by `available()`.
         let h = unsafe { powers(&zero) };
-        Some(GcmNi { aes, h })
+        let encoding = match encoding {
+            Encoding::Best if std::is_x86_feature_detected!("avx") => Encoding::Best,
+            _ => Encoding::Sse,
+        };
+        Some(GcmNi { aes, h, encoding })
+    }
+
+    /// The encoding this key runs: `Best` only if the CPU has AVX.
+    #[cfg(test)]
+    pub(crate) fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// Encrypts `data` in place under `nonce`; returns the tag.
     pub(crate) fn seal(&self, nonce: &[u8; 12], data: &mut [u8]) -> [u8; 16] {
         let (rk, rounds) = self.aes.round_keys();
-        // SAFETY: instructions checked when `self` was built.
+        // SAFETY: AES-NI/PCLMULQDQ/SSSE3 were checked when `self` was built,
+        // and AVX too if `encoding` is `Best`.
         unsafe {
             match rounds {
-                10 => crypt::<10, true>(rk, &self.h, nonce, data),
-                12 => crypt::<12, true>(rk, &self.h, nonce, data),
-                _ => crypt::<14, true>(rk, &self.h, nonce, data),
+                10 => crypt::<10, true>(self.encoding, rk, &self.h, nonce, data),
+                12 => crypt::<12, true>(self.encoding, rk, &self.h, nonce, data),
+                _ => crypt::<14, true>(self.encoding, rk, &self.h, nonce, data),
             }
         }
     }
@@ -162,12 +211,12 @@ impl GcmNi {
     /// zeroed (like Go's `Open`, no unauthenticated plaintext is left).
     pub(crate) fn open(&self, nonce: &[u8; 12], data: &mut [u8], tag: &[u8]) -> bool {
         let (rk, rounds) = self.aes.round_keys();
-        // SAFETY: instructions checked when `self` was built.
+        // SAFETY: as in `seal`.
         let want = unsafe {
             match rounds {
-                10 => crypt::<10, false>(rk, &self.h, nonce, data),
-                12 => crypt::<12, false>(rk, &self.h, nonce, data),
-                _ => crypt::<14, false>(rk, &self.h, nonce, data),
+                10 => crypt::<10, false>(self.encoding, rk, &self.h, nonce, data),
+                12 => crypt::<12, false>(self.encoding, rk, &self.h, nonce, data),
+                _ => crypt::<14, false>(self.encoding, rk, &self.h, nonce, data),
             }
         };
         // Constant-time comparison.
@@ -183,6 +232,11 @@ impl GcmNi {
     }
 }
 
+/// H^1..H^8 (and their Karatsuba halves) from the raw hash key E_K(0).
+///
+/// # Safety
+///
+/// The CPU must have PCLMULQDQ and SSSE3 (`available()`).
 #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3")]
 unsafe fn powers(h_raw: &[u8; 16]) -> Powers {
     // SAFETY: caller checked the features; unaligned load of a 16-byte array.
@@ -206,6 +260,11 @@ unsafe fn powers(h_raw: &[u8; 16]) -> Powers {
 /// Encrypts the eight blocks `ks` and, interleaved with the AES rounds,
 /// folds the raw blocks `gh` (1..=8 of them) into the GHASH accumulator `x`:
 /// (x ^ gh0)·H^n ^ gh1·H^(n-1) ^ ... ^ gh(n-1)·H.
+///
+/// # Safety
+///
+/// The CPU must have AES-NI, PCLMULQDQ and SSSE3; call only from a function
+/// compiled with those features (it is inlined there).
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn aes8_ghash<const NR: usize>(
@@ -216,6 +275,7 @@ unsafe fn aes8_ghash<const NR: usize>(
     h: &Powers,
     bs: __m128i,
 ) -> __m128i {
+    // SAFETY: register-only intrinsics; the caller guarantees the features.
     unsafe {
         let n = gh.len();
         let mut acc = Acc::new();
@@ -245,9 +305,15 @@ unsafe fn aes8_ghash<const NR: usize>(
 
 /// GHASH of `blocks` (1..=8 raw blocks) into the accumulator `x` with one
 /// reduction: (x ^ b0)·H^n ^ b1·H^(n-1) ^ ... ^ b(n-1)·H.
+///
+/// # Safety
+///
+/// The CPU must have PCLMULQDQ and SSSE3; call only from a function compiled
+/// with those features (it is inlined there).
 #[inline(always)]
 #[allow(unused_unsafe)]
 unsafe fn fold(x: __m128i, blocks: &[__m128i], h: &Powers, bs: __m128i) -> __m128i {
+    // SAFETY: register-only intrinsics; the caller guarantees the features.
     unsafe {
         let n = blocks.len();
         let mut acc = Acc::new();
@@ -263,7 +329,11 @@ unsafe fn fold(x: __m128i, blocks: &[__m128i], h: &Powers, bs: __m128i) -> __m12
 }
 
 /// CTR encryption (`SEAL`) or decryption plus GHASH over the ciphertext;
-/// returns the tag.
+/// returns the tag. VEX-encoded build.
+///
+/// # Safety
+///
+/// The CPU must have AES-NI, PCLMULQDQ, SSSE3 and AVX.
 #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3,avx")]
 unsafe fn crypt_avx<const NR: usize, const SEAL: bool>(
     rk: &[__m128i; 15],
@@ -275,6 +345,11 @@ unsafe fn crypt_avx<const NR: usize, const SEAL: bool>(
     unsafe { crypt_body::<NR, SEAL>(rk, h, nonce, data) }
 }
 
+/// [`crypt_avx`] in legacy SSE encoding, for CPUs without AVX.
+///
+/// # Safety
+///
+/// The CPU must have AES-NI, PCLMULQDQ and SSSE3.
 #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3")]
 unsafe fn crypt_sse<const NR: usize, const SEAL: bool>(
     rk: &[__m128i; 15],
@@ -286,25 +361,36 @@ unsafe fn crypt_sse<const NR: usize, const SEAL: bool>(
     unsafe { crypt_body::<NR, SEAL>(rk, h, nonce, data) }
 }
 
-/// Picks the VEX-encoded build (three-operand forms, fewer register copies)
-/// when the CPU has AVX.
+/// Runs the VEX-encoded build (three-operand forms, fewer register copies)
+/// for `Encoding::Best`, the legacy SSE build otherwise.
+///
+/// # Safety
+///
+/// The CPU must have AES-NI, PCLMULQDQ, SSE2 and SSSE3, and AVX as well if
+/// `encoding` is `Best` (`GcmNi::new` establishes both).
 #[inline(always)]
 unsafe fn crypt<const NR: usize, const SEAL: bool>(
+    encoding: Encoding,
     rk: &[__m128i; 15],
     h: &Powers,
     nonce: &[u8; 12],
     data: &mut [u8],
 ) -> [u8; 16] {
-    // SAFETY: the caller checked AES-NI/PCLMULQDQ/SSSE3; AVX is checked here.
+    // SAFETY: the features each build enables are guaranteed by the caller.
     unsafe {
-        if std::is_x86_feature_detected!("avx") {
-            crypt_avx::<NR, SEAL>(rk, h, nonce, data)
-        } else {
-            crypt_sse::<NR, SEAL>(rk, h, nonce, data)
+        match encoding {
+            Encoding::Best => crypt_avx::<NR, SEAL>(rk, h, nonce, data),
+            Encoding::Sse => crypt_sse::<NR, SEAL>(rk, h, nonce, data),
         }
     }
 }
 
+/// The body of [`crypt_avx`] and [`crypt_sse`], inlined into each.
+///
+/// # Safety
+///
+/// The CPU must have AES-NI, PCLMULQDQ and SSSE3; call only from a function
+/// compiled with those features.
 #[inline(always)]
 unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
     rk: &[__m128i; 15],
@@ -312,8 +398,11 @@ unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
     nonce: &[u8; 12],
     data: &mut [u8],
 ) -> [u8; 16] {
-    // SAFETY: caller checked the features. Loads/stores stay inside
-    // 128-byte chunks from `chunks_exact_mut` or local arrays.
+    // SAFETY: the caller guarantees the features. Every unaligned load and
+    // store is 16 bytes at offset 16*j < 128 of a 128-byte chunk from
+    // `chunks_exact_mut`, into a 16-byte chunk of `whole`, or into a 16-byte
+    // local; each raw pointer is derived from the borrow it is used under,
+    // just before its use (Miri checks this in CI).
     unsafe {
         let bs = bswap_mask();
         let mut j0 = [0u8; 16];
@@ -377,20 +466,14 @@ unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
             ks[m] = j0;
         }
         // Whole blocks are read and written in place; only a final short
-        // block is staged, zero-padded, in `last`.
+        // block is staged, zero-padded, in `last`. Every access goes through
+        // a fresh borrow of `whole` or `last` (no raw pointer outlives a
+        // later `&mut` of the same buffer, which Stacked Borrows forbids).
         let full = r / 16;
         let part = r % 16;
+        let (whole, short) = rest.split_at_mut(16 * full);
         let mut last = [0u8; 16];
-        last[..part].copy_from_slice(&rest[16 * full..]);
-        let rp = rest.as_mut_ptr();
-        let lp = last.as_mut_ptr();
-        let load = |j: usize| {
-            if j < full {
-                _mm_loadu_si128(rp.add(16 * j).cast())
-            } else {
-                _mm_loadu_si128(lp.cast())
-            }
-        };
+        last[..part].copy_from_slice(short);
         // Blocks still to hash: the rest's ciphertext, zero-padded, then the
         // length block (64-bit bit lengths of AD, always empty, and data).
         let mut tail = [_mm_setzero_si128(); 9];
@@ -403,8 +486,11 @@ unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
                 None => encrypt8::<NR>(rk, &mut ks),
             }
         } else {
-            for (j, c) in tail.iter_mut().enumerate().take(m) {
-                *c = load(j);
+            for (c, b) in tail.iter_mut().zip(whole.chunks_exact(16)) {
+                *c = _mm_loadu_si128(b.as_ptr().cast());
+            }
+            if part > 0 {
+                tail[full] = _mm_loadu_si128(last.as_ptr().cast());
             }
             let first = (m + 1).min(8);
             x = aes8_ghash::<NR>(rk, &mut ks, &tail[..first], x, h, bs);
@@ -412,8 +498,8 @@ unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
                 x = fold(x, &tail[first..=m], h, bs);
             }
         }
-        for j in 0..full {
-            let q = rp.add(16 * j).cast::<__m128i>();
+        for (j, b) in whole.chunks_exact_mut(16).enumerate() {
+            let q = b.as_mut_ptr().cast::<__m128i>();
             let c = _mm_xor_si128(_mm_loadu_si128(q), ks[j]);
             _mm_storeu_si128(q, c);
             if SEAL {
@@ -426,10 +512,10 @@ unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
             for (d, kk) in last[..part].iter_mut().zip(k.iter()) {
                 *d ^= *kk;
             }
-            rest[16 * full..].copy_from_slice(&last[..part]);
+            short.copy_from_slice(&last[..part]);
             if SEAL {
                 // GHASH sees the ciphertext zero-padded to a whole block.
-                tail[full] = _mm_loadu_si128(lp.cast());
+                tail[full] = _mm_loadu_si128(last.as_ptr().cast());
             }
         }
         if SEAL {
@@ -470,6 +556,19 @@ mod tests {
         tag.into()
     }
 
+    /// Every tail shape (0..=15 trailing bytes, 0..=8 whole blocks after
+    /// the 8-block groups) and a few datagram sizes. Miri runs the short
+    /// list: it interprets each intrinsic and is ~10^4 times slower.
+    fn lens() -> Vec<usize> {
+        if cfg!(miri) {
+            vec![0, 1, 15, 16, 17, 47, 127, 128, 129, 143, 255, 273]
+        } else {
+            (0..300)
+                .chain([511, 512, 513, 1372, 1400, 1500, 1600])
+                .collect()
+        }
+    }
+
     #[test]
     fn matches_aes_gcm_crate() {
         if !available() {
@@ -478,26 +577,30 @@ mod tests {
         let data: Vec<u8> = (0..1600u32).map(|i| (i * 97 + 3) as u8).collect();
         for klen in [16usize, 24, 32] {
             let key: Vec<u8> = (0..klen as u8).map(|i| i.wrapping_mul(53) ^ 0xa5).collect();
-            let g = GcmNi::new(&key).expect("features present");
-            let lens = (0..300).chain([511, 512, 513, 1372, 1400, 1500, 1600]);
-            for len in lens {
-                let nonce: [u8; 12] = core::array::from_fn(|i| (i * 7 + len) as u8);
-                let mut ours = data[..len].to_vec();
-                let mut theirs = ours.clone();
-                let t1 = g.seal(&nonce, &mut ours);
-                let t2 = reference(&key, &nonce, &mut theirs);
-                assert_eq!(ours, theirs, "ciphertext key {klen} len {len}");
-                assert_eq!(t1, t2, "tag key {klen} len {len}");
-                assert!(g.open(&nonce, &mut ours, &t1), "open key {klen} len {len}");
-                assert_eq!(ours, &data[..len]);
-                let mut bad = t1;
-                bad[len % 16] ^= 1;
-                let mut again = theirs.clone();
-                assert!(!g.open(&nonce, &mut again, &bad));
-                assert!(
-                    again.iter().all(|&b| b == 0),
-                    "plaintext left after failure"
-                );
+            for encoding in [Encoding::Best, Encoding::Sse] {
+                let g = GcmNi::new(&key, encoding).expect("features present");
+                if encoding == Encoding::Sse {
+                    assert_eq!(g.encoding(), Encoding::Sse, "SSE build forced");
+                }
+                for len in lens() {
+                    let nonce: [u8; 12] = core::array::from_fn(|i| (i * 7 + len) as u8);
+                    let mut ours = data[..len].to_vec();
+                    let mut theirs = ours.clone();
+                    let t1 = g.seal(&nonce, &mut ours);
+                    let t2 = reference(&key, &nonce, &mut theirs);
+                    assert_eq!(ours, theirs, "ciphertext key {klen} len {len}");
+                    assert_eq!(t1, t2, "tag key {klen} len {len}");
+                    assert!(g.open(&nonce, &mut ours, &t1), "open key {klen} len {len}");
+                    assert_eq!(ours, &data[..len]);
+                    let mut bad = t1;
+                    bad[len % 16] ^= 1;
+                    let mut again = theirs.clone();
+                    assert!(!g.open(&nonce, &mut again, &bad));
+                    assert!(
+                        again.iter().all(|&b| b == 0),
+                        "plaintext left after failure"
+                    );
+                }
             }
         }
     }

@@ -330,12 +330,15 @@ mod linux {
     // SAFETY: the raw pointers inside are only meaningful during a syscall
     // made through `&mut self`; between calls they are stale and unused.
     unsafe impl Send for RecvSys {}
+    // SAFETY: `&RecvSys` gives no access to the pointers (every method that
+    // touches them takes `&mut self`).
     unsafe impl Sync for RecvSys {}
 
     impl RecvSys {
         pub(super) fn new(n: usize) -> RecvSys {
             // SAFETY: all-zero bytes are valid for these plain C structs.
             let zero_hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+            // SAFETY: as above (an all-zero sockaddr_storage is AF_UNSPEC).
             let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
             RecvSys {
                 hdrs: vec![zero_hdr; n],
@@ -420,6 +423,7 @@ mod linux {
 
     // SAFETY: as for RecvSys.
     unsafe impl Send for SendSys {}
+    // SAFETY: as for RecvSys.
     unsafe impl Sync for SendSys {}
 
     impl SendSys {

@@ -10,6 +10,8 @@
 //! than [`MAX_PACKET_SIZE`] (1472) is sent: kcp-go v5.7 reads into 1472-byte
 //! buffers (§12).
 
+// recvmmsg/sendmmsg through libc: the only `unsafe` in io.
+#[allow(unsafe_code)]
 mod batch;
 mod pool;
 

@@ -423,17 +423,8 @@ async fn reader_loop<T: AsyncRead>(shared: Arc<Shared>, mut r: ReadHalf<T>) {
     let mut payload = vec![0u8; MAX_FRAME_SIZE];
     let version = shared.lock().config.version;
     loop {
-        loop {
-            {
-                let st = shared.lock();
-                if st.closed.is_some() {
-                    return;
-                }
-                if st.bucket > 0 {
-                    break;
-                }
-            }
-            shared.reader_notify.notified().await;
+        if shared.lock().closed.is_some() {
+            return;
         }
         if let Err(e) = r.read_exact(&mut hdr).await {
             shared.close(io_reason(&e));
@@ -483,6 +474,24 @@ async fn reader_loop<T: AsyncRead>(shared: Arc<Shared>, mut r: ReadHalf<T>) {
                 let len = h.length as usize;
                 if len == 0 {
                     continue;
+                }
+                // The receive budget gates data only. xtaci/smux stops before
+                // every header, which leaves UPD frames unread behind data
+                // and can deadlock an echo once the windows in flight fill
+                // the budget (fuzz finding, tests/smux_flow.rs); control
+                // frames are small and bounded (accept backlog), so they are
+                // still read.
+                loop {
+                    {
+                        let st = shared.lock();
+                        if st.closed.is_some() {
+                            return;
+                        }
+                        if st.bucket > 0 {
+                            break;
+                        }
+                    }
+                    shared.reader_notify.notified().await;
                 }
                 let buf = &mut payload[..len];
                 if let Err(e) = r.read_exact(buf).await {
