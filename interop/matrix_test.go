@@ -575,7 +575,14 @@ func checkSNMP(c *cell, r *report, isClient bool, size int64) error {
 	// differently must auto-tune first (§4.5), which needs runs of
 	// consecutive seqids that 20% loss rarely leaves, so kcp-go itself
 	// recovers little or nothing there.
-	if c.expectFECRecovery && sender.on() && sender == local && size >= 128<<10 && s["FECRecovered"] == 0 {
+	//
+	// Per cell only for a Go receiver: ours hands a rebuilt shard to KCP only
+	// once the sender's layout is confirmed by a complete data and parity
+	// pulse (issue 12 item 2), which a 256 KiB transfer at 20% loss may never
+	// show; for the Rust side the matrix requires recovery in aggregate over
+	// the lossy cells instead (TestInteropMatrix).
+	rustSide := (isClient && c.dir == rustToGo) || (!isClient && c.dir == goToRust)
+	if c.expectFECRecovery && !rustSide && sender.on() && sender == local && size >= 128<<10 && s["FECRecovered"] == 0 {
 		return fmt.Errorf("SNMP FECRecovered=0 at %s loss although the peer sends FEC %v", c.lossName(), sender)
 	}
 	return nil
@@ -671,6 +678,12 @@ func TestInteropMatrix(t *testing.T) {
 	}
 	if passed.Load()+failed.Load() != int64(len(cells)) {
 		t.Errorf("only %d of %d cells reported", passed.Load()+failed.Load(), len(cells))
+	}
+	// FEC must work on the Rust side: over all lossy cells it must rebuild
+	// at least half as many packets as kcp-go does (it recovered about as
+	// many in every run so far); per cell only Go is held to it (checkSNMP).
+	if os.Getenv("KCP_INTEROP_FILTER") == "" && fecRust.Load()*2 < fecGo.Load() {
+		t.Errorf("lossy cells: the Rust side recovered %d packets by FEC, kcp-go %d", fecRust.Load(), fecGo.Load())
 	}
 }
 
