@@ -15,7 +15,7 @@ use kcp_session::codec::{self, Demux, PacketType, Receiver, MIN_PLAINTEXT};
 use kcp_session::crypt::{CipherKind, Crypt};
 use kcp_session::fec::{FecEncoder, FEC_HEADER_SIZE_PLUS2};
 use kcp_session::kcp::Kcp;
-use kcp_session::Snmp;
+use kcp_session::stats::Counters;
 use libfuzzer_sys::fuzz_target;
 
 const KINDS: [CipherKind; 6] = [
@@ -71,7 +71,7 @@ struct Accepting {
     crypt: Crypt,
     shards: (usize, usize),
     session: Option<(Kcp, Receiver)>,
-    c: Snmp,
+    c: Counters,
     mtu: usize,
 }
 
@@ -164,7 +164,7 @@ fuzz_target!(|data: &[u8]| {
         crypt: crypt.clone(),
         shards,
         session: None,
-        c: Snmp::default(),
+        c: Counters::default(),
         mtu,
     };
     let mut b_tx = Sender {
@@ -172,7 +172,7 @@ fuzz_target!(|data: &[u8]| {
         fec: fec(shards),
     };
     let mut a_rx = Receiver::new(shards.0, shards.1);
-    let mut a_c = Snmp::default();
+    let mut a_c = Counters::default();
 
     let mut now: u32 = input.u32();
     let mut up: VecDeque<Vec<u8>> = VecDeque::new();
