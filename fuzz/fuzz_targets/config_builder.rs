@@ -112,6 +112,7 @@ fuzz_target!(|data: &[u8]| {
                     Error::InvalidConfig(_)
                         | Error::InvalidKey { .. }
                         | Error::UnknownCipher { .. }
+                        | Error::MtuTooLarge { .. }
                 ),
                 "build failed with an unexpected error kind: {e:?}"
             );
