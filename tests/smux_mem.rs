@@ -314,6 +314,72 @@ async fn receive_budget_stalls_the_sender_of_an_unread_stream() {
     drop(writer.await.expect("writer"));
 }
 
+/// A v2 peer that ignores flow control: data a held stream's window allows
+/// is read past the session budget (so windows cannot deadlock across
+/// streams, tests/smux_flow.rs), but no further. A stream nobody reads holds
+/// at most smux's initial window plus the budget; streams not yet accepted
+/// stay on the budget alone. The raw peer writes until it stalls; what it
+/// got into the pipe is counted.
+#[tokio::test(start_paused = true)]
+async fn v2_hostile_peer_is_bounded_by_window_and_budget() {
+    const PIPE: usize = 16 * 1024;
+    const BUDGET: usize = 64 * 1024;
+    const INITIAL_WINDOW: usize = 262_144;
+    const CHUNK: usize = 32 * 1024;
+    for accepted in [true, false] {
+        let (a, raw) = duplex(PIPE);
+        let config = Config {
+            max_receive_buffer: BUDGET,
+            max_stream_buffer: 16 * 1024,
+            ..cfg(Version::V2)
+        };
+        let server = Session::server(a, config).expect("server");
+        let (mut raw_rd, mut raw_wr) = tokio::io::split(raw);
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 4096];
+            while let Ok(1..) = raw_rd.read(&mut sink).await {}
+        });
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let w = written.clone();
+        tokio::spawn(async move {
+            let v = Version::V2.byte();
+            raw_wr
+                .write_all(&frame(v, CMD_SYN, 3, &[]))
+                .await
+                .expect("syn");
+            let body = pattern(CHUNK, 9);
+            for _ in 0..64 {
+                raw_wr
+                    .write_all(&frame(v, CMD_PSH, 3, &body))
+                    .await
+                    .expect("psh");
+                w.fetch_add(CHUNK, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let _held = if accepted {
+            Some(server.accept_stream().await.expect("accept"))
+        } else {
+            None
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let got = written.load(std::sync::atomic::Ordering::Relaxed);
+        let bound = if accepted {
+            INITIAL_WINDOW + BUDGET
+        } else {
+            BUDGET
+        } + CHUNK
+            + PIPE;
+        assert!(
+            got <= bound,
+            "accepted={accepted}: the peer got {got} bytes in, bound {bound}"
+        );
+        assert!(
+            got >= BUDGET,
+            "accepted={accepted}: the budget itself was not read ({got} bytes)"
+        );
+    }
+}
+
 #[tokio::test]
 async fn version_mismatch_ends_the_session() {
     let (a, mut raw) = duplex(1 << 16);

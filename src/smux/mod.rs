@@ -16,7 +16,8 @@
 //! Memory is bounded everywhere: received data is limited by the session
 //! receive budget (`max_receive_buffer`, kcptun's `smuxbuf`) and, in v2, by
 //! the per-stream window the peer honours (`max_stream_buffer`, kcptun's
-//! `streambuf`); outgoing frames wait in one queue of about 64 KiB; the
+//! `streambuf`; a held stream may use its window past the budget, so
+//! windows cannot deadlock across streams: `docs/wire.md` §7.6); outgoing frames wait in one queue of about 64 KiB; the
 //! accept backlog holds at most 1024 streams (smux's `defaultAcceptBacklog`).
 
 mod frame;

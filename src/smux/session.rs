@@ -74,6 +74,9 @@ pub(crate) struct StreamState {
     pub(crate) peer_window: u32,
     /// `State::enqueued` after this stream's last frame: flush waits for it.
     pub(crate) last_enqueued: u64,
+    /// The application holds this stream (opened here or accepted): its
+    /// v2 window is read past the session budget (see `reader_loop`).
+    pub(crate) held: bool,
 }
 
 impl StreamState {
@@ -90,6 +93,7 @@ impl StreamState {
             peer_consumed: 0,
             peer_window: INITIAL_PEER_WINDOW,
             last_enqueued: 0,
+            held: false,
         }
     }
 
@@ -343,6 +347,7 @@ impl Session {
         st.push_frame(CMD_SYN, sid, &[]);
         let mut s = StreamState::new();
         s.last_enqueued = st.enqueued;
+        s.held = true;
         st.streams.insert(sid, s);
         drop(st);
         self.shared.writer_notify.notify_one();
@@ -355,6 +360,9 @@ impl Session {
         let sid = poll_fn(|cx| {
             let mut st = self.shared.lock();
             if let Some(sid) = st.accept_queue.pop_front() {
+                if let Some(s) = st.streams.get_mut(&sid) {
+                    s.held = true;
+                }
                 return Poll::Ready(Ok(sid));
             }
             if let Some(r) = &st.closed {
@@ -414,6 +422,13 @@ impl Drop for Session {
 
 fn io_reason(e: &io::Error) -> CloseReason {
     CloseReason::Io(e.kind(), e.to_string())
+}
+
+/// The most a v2 peer that honours flow control can have sent to one stream
+/// beyond what we have read: our window, or smux's initial window, which it
+/// assumes until our first UPD (§7.6).
+fn window_bound(config: &Config) -> usize {
+    config.max_stream_buffer.max(INITIAL_PEER_WINDOW as usize)
 }
 
 /// Reads frames and hands them to streams, pausing while the receive budget
@@ -480,7 +495,15 @@ async fn reader_loop<T: AsyncRead>(shared: Arc<Shared>, mut r: ReadHalf<T>) {
                 // and can deadlock an echo once the windows in flight fill
                 // the budget (fuzz finding, tests/smux_flow.rs); control
                 // frames are small and bounded (accept backlog), so they are
-                // still read.
+                // still read. In v2, data a held stream's window allows is
+                // read even past the budget: with several streams whose
+                // windows add up to more than the budget, one stream's
+                // unread data could otherwise stop a PSH of another stream
+                // in front of the UPDs that would free the first (the same
+                // deadlock across streams). Memory stays bounded: a
+                // compliant peer keeps at most `window_bound` unread per
+                // stream, streams waiting for accept stay on the budget,
+                // and anything beyond a window waits for the budget too.
                 loop {
                     {
                         let st = shared.lock();
@@ -488,6 +511,13 @@ async fn reader_loop<T: AsyncRead>(shared: Arc<Shared>, mut r: ReadHalf<T>) {
                             return;
                         }
                         if st.bucket > 0 {
+                            break;
+                        }
+                        let within_window = version == Version::V2
+                            && st.streams.get(&h.sid).is_some_and(|s| {
+                                s.held && s.recv.len() + len <= window_bound(&st.config)
+                            });
+                        if within_window {
                             break;
                         }
                     }
