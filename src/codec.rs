@@ -195,6 +195,25 @@ impl Output for KcpSink<'_> {
     }
 }
 
+/// Where sealed datagrams go: a socket batch, or a queue a pure
+/// [`Connection`](crate::connection::Connection) hands out.
+pub trait Transmits {
+    /// Appends one sealed datagram.
+    fn push_packet(&mut self, p: Packet);
+}
+
+impl Transmits for SendBatch {
+    fn push_packet(&mut self, p: Packet) {
+        self.push(p);
+    }
+}
+
+impl Transmits for std::collections::VecDeque<Packet> {
+    fn push_packet(&mut self, p: Packet) {
+        self.push_back(p);
+    }
+}
+
 /// The send direction: FEC encoding and sealing.
 pub struct Sealer {
     crypt: Crypt,
@@ -258,7 +277,7 @@ impl Sealer {
         item: Outgoing,
         now_ms: u32,
         pool: &mut PacketPool,
-        out: &mut SendBatch,
+        out: &mut impl Transmits,
         c: &mut Counters,
     ) {
         let ch = self.crypt.header_len();
@@ -302,7 +321,7 @@ impl Sealer {
             (None, _) => payload_len,
         };
         if self.seal_one(&mut p, plain_len) {
-            out.push(p);
+            out.push_packet(p);
         } else {
             pool.put(p);
         }
@@ -313,7 +332,7 @@ impl Sealer {
                 None => break,
             };
             match r {
-                Ok(len) if self.seal_one(&mut q, len) => out.push(q),
+                Ok(len) if self.seal_one(&mut q, len) => out.push_packet(q),
                 Ok(_) => pool.put(q),
                 Err(_) => {
                     c.fec_errs += 1;

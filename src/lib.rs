@@ -89,6 +89,7 @@
 pub mod codec;
 pub mod comp;
 pub mod config;
+pub mod connection;
 pub mod crypt;
 pub mod error;
 pub mod fec;

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
 use tokio::sync::mpsc;
@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use crate::codec::{self, Demux, PacketType, MIN_PLAINTEXT};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::io::{self as uio, now_ms, RecvBatch};
+use crate::io::{self as uio, RecvBatch};
 use crate::session::{runtime_handle, socket_options, Fate, Origin, Session, Shared};
 use crate::stats::{Counters, Publisher, Snmp};
 
@@ -102,7 +102,7 @@ struct Evictor {
 
 impl Evictor {
     fn pick(&mut self, table: &Mutex<HashMap<SocketAddr, Arc<Shared>>>) -> Option<Arc<Shared>> {
-        let now = Instant::now();
+        let now = crate::session::now();
         for scanned in [false, true] {
             while let Some(w) = self.victims.pop() {
                 let Some(s) = w.upgrade() else { continue };
@@ -333,7 +333,7 @@ struct ListenTask {
 }
 
 impl ListenTask {
-    fn handle(&mut self, i: usize, now: u32) {
+    fn handle(&mut self, i: usize, now: Instant) {
         let Some((d, from)) = self.rx.get_mut(i) else {
             return;
         };
@@ -494,7 +494,7 @@ impl std::future::Future for ListenTask {
                     return Poll::Ready(());
                 }
                 Poll::Ready(Ok(n)) => {
-                    let now = now_ms();
+                    let now = crate::session::now();
                     for i in 0..n {
                         this.handle(i, now);
                     }

@@ -34,10 +34,19 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
+
+/// The bucket runs on std instants the caller passes in (the session
+/// passes tokio's clock, so paused-time tests stay deterministic).
+type Instant = std::time::Instant;
+
+/// Now on tokio's clock (virtual under a paused runtime).
+fn tokio_now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
 
 use crate::error::{Error, Result};
 
@@ -115,7 +124,7 @@ impl RateLimiter {
                 rate: f64::from(bytes_per_second),
                 burst: f64::from(burst),
                 tokens: f64::from(burst),
-                last: Instant::now(),
+                last: tokio_now(),
             })),
         })
     }
@@ -138,7 +147,7 @@ impl RateLimiter {
     /// Whole tokens (bytes) available now; 0 while the bucket is in debt.
     pub fn available(&self) -> u64 {
         let mut b = self.lock();
-        b.refill(Instant::now());
+        b.refill(tokio_now());
         b.tokens.max(0.0) as u64
     }
 
@@ -147,53 +156,52 @@ impl RateLimiter {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Takes between `at_least` and `want` tokens (`at_least <= want`), or
-    /// arms `pace` for when `min(at_least, burst)` will be there and returns
-    /// `Pending`.
-    pub(crate) fn poll_take(
+    /// Takes between `at_least` and `want` tokens (`at_least <= want`) at
+    /// `now`, or returns when `min(at_least, burst)` will be there.
+    pub(crate) fn try_take(
         &self,
+        now: Instant,
         want: usize,
         at_least: usize,
-        pace: &mut Option<Pin<Box<Sleep>>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<usize> {
+    ) -> std::result::Result<usize, Instant> {
         let at_least = at_least.min(want);
-        loop {
-            let now = Instant::now();
-            let at = {
-                let mut b = self.lock();
-                b.refill(now);
-                let need = (at_least as f64).min(b.burst);
-                // Refills are float sums: forgive rounding dust, or a writer
-                // could be woken at its deadline to find 9.999… of 10 bytes
-                // and wait 0 ns again, forever.
-                if b.tokens + DUST >= need {
-                    let n = ((b.tokens + DUST).floor().max(0.0) as usize).clamp(at_least, want);
-                    b.tokens -= n as f64;
-                    return Poll::Ready(n);
-                }
-                let secs = (need - b.tokens) / b.rate;
-                // At least the timer's resolution, so time always moves on.
-                now + Duration::from_secs_f64(secs).max(MIN_WAIT)
-            };
-            match pace.as_mut() {
-                Some(s) => s.as_mut().reset(at),
-                None => *pace = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
-            // Rounded to the timer's resolution it may already be due.
-            let due = pace
-                .as_mut()
-                .is_some_and(|s| s.as_mut().poll(cx).is_ready());
-            if !due {
-                return Poll::Pending;
-            }
+        let mut b = self.lock();
+        b.refill(now);
+        let need = (at_least as f64).min(b.burst);
+        // Refills are float sums: forgive rounding dust, or a writer could
+        // be woken at its deadline to find 9.999… of 10 bytes and wait 0 ns
+        // again, forever.
+        if b.tokens + DUST >= need {
+            let n = ((b.tokens + DUST).floor().max(0.0) as usize).clamp(at_least, want);
+            b.tokens -= n as f64;
+            return Ok(n);
         }
+        let secs = (need - b.tokens) / b.rate;
+        // At least the timer's resolution, so time always moves on.
+        Err(now + Duration::from_secs_f64(secs).max(MIN_WAIT))
     }
+}
+
+/// Waits on tokio's timer until `at` (re-arming `pace`); true once due.
+pub(crate) fn poll_pace(
+    at: Instant,
+    pace: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let at = tokio::time::Instant::from_std(at);
+    match pace.as_mut() {
+        Some(s) => s.as_mut().reset(at),
+        None => *pace = Some(Box::pin(tokio::time::sleep_until(at))),
+    }
+    // Rounded to the timer's resolution it may already be due.
+    pace.as_mut()
+        .is_some_and(|s| s.as_mut().poll(cx).is_ready())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Poll;
 
     #[test]
     fn zero_rate_or_burst_is_refused() {
@@ -208,14 +216,22 @@ mod tests {
         assert!(!l.shares_bucket_with(&RateLimiter::new(10).unwrap()));
     }
 
-    /// Waits for `poll_take` like a writer does; returns what it got.
+    /// Waits for tokens like a writer does; returns what it got.
     async fn take(l: &RateLimiter, want: usize, at_least: usize) -> usize {
         let mut pace = None;
-        std::future::poll_fn(|cx| l.poll_take(want, at_least, &mut pace, cx)).await
+        std::future::poll_fn(|cx| loop {
+            match l.try_take(tokio_now(), want, at_least) {
+                Ok(n) => return Poll::Ready(n),
+                Err(at) if poll_pace(at, &mut pace, cx) => continue,
+                Err(_) => return Poll::Pending,
+            }
+        })
+        .await
     }
 
     #[tokio::test(start_paused = true)]
     async fn stream_takes_what_is_there_and_messages_may_overdraw() {
+        use tokio::time::Instant;
         let l = RateLimiter::with_burst(1000, 1000).unwrap();
         let t0 = Instant::now();
         // Full bucket: a big stream write gets all of it, at once.

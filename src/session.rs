@@ -30,21 +30,19 @@ use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
 use tokio::sync::Notify;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
-use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Sealer, CONV_SIZE};
-use crate::config::{check_mtu_limit, Config, Congestion, NoDelay, StreamMode};
+use crate::codec::{self, InputReport, Outgoing, Sealer};
+use crate::config::{Config, NoDelay, StreamMode};
+use crate::connection::{CloseReason, Connection};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
-use crate::io::{self as uio, now_ms, PacketPool, RecvBatch, SendBatch, SocketOptions};
-use crate::kcp::{FlushKind, Kcp, IKCP_OVERHEAD};
+use crate::io::{self as uio, PacketPool, RecvBatch, SendBatch, SocketOptions};
 use crate::listener::ListenerShared;
-use crate::rate::RateLimiter;
-#[cfg(feature = "snmp")]
-use crate::stats::Publisher;
+use crate::rate::{poll_pace, RateLimiter};
 use crate::stats::{self, Counters, Snmp};
 
 /// Datagrams a dialed session reads per `recvmmsg`.
 const SESSION_RECV_BATCH: usize = 16;
-/// Idle buffers a session keeps for itself.
+/// Idle buffers a session's driver keeps for itself.
 const SESSION_POOL: usize = 32;
 /// Driver loop iterations before yielding to the scheduler.
 const DRIVER_BUDGET: usize = 32;
@@ -58,30 +56,8 @@ pub enum Origin {
     Accepted,
 }
 
-/// Why a session ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Fate {
-    Closed,
-    IdleTimeout,
-    DeadLink(u32),
-    Evicted,
-    Io(io::ErrorKind, String),
-}
-
-impl Fate {
-    fn error(&self) -> Error {
-        match self {
-            Fate::Closed => Error::Closed,
-            Fate::IdleTimeout => Error::IdleTimeout,
-            Fate::DeadLink(n) => Error::DeadLink(*n),
-            Fate::Evicted => Error::Evicted,
-            Fate::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
-        }
-    }
-}
-
-/// Callback for OOB payloads.
-type OobHandler = Box<dyn FnMut(&[u8]) + Send>;
+/// Why a session ended (the pure layer's name is [`CloseReason`]).
+pub(crate) type Fate = CloseReason;
 
 /// Readable-notification callback (kcp-go v5.7 `SetReadNotify`).
 type ReadNotify = Box<dyn FnMut() + Send>;
@@ -89,44 +65,21 @@ type ReadNotify = Box<dyn FnMut() + Send>;
 /// A dialed session's own receive path: cipher, buffers, opened ranges.
 type Opener = (Crypt, RecvBatch, Vec<Option<Range<usize>>>);
 
-/// Everything mutable about a session, behind one lock.
+/// Now on tokio's clock, as the pure layer takes it (virtual under a paused
+/// runtime, so idle expiry and eviction follow a paused clock in tests).
+pub(crate) fn now() -> Instant {
+    TokioInstant::now().into_std()
+}
+
+/// The pure [`Connection`] plus what the tokio shell needs around it:
+/// wakers and per-operation timeouts. Behind one lock.
 pub(crate) struct State {
-    kcp: Kcp,
-    rx: Receiver,
-    pending: Vec<Outgoing>,
-    pool: PacketPool,
-    /// Crypto + FEC header room in front of KCP bytes.
-    room: usize,
-    /// Crypto trailer (AEAD tag).
-    trailer: usize,
-    fec_enabled: bool,
-    c: Counters,
-    #[cfg(feature = "snmp")]
-    publisher: Publisher,
-    ack_nodelay: bool,
-    write_delay: bool,
-    /// Limits application bytes accepted by writes (kcp-go v5.7, §12).
-    limiter: Option<RateLimiter>,
-    idle_timeout: Option<Duration>,
-    dead_link: Option<u32>,
+    pub(crate) conn: Connection,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
-    /// Rest of a message a short read could not take.
-    leftover: Vec<u8>,
-    leftover_pos: usize,
-    closed: bool,
-    fate: Option<Fate>,
-    /// On tokio's clock, so idle expiry and eviction follow a paused clock
-    /// in tests.
-    last_recv: TokioInstant,
-    /// Creation time (tokio clock): an unproven session gets a grace period
-    /// to prove itself before a full listener may evict it.
-    born: TokioInstant,
-    flush_now: bool,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
     driver_waker: Option<Waker>,
-    oob_handler: Option<OobHandler>,
     /// Wakes every [`Session::readable`] waiter (there can be many, unlike
     /// the single `read_waker`).
     ready: Arc<Notify>,
@@ -136,151 +89,47 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new(conv: u32, config: &Config, origin: Origin) -> Result<State> {
-        let mut kcp = Kcp::new(conv);
-        kcp.set_mtu(config.kcp_mtu())?;
-        let (snd, rcv) = config.window();
-        kcp.set_wndsize(snd, rcv);
-        apply_nodelay(&mut kcp, config.nodelay());
-        kcp.set_stream_mode(config.stream_mode() == StreamMode::Stream);
-        let (d, p) = config.fec();
-        let c = Counters::default();
-        let _ = origin;
-        Ok(State {
-            kcp,
-            rx: Receiver::new(d, p),
-            pending: Vec::new(),
-            pool: PacketPool::new(SESSION_POOL),
-            room: config.header_len(),
-            trailer: config.crypt().trailer_len(),
-            fec_enabled: config.fec_enabled(),
-            c,
-            #[cfg(feature = "snmp")]
-            publisher: Publisher::default(),
-            ack_nodelay: config.ack_nodelay(),
-            write_delay: config.write_delay(),
-            limiter: config.session_limiter(),
-            idle_timeout: config.idle_timeout(),
-            dead_link: config.dead_link(),
+    fn new(conn: Connection, config: &Config) -> State {
+        State {
+            conn,
             read_timeout: config.read_timeout(),
             write_timeout: config.write_timeout(),
-            leftover: Vec::new(),
-            leftover_pos: 0,
-            closed: false,
-            fate: None,
-            last_recv: TokioInstant::now(),
-            born: TokioInstant::now(),
-            flush_now: false,
             read_waker: None,
             write_waker: None,
             driver_waker: None,
-            oob_handler: None,
             ready: Arc::new(Notify::new()),
             read_watchers: 0,
             read_notify: None,
-        })
-    }
-
-    /// Feeds one opened plaintext into FEC/KCP; KCP output goes to `pending`.
-    pub(crate) fn input(&mut self, plain: &[u8], now: u32) -> InputReport {
-        let State {
-            kcp,
-            rx,
-            pending,
-            pool,
-            room,
-            c,
-            ack_nodelay,
-            oob_handler,
-            ..
-        } = self;
-        let mut sink = KcpSink {
-            pending,
-            pool,
-            room: *room,
-        };
-        let mut oob = |d: &[u8]| {
-            if let Some(h) = oob_handler.as_mut() {
-                h(d)
-            }
-        };
-        let rep = rx.input(plain, kcp, *ack_nodelay, now, &mut sink, c, &mut oob);
-        if rep.kcp_errors == 0 {
-            self.last_recv = TokioInstant::now();
         }
-        rep
     }
 
-    /// An immediate `flush(FULL)` (writes, close); does not move the tick.
-    fn flush(&mut self, now: u32) {
-        self.flush_with(now, false);
-    }
-
-    /// kcp-go's timer `update`: `flush(FULL)` and schedule the next tick.
-    fn tick(&mut self, now: u32) {
-        self.flush_with(now, true);
-    }
-
-    fn flush_with(&mut self, now: u32, tick: bool) {
-        let State {
-            kcp,
-            pending,
-            pool,
-            room,
-            ..
-        } = self;
-        let mut sink = KcpSink {
-            pending,
-            pool,
-            room: *room,
-        };
-        if tick {
-            kcp.update(now, &mut sink);
-        } else {
-            kcp.flush(FlushKind::Full, now, &mut sink);
-        }
+    /// Feeds one opened plaintext into the connection.
+    pub(crate) fn input(&mut self, plain: &[u8], now: Instant) -> InputReport {
+        self.conn.handle_plain(now, plain)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed
+        self.conn.is_closed()
     }
 
-    /// Whether a full listener may evict this session for a newcomer, and
-    /// in which order (lower first; see `listener::Evictor`): `Some((0,
-    /// last heard))` while the peer has not acknowledged anything we sent
-    /// and the session is at least `grace` old, `Some((1, last heard))` for
-    /// a proven session silent for at least `silent`, `None` otherwise. "Proven" means KCP's `snd_una` moved: the
-    /// peer received and acknowledged our data, which an address spoofer
-    /// cannot do without guessing (with a real cipher, without the key).
+    /// See [`Connection::eviction_rank`].
     pub(crate) fn eviction_rank(
         &self,
-        now: TokioInstant,
+        now: Instant,
         grace: Duration,
         silent: Duration,
-    ) -> Option<(u8, TokioInstant)> {
-        if self.closed {
-            return None;
-        }
-        if self.kcp.snd_una() == 0 {
-            (now.saturating_duration_since(self.born) >= grace).then_some((0, self.last_recv))
-        } else if now.saturating_duration_since(self.last_recv) >= silent {
-            Some((1, self.last_recv))
-        } else {
-            None
-        }
+    ) -> Option<(u8, Instant)> {
+        self.conn.eviction_rank(now, grace, silent)
     }
 
-    fn readable(&self) -> bool {
-        self.leftover_pos < self.leftover.len() || self.kcp.peek_size().is_some()
-    }
-
-    fn writable(&self) -> bool {
-        self.kcp.wait_snd() < self.kcp.snd_wnd() as usize
+    fn fate(&self) -> Option<&Fate> {
+        self.conn.close_reason()
     }
 
     /// Wakes the user side when it can make progress.
     pub(crate) fn wake_io(&mut self) {
-        if self.readable() || self.fate.is_some() {
+        let ended = self.conn.is_closed();
+        if self.conn.is_readable() || ended {
             if let Some(w) = self.read_waker.take() {
                 w.wake();
             }
@@ -291,7 +140,7 @@ impl State {
                 f();
             }
         }
-        if self.writable() || self.fate.is_some() {
+        if self.conn.is_writable() || ended {
             if let Some(w) = self.write_waker.take() {
                 w.wake();
             }
@@ -304,63 +153,12 @@ impl State {
         }
     }
 
-    #[cfg(not(feature = "snmp"))]
-    fn snapshot(&self) -> Snmp {
-        Snmp::default()
-    }
-
-    #[cfg(feature = "snmp")]
-    fn snapshot(&self) -> Snmp {
-        let mut s = self.c.snapshot();
-        let k = self.kcp.stats();
-        s.in_segs = k.in_segs;
-        s.out_segs = k.out_segs;
-        s.retrans_segs = k.retrans_segs;
-        s.fast_retrans_segs = k.fast_retrans_segs;
-        s.early_retrans_segs = k.early_retrans_segs;
-        s.lost_segs = k.lost_segs;
-        s.repeat_segs = k.repeat_segs;
-        s.ring_buffer_snd_queue = self.kcp.snd_queue_len() as u64;
-        s.ring_buffer_rcv_queue = self.kcp.rcv_queue_len() as u64;
-        s.ring_buffer_snd_buffer = self.kcp.snd_buf_len() as u64;
-        if let Some(dec) = self.rx.decoder() {
-            let f = dec.stats();
-            s.fec_full_shard_set = f.fec_full_shard_set;
-            s.fec_recovered = f.fec_recovered;
-            s.fec_errs += f.fec_errs;
-            s.fec_parity_shards = f.fec_parity_shards;
-            s.fec_shard_set = f.fec_shard_set;
-            s.fec_shard_min = f.fec_shard_min;
-        }
-        s.curr_estab = u64::from(!self.closed);
-        s.max_conn = 1;
-        s
-    }
-
-    /// Runs on every driver pass: without `snmp` it is empty.
-    #[inline]
-    fn publish(&mut self) {
-        #[cfg(feature = "snmp")]
-        {
-            let snap = self.snapshot();
-            self.publisher.publish(&snap);
+    /// Wakes the driver if the last connection call asked for a timer pass.
+    fn drive_if_needed(&mut self) {
+        if self.conn.take_needs_drive() {
+            self.wake_driver();
         }
     }
-}
-
-impl Drop for State {
-    fn drop(&mut self) {
-        self.publish();
-    }
-}
-
-fn apply_nodelay(kcp: &mut Kcp, nd: NoDelay) {
-    kcp.set_nodelay(
-        i32::from(nd.nodelay),
-        nd.interval as i32,
-        nd.resend.min(i32::MAX as u32) as i32,
-        i32::from(nd.congestion == Congestion::Off),
-    );
 }
 
 /// What the handle, the driver and the listener share.
@@ -391,25 +189,25 @@ impl Shared {
     pub(crate) fn close_with(self: &Arc<Self>, fate: Fate) -> bool {
         {
             let mut st = self.lock();
-            if st.closed {
+            if !st.conn.end(now(), fate) {
                 return false;
             }
-            st.closed = true;
-            if fate == Fate::Closed {
-                st.flush(now_ms());
-            }
-            st.fate = Some(fate);
             st.wake_io();
             st.wake_driver();
-            st.publish();
         }
+        self.after_close();
+        true
+    }
+
+    /// What follows the end of a session outside its lock: `CurrEstab` and
+    /// the listener's table.
+    fn after_close(self: &Arc<Self>) {
         if self.opened.swap(false, Ordering::AcqRel) {
             stats::session_closed();
         }
         if let Some(l) = self.listener.as_ref().and_then(Weak::upgrade) {
             l.remove(self);
         }
-        true
     }
 }
 
@@ -548,9 +346,11 @@ impl Session {
         listener: Option<Weak<ListenerShared>>,
         config: &Config,
     ) -> Result<(Session, Driver)> {
-        let (d, p) = config.fec();
-        let sealer = Sealer::new(config.crypt().clone(), d, p)?;
-        let state = State::new(conv, config, origin)?;
+        let mut conn = Connection::new(conv, config, now())?;
+        let sealer = conn
+            .take_sealer()
+            .ok_or_else(|| Error::InvalidConfig("connection without a sealer".into()))?;
+        let state = State::new(conn, config);
         let shared = Arc::new(Shared {
             conv,
             peer,
@@ -578,7 +378,7 @@ impl Session {
             stats::session_opened();
             // PassiveOpens is the listener's counter (Listener::stats).
             if self.shared.origin == Origin::Dialed {
-                self.shared.lock().c.active_opens += 1;
+                self.shared.lock().conn.count_active_open();
             }
         }
     }
@@ -628,23 +428,23 @@ impl Session {
     }
     /// Current retransmission timeout in ms (kcp-go `GetRTO`).
     pub fn rto(&self) -> u32 {
-        self.shared.lock().kcp.rto()
+        self.shared.lock().conn.rto()
     }
     /// Smoothed RTT in ms (kcp-go `GetSRTT`).
     pub fn srtt(&self) -> i32 {
-        self.shared.lock().kcp.srtt()
+        self.shared.lock().conn.srtt()
     }
     /// RTT variance in ms (kcp-go `GetSRTTVar`).
     pub fn rttvar(&self) -> i32 {
-        self.shared.lock().kcp.rttvar()
+        self.shared.lock().conn.rttvar()
     }
     /// Segments queued or in flight (kcp-go `WaitSnd`).
     pub fn wait_snd(&self) -> usize {
-        self.shared.lock().kcp.wait_snd()
+        self.shared.lock().conn.wait_snd()
     }
     /// This session's counters (kcp-go names; §6.5).
     pub fn stats(&self) -> Snmp {
-        self.shared.lock().snapshot()
+        self.shared.lock().conn.stats()
     }
     /// How many times this session's driver task has run. An idle session
     /// (nothing queued, in flight or to acknowledge) arms no KCP timer, only
@@ -654,25 +454,25 @@ impl Session {
     }
     /// Whether the session has ended (closed locally or by an error).
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().closed
+        self.shared.lock().conn.is_closed()
     }
     /// Why the session ended, if it has.
     pub fn error(&self) -> Option<Error> {
-        self.shared.lock().fate.as_ref().map(Fate::error)
+        self.shared.lock().fate().map(Fate::error)
     }
 
     /// kcp-go `SetNoDelay`.
     pub fn set_nodelay(&self, nd: NoDelay) {
         let mut st = self.shared.lock();
-        apply_nodelay(&mut st.kcp, nd);
-        st.wake_driver();
+        st.conn.set_nodelay(nd);
+        st.drive_if_needed();
     }
     /// kcp-go `SetWindowSize`; zero leaves a window unchanged.
     pub fn set_window(&self, snd_wnd: u32, rcv_wnd: u32) {
         let mut st = self.shared.lock();
-        st.kcp.set_wndsize(snd_wnd, rcv_wnd);
+        st.conn.set_window(snd_wnd, rcv_wnd);
         st.wake_io();
-        st.wake_driver();
+        st.drive_if_needed();
     }
     /// kcp-go `SetMtu`: the largest UDP payload this session sends from now
     /// on, headers and AEAD tag included; KCP gets mtu − headers − tag (§1.9).
@@ -688,31 +488,19 @@ impl Session {
     /// [`Error::InvalidConfig`] if the mtu leaves no room for data after the
     /// headers. The mtu is unchanged on error.
     pub fn set_mtu(&self, mtu: usize) -> Result<()> {
-        check_mtu_limit(mtu)?;
-        let mut st = self.shared.lock();
-        let kmtu = mtu.saturating_sub(st.room + st.trailer);
-        if kmtu <= IKCP_OVERHEAD {
-            return Err(Error::InvalidConfig(format!(
-                "mtu {mtu} leaves no room for data after {} header bytes",
-                st.room + st.trailer
-            )));
-        }
-        st.kcp.set_mtu(kmtu)
+        self.shared.lock().conn.set_mtu(mtu)
     }
     /// kcp-go `SetStreamMode`.
     pub fn set_stream_mode(&self, mode: StreamMode) {
-        self.shared
-            .lock()
-            .kcp
-            .set_stream_mode(mode == StreamMode::Stream);
+        self.shared.lock().conn.set_stream_mode(mode);
     }
     /// kcp-go `SetACKNoDelay`.
     pub fn set_ack_nodelay(&self, nodelay: bool) {
-        self.shared.lock().ack_nodelay = nodelay;
+        self.shared.lock().conn.set_ack_nodelay(nodelay);
     }
     /// kcp-go `SetWriteDelay`.
     pub fn set_write_delay(&self, delay: bool) {
-        self.shared.lock().write_delay = delay;
+        self.shared.lock().conn.set_write_delay(delay);
     }
     /// kcp-go `SetRateLimit` in bytes per second; 0 disables. Gives this
     /// session a bucket of its own ([`RateLimiter::new`]: burst = one
@@ -731,7 +519,7 @@ impl Session {
     /// The limiter this session's writes draw from, if any (a clone sharing
     /// its bucket, e.g. to give another session the same limit).
     pub fn rate_limiter(&self) -> Option<RateLimiter> {
-        self.shared.lock().limiter.clone()
+        self.shared.lock().conn.rate_limiter().cloned()
     }
     /// kcp-go v5.7 `ResetRTO` ([`Kcp::reset_rto`]): every unacknowledged
     /// segment becomes due for retransmission at the next timer tick (within
@@ -742,8 +530,8 @@ impl Session {
     /// control on, shrink the window as a timeout would.
     pub fn reset_rto(&self) {
         let mut st = self.shared.lock();
-        st.kcp.reset_rto(now_ms());
-        st.wake_driver();
+        st.conn.reset_rto(now());
+        st.drive_if_needed();
     }
     /// Each read waiting longer than this fails with [`Error::Timeout`].
     pub fn set_read_timeout(&self, timeout: Option<Duration>) {
@@ -765,13 +553,13 @@ impl Session {
     /// valid datagram from the peer.
     pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
         let mut st = self.shared.lock();
-        st.idle_timeout = timeout;
-        st.wake_driver();
+        st.conn.set_idle_timeout(timeout);
+        st.drive_if_needed();
     }
     /// End the session with [`Error::DeadLink`] when a segment sent this many
     /// times is still unacknowledged when its next retransmission is due.
     pub fn set_dead_link(&self, transmissions: Option<u32>) {
-        self.shared.lock().dead_link = transmissions;
+        self.shared.lock().conn.set_dead_link(transmissions);
     }
     /// kcp-go `SetDSCP`; only for a session that owns its socket.
     pub fn set_dscp(&self, dscp: u8) -> Result<()> {
@@ -803,54 +591,17 @@ impl Session {
     /// Registers the handler for OOB payloads (§4.6); it runs on the receive
     /// path and must not block.
     pub fn set_oob_handler(&self, handler: impl FnMut(&[u8]) + Send + 'static) -> Result<()> {
-        let mut st = self.shared.lock();
-        if !st.fec_enabled {
-            return Err(Error::InvalidConfig(
-                "OOB requires FEC to be enabled".into(),
-            ));
-        }
-        st.oob_handler = Some(Box::new(handler));
-        Ok(())
+        self.shared.lock().conn.set_oob_handler(handler)
     }
     /// Largest OOB payload (kcp-go `GetOOBMaxSize`); 0 without FEC.
     pub fn oob_max_size(&self) -> usize {
-        let st = self.shared.lock();
-        if st.fec_enabled {
-            st.kcp.mtu().saturating_sub(CONV_SIZE)
-        } else {
-            0
-        }
+        self.shared.lock().conn.oob_max_size()
     }
     /// Sends an unreliable out-of-band datagram (kcp-go `SendOOB`, §4.6).
     pub fn send_oob(&self, data: &[u8]) -> Result<()> {
         let mut st = self.shared.lock();
-        if let Some(f) = &st.fate {
-            return Err(f.error());
-        }
-        if !st.fec_enabled {
-            return Err(Error::InvalidConfig(
-                "OOB requires FEC to be enabled".into(),
-            ));
-        }
-        let max = st.kcp.mtu().saturating_sub(CONV_SIZE);
-        if data.len() > max {
-            return Err(Error::MessageTooLarge {
-                len: data.len(),
-                fragments: 1,
-                max,
-            });
-        }
-        let room = st.room;
-        let mut p = st.pool.get();
-        let buf = p.buf_mut();
-        buf[room..room + CONV_SIZE].copy_from_slice(&self.shared.conv.to_le_bytes());
-        buf[room + CONV_SIZE..room + CONV_SIZE + data.len()].copy_from_slice(data);
-        p.set_len(room + CONV_SIZE + data.len());
-        st.pending.push(Outgoing {
-            packet: p,
-            kind: OutKind::Oob,
-        });
-        st.wake_driver();
+        st.conn.send_oob(data)?;
+        st.drive_if_needed();
         Ok(())
     }
 
@@ -958,7 +709,7 @@ impl Session {
 
 fn set_rate_limiter_impl(shared: &Shared, limiter: Option<RateLimiter>) {
     let mut st = shared.lock();
-    st.limiter = limiter;
+    st.conn.set_rate_limiter(limiter);
     if let Some(w) = st.write_waker.take() {
         w.wake();
     }
@@ -985,40 +736,12 @@ fn close_shared(shared: &Arc<Shared>) -> Result<()> {
 /// not empty), `Some(Err)` once the session has ended and nothing is left,
 /// `None` when a read would have to wait.
 fn read_ready(st: &mut State, dst: &mut [u8]) -> Option<io::Result<usize>> {
-    if st.leftover_pos < st.leftover.len() {
-        let rest = &st.leftover[st.leftover_pos..];
-        let n = rest.len().min(dst.len());
-        dst[..n].copy_from_slice(&rest[..n]);
-        st.leftover_pos += n;
-        st.c.bytes_received += n as u64;
-        return Some(Ok(n));
-    }
-    if let Some(size) = st.kcp.peek_size() {
-        let n = if dst.len() >= size {
-            match st.kcp.recv(dst) {
-                Ok(Some(n)) => n,
-                Ok(None) => 0,
-                Err(e) => return Some(Err(e.into())),
-            }
-        } else {
-            st.leftover.resize(size, 0);
-            let got = match st.kcp.recv(&mut st.leftover) {
-                Ok(Some(n)) => n,
-                Ok(None) => 0,
-                Err(e) => return Some(Err(e.into())),
-            };
-            st.leftover.truncate(got);
-            let n = got.min(dst.len());
-            dst[..n].copy_from_slice(&st.leftover[..n]);
-            st.leftover_pos = n;
-            n
-        };
-        st.c.bytes_received += n as u64;
-        // The receive window may have reopened: the driver may owe a WINS.
-        st.wake_driver();
-        return Some(Ok(n));
-    }
-    st.fate.as_ref().map(|f| Err(f.error().into()))
+    let r = match st.conn.read(dst) {
+        Err(Error::WouldBlock) => None,
+        r => Some(r.map_err(Into::into)),
+    };
+    st.drive_if_needed();
+    r
 }
 
 /// `try_read` of every handle: see [`Session::try_read`].
@@ -1041,7 +764,7 @@ fn poll_read_impl(
     let mut st = shared.lock();
     let st = &mut *st;
     // Checked first so a waiting read does not initialise `buf` every poll.
-    if st.readable() || st.fate.is_some() {
+    if st.conn.is_readable() || st.conn.is_closed() {
         if let Some(r) = read_ready(st, buf.initialize_unfilled()) {
             rd.clear();
             return Poll::Ready(r.map(|n| buf.advance(n)));
@@ -1058,37 +781,12 @@ fn poll_read_impl(
 
 /// A message read that does not wait; `None` when it would have to.
 fn recv_msg_ready(st: &mut State, buf: &mut [u8]) -> Option<Result<usize>> {
-    if st.leftover_pos < st.leftover.len() {
-        // The tail of a message a byte-stream read cut short.
-        let rest = &st.leftover[st.leftover_pos..];
-        if buf.len() < rest.len() {
-            return Some(Err(Error::BufferTooSmall {
-                need: rest.len(),
-                have: buf.len(),
-            }));
-        }
-        let n = rest.len();
-        buf[..n].copy_from_slice(rest);
-        st.leftover_pos = st.leftover.len();
-        st.c.bytes_received += n as u64;
-        return Some(Ok(n));
-    }
-    if let Some(size) = st.kcp.peek_size() {
-        if buf.len() < size {
-            return Some(Err(Error::BufferTooSmall {
-                need: size,
-                have: buf.len(),
-            }));
-        }
-        let n = match st.kcp.recv(buf) {
-            Ok(n) => n.unwrap_or(0),
-            Err(e) => return Some(Err(e)),
-        };
-        st.c.bytes_received += n as u64;
-        st.wake_driver();
-        return Some(Ok(n));
-    }
-    st.fate.as_ref().map(|f| Err(f.error()))
+    let r = match st.conn.recv_msg(buf) {
+        Err(Error::WouldBlock) => None,
+        r => Some(r),
+    };
+    st.drive_if_needed();
+    r
 }
 
 /// `try_recv_msg` of every handle: see [`Session::try_recv_msg`].
@@ -1112,7 +810,7 @@ async fn readable_impl(shared: &Shared) {
         tokio::pin!(notified);
         {
             let mut st = shared.lock();
-            if st.readable() || st.fate.is_some() {
+            if st.conn.is_readable() || st.conn.is_closed() {
                 return;
             }
             // Registered under the lock that every producer holds when it
@@ -1129,7 +827,7 @@ async fn readable_impl(shared: &Shared) {
 fn set_read_notify_impl(shared: &Shared, f: Option<ReadNotify>) {
     let mut st = shared.lock();
     st.read_notify = f;
-    let now = st.readable() || st.fate.is_some();
+    let now = st.conn.is_readable() || st.conn.is_closed();
     if let (true, Some(f)) = (now, st.read_notify.as_mut()) {
         // Data that arrived before registration must not go unannounced.
         f();
@@ -1157,109 +855,31 @@ fn poll_recv_msg(
     Poll::Pending
 }
 
-/// Queues data and flushes unless write-delay is on (kcp-go `Write`, §5.6).
-fn queue_and_flush(st: &mut State, pieces: &mut dyn Iterator<Item = &[u8]>) -> Result<usize> {
-    let mut n = 0;
-    for piece in pieces {
-        st.kcp.send(piece)?;
-        n += piece.len();
-    }
-    st.c.bytes_sent += n as u64;
-    if !st.write_delay || !st.writable() {
-        st.flush(now_ms());
-    }
-    st.wake_driver();
-    Ok(n)
-}
-
-fn poll_write_impl(
+/// Runs a write-side connection call until it stops reporting `WouldBlock`
+/// for a rate-limiter wait that is already over; `Pending` (with wakers and
+/// the write timeout armed) when it has to wait.
+fn poll_write_op<T>(
     shared: &Shared,
     wr: &mut Timeout,
     cx: &mut Context<'_>,
-    data: &[u8],
-) -> Poll<io::Result<usize>> {
-    if data.is_empty() {
-        return Poll::Ready(Ok(0));
-    }
+    mut op: impl FnMut(&mut Connection, Instant) -> Result<T>,
+) -> Poll<Result<T>> {
     let mut st = shared.lock();
-    if let Some(f) = &st.fate {
-        return Poll::Ready(Err(f.error().into()));
-    }
-    let wait = st.kcp.wait_snd();
-    let wnd = st.kcp.snd_wnd() as usize;
-    if wait < wnd {
-        let mss = st.kcp.mss().max(1);
-        // Back-pressure: take no more than the free window holds, so a huge
-        // write cannot queue without bound (kcp-go would take it all).
-        let mut take = data.len().min((wnd - wait).saturating_mul(mss));
-        let paced = match &st.limiter {
-            // At least a segment's worth (or all of a short write), so a slow
-            // limit does not chop the stream into tiny segments.
-            Some(l) => l.poll_take(take, take.min(mss), &mut wr.pace, cx),
-            None => Poll::Ready(take),
-        };
-        if let Poll::Ready(n) = paced {
-            take = n;
-            let r = queue_and_flush(&mut st, &mut data[..take].chunks(mss));
-            wr.clear();
-            return Poll::Ready(r.map_err(Into::into));
-        }
-    }
-    st.write_waker = Some(cx.waker().clone());
-    let limit = st.write_timeout;
-    if wr.expired(limit, cx) {
-        st.write_waker = None;
-        return Poll::Ready(Err(Error::Timeout.into()));
-    }
-    Poll::Pending
-}
-
-fn poll_send_msg(
-    shared: &Shared,
-    wr: &mut Timeout,
-    cx: &mut Context<'_>,
-    msg: &[u8],
-) -> Poll<Result<()>> {
-    if msg.is_empty() {
-        return Poll::Ready(Err(Error::EmptyMessage));
-    }
-    let mut st = shared.lock();
-    if let Some(f) = &st.fate {
-        return Poll::Ready(Err(f.error()));
-    }
-    let mut window_unknown = false;
-    if !st.kcp.is_stream_mode() {
-        // Refuse what the peer cannot assemble (see `send_msg`). Before the
-        // peer has told us its window, a message over kcp-go's assumed 32
-        // fragments (but within 255) waits for a window probe's answer
-        // instead of being refused on a guess.
-        let mss = st.kcp.mss().max(1);
-        let fragments = msg.len().div_ceil(mss);
-        let max = st.kcp.max_message_fragments();
-        if fragments > max {
-            if fragments <= crate::kcp::IKCP_MAX_FRAGMENTS && !st.kcp.window_heard() {
-                st.kcp.ask_window();
-                st.flush_now = true;
-                st.wake_driver();
-                window_unknown = true;
-            } else {
-                return Poll::Ready(Err(Error::MessageTooLarge {
-                    len: msg.len(),
-                    fragments,
-                    max,
-                }));
+    loop {
+        let r = op(&mut st.conn, now());
+        st.drive_if_needed();
+        match r {
+            Err(Error::WouldBlock) => {}
+            r => {
+                wr.clear();
+                return Poll::Ready(r);
             }
         }
-    }
-    if st.writable() && !window_unknown {
-        let paced = match &st.limiter {
-            Some(l) => l.poll_take(msg.len(), msg.len(), &mut wr.pace, cx),
-            None => Poll::Ready(msg.len()),
-        };
-        if paced.is_ready() {
-            let r = queue_and_flush(&mut st, &mut std::iter::once(msg));
-            wr.clear();
-            return Poll::Ready(r.map(|_| ()));
+        // Out of tokens (the window had room): wait on the timer, unless
+        // the wait is already over.
+        match st.conn.pace_until() {
+            Some(at) if poll_pace(at, &mut wr.pace, cx) => continue,
+            _ => break,
         }
     }
     st.write_waker = Some(cx.waker().clone());
@@ -1271,13 +891,34 @@ fn poll_send_msg(
     Poll::Pending
 }
 
+fn poll_write_impl(
+    shared: &Shared,
+    wr: &mut Timeout,
+    cx: &mut Context<'_>,
+    data: &[u8],
+) -> Poll<io::Result<usize>> {
+    if data.is_empty() {
+        return Poll::Ready(Ok(0));
+    }
+    poll_write_op(shared, wr, cx, |c, now| c.write(now, data)).map_err(Into::into)
+}
+
+fn poll_send_msg(
+    shared: &Shared,
+    wr: &mut Timeout,
+    cx: &mut Context<'_>,
+    msg: &[u8],
+) -> Poll<Result<()>> {
+    poll_write_op(shared, wr, cx, |c, now| c.send_msg(now, msg))
+}
+
 fn poll_drain(shared: &Shared, wr: &mut Timeout, cx: &mut Context<'_>) -> Poll<Result<()>> {
     let mut st = shared.lock();
-    if st.kcp.wait_snd() == 0 {
+    if st.conn.is_drained() {
         wr.clear();
         return Poll::Ready(Ok(()));
     }
-    if let Some(f) = &st.fate {
+    if let Some(f) = st.fate() {
         return Poll::Ready(Err(f.error()));
     }
     st.write_waker = Some(cx.waker().clone());
@@ -1291,10 +932,8 @@ fn poll_drain(shared: &Shared, wr: &mut Timeout, cx: &mut Context<'_>) -> Poll<R
 
 fn poll_flush_impl(shared: &Shared) -> Poll<io::Result<()>> {
     let mut st = shared.lock();
-    if st.write_delay && !st.closed {
-        st.flush_now = true;
-        st.wake_driver();
-    }
+    st.conn.flush();
+    st.drive_if_needed();
     Poll::Ready(Ok(()))
 }
 
@@ -1351,7 +990,7 @@ impl OwnedReadHalf {
     }
     /// The session's counters.
     pub fn stats(&self) -> Snmp {
-        self.shared.lock().snapshot()
+        self.shared.lock().conn.stats()
     }
     /// See [`Session::recv_msg`].
     pub async fn recv_msg(&mut self, buf: &mut [u8]) -> Result<usize> {
@@ -1414,7 +1053,7 @@ impl OwnedWriteHalf {
     }
     /// The session's counters.
     pub fn stats(&self) -> Snmp {
-        self.shared.lock().snapshot()
+        self.shared.lock().conn.stats()
     }
     /// See [`Session::send_msg`].
     pub async fn send_msg(&mut self, msg: &[u8]) -> Result<()> {
@@ -1442,7 +1081,7 @@ impl OwnedWriteHalf {
     }
     /// See [`Session::rate_limiter`].
     pub fn rate_limiter(&self) -> Option<RateLimiter> {
-        self.shared.lock().limiter.clone()
+        self.shared.lock().conn.rate_limiter().cloned()
     }
 }
 
@@ -1461,16 +1100,6 @@ impl AsyncWrite for OwnedWriteHalf {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let _ = close_shared(&self.shared);
         Poll::Ready(Ok(()))
-    }
-}
-
-/// Converts a KCP millisecond deadline to an instant.
-fn deadline_instant(deadline_ms: u32, now_ms: u32, now: Instant) -> Instant {
-    let delta = deadline_ms.wrapping_sub(now_ms) as i32;
-    if delta <= 0 {
-        now
-    } else {
-        now + Duration::from_millis(delta as u64)
     }
 }
 
@@ -1593,72 +1222,42 @@ impl Driver {
                     0
                 }
             };
-            let now = now_ms();
-            let now_i = Instant::now();
-            let now_t = TokioInstant::now();
-            let (kcp_deadline, idle_deadline, finished);
+            let now = now();
+            let (deadline, finished, newly_closed, now_ms);
             {
                 let mut guard = self.shared.lock();
                 let st = &mut *guard;
-                st.c.absorb(&mut self.c);
+                st.conn.counters().absorb(&mut self.c);
                 if got > 0 {
                     if let Some((_, rx, plains)) = self.opener.as_mut() {
                         for (i, range) in plains.iter().enumerate().take(got) {
                             let Some(range) = range.clone() else { continue };
                             match rx.get_mut(i).and_then(|(d, _)| d.get(range)) {
-                                Some(plain) if !st.closed => {
-                                    st.input(plain, now);
+                                Some(plain) => {
+                                    st.conn.handle_plain(now, plain);
                                 }
-                                // Arrived after the session ended.
-                                _ => st.c.in_errs += 1,
+                                None => st.conn.counters().in_errs += 1,
                             }
                         }
                     }
                 }
-                if !st.closed {
-                    let due = st
-                        .kcp
-                        .next_deadline(now)
-                        .is_some_and(|d| d.wrapping_sub(now) as i32 <= 0);
-                    if due {
-                        st.tick(now);
-                    } else if st.flush_now {
-                        st.flush(now);
-                    }
-                    st.flush_now = false;
-                    if let Some(limit) = st.dead_link {
-                        // Dead once a segment sent `limit` times is due for
-                        // yet another transmission (that one is not sent).
-                        if st.kcp.max_xmit() > limit {
-                            fatal = fatal.or(Some(Fate::DeadLink(limit)));
-                        }
-                    }
-                    if let Some(idle) = st.idle_timeout {
-                        if now_t.saturating_duration_since(st.last_recv) >= idle {
-                            fatal = fatal.or(Some(Fate::IdleTimeout));
-                        }
-                    }
+                let was_closed = st.conn.is_closed();
+                st.conn.handle_timeout(now);
+                if let Some(f) = fatal.take() {
+                    st.conn.end(now, f);
                 }
-                std::mem::swap(&mut self.taken, &mut st.pending);
+                newly_closed = !was_closed && st.conn.is_closed();
+                now_ms = st.conn.now_ms();
+                st.conn.take_outgoing(&mut self.taken);
                 st.wake_io();
                 st.driver_waker = Some(cx.waker().clone());
-                if st.closed {
-                    kcp_deadline = None;
-                    idle_deadline = None;
-                } else {
-                    kcp_deadline = st
-                        .kcp
-                        .next_deadline(now)
-                        .map(|d| TokioInstant::from_std(deadline_instant(d, now, now_i)));
-                    idle_deadline = st.idle_timeout.map(|t| st.last_recv + t);
-                }
+                deadline = st.conn.poll_timeout().map(TokioInstant::from_std);
                 // Abnormal endings discard unsent data; a local close sends it.
-                finished = st.closed && st.fate.as_ref().is_some_and(|f| *f != Fate::Closed);
-                st.publish();
+                finished = st.conn.close_reason().is_some_and(|f| *f != Fate::Closed);
+                st.conn.publish();
             }
-            if let Some(f) = fatal {
-                self.shared.close_with(f);
-                continue;
+            if newly_closed {
+                self.shared.after_close();
             }
             if finished {
                 self.taken.clear();
@@ -1667,7 +1266,7 @@ impl Driver {
             }
             for item in self.taken.drain(..) {
                 self.sealer
-                    .seal(item, now, &mut self.pool, &mut self.out, &mut self.c);
+                    .seal(item, now_ms, &mut self.pool, &mut self.out, &mut self.c);
             }
             match self.send(cx) {
                 Ok(()) => {}
@@ -1678,23 +1277,22 @@ impl Driver {
             };
             {
                 // Done once closed with nothing left to send: neither in
-                // `out` nor queued since this pass took `pending`. A write
-                // and close landing between that take and here leave their
-                // datagrams in `pending` (the last data of a session that
+                // `out` nor queued since this pass took the outgoing queue.
+                // A write and close landing between that take and here leave
+                // their datagrams queued (the last data of a session that
                 // writes then closes at once); ending now would drop them.
                 let mut st = self.shared.lock();
-                if st.closed && self.out.is_empty() {
-                    if !st.pending.is_empty() {
+                if st.conn.is_closed() && self.out.is_empty() {
+                    if st.conn.has_outgoing() {
                         continue;
                     }
-                    st.c.absorb(&mut self.c);
-                    st.publish();
+                    st.conn.counters().absorb(&mut self.c);
+                    st.conn.publish();
                     return Poll::Ready(());
                 }
             }
-            let next = [kcp_deadline, idle_deadline].into_iter().flatten().min();
             let mut fired = false;
-            if let Some(at) = next {
+            if let Some(at) = deadline {
                 if self.timer_at != Some(at) {
                     self.timer.as_mut().reset(at);
                     self.timer_at = Some(at);
@@ -1709,7 +1307,7 @@ impl Driver {
                     // Idle: hand cached buffers back to the shared pool so
                     // thousands of idle sessions hold none.
                     self.pool.release();
-                    self.shared.lock().pool.release();
+                    self.shared.lock().conn.release_buffers();
                 }
             }
             if !fired && got == 0 {
@@ -1741,20 +1339,5 @@ mod tests {
         send_sync::<OwnedReadHalf>();
         send_sync::<OwnedWriteHalf>();
         send_sync::<crate::listener::Listener>();
-    }
-
-    #[test]
-    fn deadlines_convert_with_wrapping_clock() {
-        let now = Instant::now();
-        assert_eq!(deadline_instant(5, 10, now), now);
-        assert_eq!(
-            deadline_instant(30, 10, now),
-            now + Duration::from_millis(20)
-        );
-        // Across the u32 wrap of the millisecond clock.
-        assert_eq!(
-            deadline_instant(4, u32::MAX - 5, now),
-            now + Duration::from_millis(10)
-        );
     }
 }

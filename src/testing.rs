@@ -647,3 +647,152 @@ pub fn transfer<A: Endpoint, B: Endpoint>(
         link: pair.link.stats(),
     })
 }
+
+/// Two pure [`Connection`](crate::connection::Connection)s joined by a
+/// [`Link`] on virtual time: the session rules (idle timeout, dead link,
+/// write delay, rate limit, OOB, close) run exactly as under the tokio
+/// runtime, deterministically and without sockets.
+///
+/// Virtual time is milliseconds since `start`; [`now`](Self::now) is the
+/// instant the connections see. Each [`step`](Self::step) advances to the
+/// next event (a datagram due, a connection's
+/// [`poll_timeout`](crate::connection::Connection::poll_timeout)), delivers
+/// and runs timers, and moves every datagram the connections produce onto
+/// the link, as a runtime would.
+#[derive(Debug)]
+pub struct ConnectionPair {
+    /// The connection at [`Side::A`] (usually the dialer).
+    pub a: crate::connection::Connection,
+    /// The connection at [`Side::B`].
+    pub b: crate::connection::Connection,
+    /// The link between them.
+    pub link: Link,
+    start: std::time::Instant,
+    /// Virtual time, ms since `start`.
+    pub now_ms: u64,
+    buf: Vec<u8>,
+}
+
+impl ConnectionPair {
+    /// Two connections with conversation id `conv` over `link`, created at
+    /// virtual time 0.
+    pub fn new(
+        conv: u32,
+        a: &crate::Config,
+        b: &crate::Config,
+        link: Link,
+    ) -> crate::Result<ConnectionPair> {
+        let start = std::time::Instant::now();
+        Ok(ConnectionPair {
+            a: crate::connection::Connection::new(conv, a, start)?,
+            b: crate::connection::Connection::new(conv, b, start)?,
+            link,
+            start,
+            now_ms: 0,
+            buf: vec![0u8; crate::config::MTU_LIMIT],
+        })
+    }
+
+    /// The instant the connections see at the current virtual time.
+    pub fn now(&self) -> std::time::Instant {
+        self.start + std::time::Duration::from_millis(self.now_ms)
+    }
+
+    /// Virtual ms of an instant (rounded up).
+    fn ms_of(&self, t: std::time::Instant) -> u64 {
+        let d = t.saturating_duration_since(self.start);
+        let ms = d.as_millis() as u64;
+        if std::time::Duration::from_millis(ms) < d {
+            ms + 1
+        } else {
+            ms
+        }
+    }
+
+    /// One side's connection.
+    pub fn side(&mut self, side: Side) -> &mut crate::connection::Connection {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    /// Moves every datagram `side` has ready onto the link; returns how many.
+    pub fn transmit(&mut self, side: Side) -> usize {
+        let now = self.now();
+        let at = self.now_ms;
+        let mut n = 0;
+        loop {
+            let conn = match side {
+                Side::A => &mut self.a,
+                Side::B => &mut self.b,
+            };
+            let Some(len) = conn.poll_transmit(now, &mut self.buf) else {
+                break;
+            };
+            self.link.send(side, &self.buf[..len], at);
+            n += 1;
+        }
+        n
+    }
+
+    /// The next virtual time something happens, if anything is pending.
+    pub fn next_event_ms(&self) -> Option<u64> {
+        [
+            self.link.next_event_time(),
+            self.a.poll_timeout().map(|t| self.ms_of(t)),
+            self.b.poll_timeout().map(|t| self.ms_of(t)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Advances to the next event (never backwards), delivers what is due,
+    /// runs due timers and transmits. False if nothing at all is pending.
+    pub fn step(&mut self) -> bool {
+        let Some(t) = self.next_event_ms() else {
+            return false;
+        };
+        self.advance(t);
+        true
+    }
+
+    /// Sets the clock to `ms` (if later) and does what is due then.
+    fn advance(&mut self, ms: u64) {
+        self.now_ms = self.now_ms.max(ms);
+        let now = self.now();
+        while let Some((to, mut bytes)) = self.link.pop_due(self.now_ms) {
+            self.side(to).handle_datagram(now, &mut bytes);
+        }
+        for side in [Side::A, Side::B] {
+            let conn = self.side(side);
+            if conn.poll_timeout().is_some_and(|t| t <= now) {
+                conn.handle_timeout(now);
+            }
+        }
+        self.transmit(Side::A);
+        self.transmit(Side::B);
+    }
+
+    /// Steps until `done` holds or virtual time passes `limit_ms`; true if
+    /// `done` held. With nothing pending the clock jumps to `limit_ms`.
+    pub fn run_until(
+        &mut self,
+        limit_ms: u64,
+        mut done: impl FnMut(&mut ConnectionPair) -> bool,
+    ) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            match self.next_event_ms() {
+                Some(t) if t <= limit_ms => self.advance(t),
+                _ => {
+                    self.advance(limit_ms);
+                    return done(self);
+                }
+            }
+        }
+    }
+}

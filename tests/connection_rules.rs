@@ -1,0 +1,361 @@
+//! The session rules of the pure `Connection`, on virtual time over the
+//! simulated link (`testing::ConnectionPair`): no sockets, no tokio, no
+//! clocks; every run is reproducible from its seed.
+
+#![cfg(feature = "testing")]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kcp_session::connection::{CloseReason, Event};
+use kcp_session::testing::{test_data, ConnectionPair, Link, LinkConfig, Side};
+use kcp_session::{Config, CryptSpec, Error, StreamMode};
+
+fn aes() -> CryptSpec {
+    CryptSpec::Kcptun {
+        name: "aes".into(),
+        passphrase: "it's a secret".into(),
+    }
+}
+
+fn quiet(b: kcp_session::ConfigBuilder) -> kcp_session::ConfigBuilder {
+    b.idle_timeout(None).dead_link(None)
+}
+
+/// Writes `data` from A as the window allows and reads everything B
+/// receives, stepping virtual time; returns what B read and when the last
+/// byte arrived (ms).
+fn stream_a_to_b(pair: &mut ConnectionPair, data: &[u8], limit_ms: u64) -> (Vec<u8>, u64) {
+    let mut sent = 0;
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = vec![0u8; 64 * 1024];
+    let done = pair.run_until(limit_ms, |p| {
+        let now = p.now();
+        while sent < data.len() {
+            match p.a.write(now, &data[sent..]) {
+                Ok(n) => sent += n,
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        p.transmit(Side::A);
+        loop {
+            match p.b.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        p.transmit(Side::B);
+        got.len() == data.len()
+    });
+    assert!(done, "{} of {} bytes arrived", got.len(), data.len());
+    let at = pair.now_ms;
+    (got, at)
+}
+
+#[test]
+fn aes_fec_stream_over_a_lossy_reordering_link_is_byte_exact() {
+    for seed in [1, 2, 3] {
+        let cfg = quiet(Config::builder().crypt(aes()).fec(10, 3))
+            .build()
+            .unwrap();
+        let link = Link::new(
+            LinkConfig {
+                loss: 0.1,
+                duplicate: 0.05,
+                reorder: 0.1,
+                reorder_delay_ms: 30,
+                delay_ms: 20,
+                jitter_ms: 5,
+            },
+            seed,
+        );
+        let mut pair = ConnectionPair::new(7, &cfg, &cfg, link).unwrap();
+        let data = test_data(512 * 1024, seed);
+        let (got, _) = stream_a_to_b(&mut pair, &data, 600_000);
+        assert!(got == data, "seed {seed}: bytes differ");
+        let s = pair.b.stats();
+        assert!(s.fec_recovered > 0, "seed {seed}: FEC rebuilt nothing");
+        assert_eq!(s.in_csum_errors, 0);
+    }
+}
+
+#[test]
+fn idle_timeout_ends_a_session_at_exactly_the_timeout_after_the_last_datagram() {
+    let cfg = Config::builder()
+        .idle_timeout(Some(Duration::from_secs(5)))
+        .dead_link(None)
+        .build()
+        .unwrap();
+    let link = Link::new(LinkConfig::perfect(10), 1);
+    let mut pair = ConnectionPair::new(1, &cfg, &cfg, link).unwrap();
+    // A datagram from B at 3 s: A's idle clock restarts then.
+    pair.run_until(3000, |_| false);
+    let now = pair.now();
+    pair.b.write(now, b"ping").unwrap();
+    pair.transmit(Side::B);
+    assert!(pair.run_until(20_000, |p| p.a.is_closed()));
+    assert_eq!(pair.a.close_reason(), Some(&CloseReason::IdleTimeout));
+    // B's datagram arrived at 3010 ms (10 ms link delay).
+    assert_eq!(pair.now_ms, 3010 + 5000);
+    assert_eq!(
+        pair.a.poll_event(),
+        Some(Event::Closed(CloseReason::IdleTimeout))
+    );
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(pair.a.read(&mut buf), Ok(4)),
+        "received data stays readable"
+    );
+    assert!(matches!(pair.a.read(&mut buf), Err(Error::IdleTimeout)));
+    assert!(matches!(
+        pair.a.write(pair.now(), b"x"),
+        Err(Error::IdleTimeout)
+    ));
+}
+
+#[test]
+fn dead_link_ends_after_exactly_n_transmissions() {
+    for limit in [1u32, 3, 8] {
+        let cfg = Config::builder()
+            .idle_timeout(None)
+            .dead_link(Some(limit))
+            .build()
+            .unwrap();
+        let link = Link::new(LinkConfig::lossy(1.0), 9);
+        let mut pair = ConnectionPair::new(1, &cfg, &cfg, link).unwrap();
+        let now = pair.now();
+        pair.a.write(now, b"hello").unwrap();
+        pair.transmit(Side::A);
+        assert!(
+            pair.run_until(600_000, |p| p.a.is_closed()),
+            "limit {limit}"
+        );
+        assert_eq!(pair.a.close_reason(), Some(&CloseReason::DeadLink(limit)));
+        let sent = pair.link.stats().sent;
+        assert_eq!(sent, u64::from(limit), "datagrams sent before giving up");
+    }
+}
+
+#[test]
+fn write_delay_holds_data_until_the_timer_tick_or_flush() {
+    let mut buf = vec![0u8; 2048];
+    for delay in [false, true] {
+        let cfg = quiet(Config::builder().write_delay(delay)).build().unwrap();
+        let link = Link::new(LinkConfig::perfect(5), 1);
+        let mut pair = ConnectionPair::new(1, &cfg, &cfg, link).unwrap();
+        let now = pair.now();
+        pair.a.write(now, b"data").unwrap();
+        let at_once = pair.a.poll_transmit(now, &mut buf).is_some();
+        assert_eq!(at_once, !delay, "write_delay {delay}");
+        if delay {
+            // flush() asks for it at the next timer pass, which is due now.
+            pair.a.flush();
+            assert_eq!(pair.a.poll_timeout(), Some(now));
+            pair.a.handle_timeout(now);
+            assert!(pair.a.poll_transmit(now, &mut buf).is_some());
+        }
+    }
+}
+
+#[test]
+fn rate_limit_paces_application_bytes_on_virtual_time() {
+    // 100 kB/s with a one-second burst: 500 kB are accepted in 4 s.
+    let cfg = quiet(Config::builder().rate_limit(100_000).window(1024, 1024))
+        .build()
+        .unwrap();
+    let link = Link::new(LinkConfig::perfect(5), 1);
+    let mut pair = ConnectionPair::new(1, &cfg, &cfg, link).unwrap();
+    let data = test_data(500_000, 4);
+    let mut sent = 0;
+    let mut buf = vec![0u8; 65536];
+    let mut last_accept = 0;
+    let mut waits = 0;
+    while sent < data.len() {
+        let now = pair.now();
+        match pair.a.write(now, &data[sent..]) {
+            Ok(n) => {
+                sent += n;
+                last_accept = pair.now_ms;
+            }
+            Err(Error::WouldBlock) => {
+                let at = pair
+                    .a
+                    .pace_until()
+                    .expect("blocked on tokens, not the window");
+                waits += 1;
+                let ms = at.duration_since(now).as_millis() as u64 + 1;
+                let target = pair.now_ms + ms;
+                pair.run_until(target, |_| false);
+            }
+            Err(e) => panic!("{e}"),
+        }
+        while let Ok(n @ 1..) = pair.b.read(&mut buf) {
+            let _ = n;
+        }
+        pair.transmit(Side::A);
+        pair.transmit(Side::B);
+    }
+    assert!(waits > 0);
+    assert!(
+        (3990..=4100).contains(&last_accept),
+        "500 kB at 100 kB/s (burst 100 kB) accepted by {last_accept} ms"
+    );
+}
+
+#[test]
+fn oob_reaches_the_peer_handler_only_with_fec() {
+    let cfg = quiet(Config::builder().fec(4, 2)).build().unwrap();
+    let link = Link::new(LinkConfig::perfect(5), 1);
+    let mut pair = ConnectionPair::new(1, &cfg, &cfg, link).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    pair.b
+        .set_oob_handler(move |d| g.lock().unwrap().push(d.to_vec()))
+        .unwrap();
+    pair.a.send_oob(b"out of band").unwrap();
+    pair.transmit(Side::A);
+    pair.run_until(100, |_| false);
+    assert_eq!(*got.lock().unwrap(), vec![b"out of band".to_vec()]);
+    let too_big = vec![0u8; pair.a.oob_max_size() + 1];
+    assert!(matches!(
+        pair.a.send_oob(&too_big),
+        Err(Error::MessageTooLarge { .. })
+    ));
+
+    let plain = quiet(Config::builder()).build().unwrap();
+    let link = Link::new(LinkConfig::perfect(5), 1);
+    let mut pair = ConnectionPair::new(1, &plain, &plain, link).unwrap();
+    assert!(matches!(
+        pair.a.send_oob(b"x"),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        pair.b.set_oob_handler(|_| {}),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert_eq!(pair.a.oob_max_size(), 0);
+}
+
+#[test]
+fn close_sends_what_was_written_and_reports_closed() {
+    let cfg = quiet(Config::builder().write_delay(true)).build().unwrap();
+    let link = Link::new(LinkConfig::perfect(5), 1);
+    let mut pair = ConnectionPair::new(1, &cfg, &cfg, link).unwrap();
+    let now = pair.now();
+    pair.a.write(now, b"last words").unwrap();
+    pair.a.close(now).unwrap();
+    assert!(matches!(pair.a.close(now), Err(Error::Closed)));
+    assert_eq!(
+        pair.a.poll_event(),
+        Some(Event::Closed(CloseReason::Closed))
+    );
+    assert_eq!(
+        pair.a.poll_timeout(),
+        None,
+        "a closed connection has no timers"
+    );
+    assert!(pair.transmit(Side::A) > 0, "the final flush is sent");
+    let mut buf = [0u8; 64];
+    assert!(pair.run_until(1000, |p| p.b.is_readable()));
+    assert_eq!(pair.b.read(&mut buf).unwrap(), 10);
+    assert_eq!(&buf[..10], b"last words");
+    assert!(matches!(pair.a.write(now, b"more"), Err(Error::Closed)));
+}
+
+#[test]
+fn events_announce_readable_and_writable_edges() {
+    let cfg = quiet(Config::builder().window(4, 32)).build().unwrap();
+    let link = Link::new(LinkConfig::perfect(20), 1);
+    let mut pair = ConnectionPair::new(1, &cfg, &cfg, link).unwrap();
+    let mss = 1400 - 24 - 100;
+    let data = test_data(16 * mss, 1);
+    let now = pair.now();
+    let n = pair.a.write(now, &data).unwrap();
+    assert!(n < data.len(), "the window of 4 takes part of it");
+    assert!(matches!(
+        pair.a.write(now, &data[n..]),
+        Err(Error::WouldBlock)
+    ));
+    assert_eq!(pair.a.poll_event(), None);
+    pair.transmit(Side::A);
+    assert!(pair.run_until(1000, |p| p.b.is_readable()));
+    assert_eq!(pair.b.poll_event(), Some(Event::Readable));
+    assert_eq!(pair.b.poll_event(), None, "an edge is reported once");
+    let mut buf = vec![0u8; 1 << 20];
+    while pair.b.read(&mut buf).is_ok() {}
+    pair.transmit(Side::B);
+    assert!(pair.run_until(2000, |p| p.a.is_writable()));
+    assert_eq!(pair.a.poll_event(), Some(Event::Writable));
+}
+
+#[test]
+fn garbage_truncated_and_replayed_datagrams_are_dropped_and_counted() {
+    let cfg = quiet(
+        Config::builder()
+            .crypt(aes())
+            .fec(4, 2)
+            .stream_mode(StreamMode::Message),
+    )
+    .build()
+    .unwrap();
+    let link = Link::new(LinkConfig::perfect(5), 1);
+    let mut pair = ConnectionPair::new(1, &cfg, &cfg, link).unwrap();
+    let now = pair.now();
+    pair.a.send_msg(now, b"exactly once").unwrap();
+    let mut wire = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    while let Some(n) = pair.a.poll_transmit(now, &mut buf) {
+        wire.push(buf[..n].to_vec());
+    }
+    assert!(!wire.is_empty());
+    let before = pair.b.stats();
+    // Every prefix of a real datagram, and bytes that never were one.
+    let mut fed = 0;
+    for d in &wire {
+        for cut in 0..d.len() {
+            let mut t = d[..cut].to_vec();
+            pair.b.handle_datagram(now, &mut t);
+            fed += 1;
+        }
+    }
+    for i in 0..200u32 {
+        let mut junk: Vec<u8> = (0..(i % 97 + 1)).map(|j| (j * 31 + i) as u8).collect();
+        pair.b.handle_datagram(now, &mut junk);
+        fed += 1;
+    }
+    let after = pair.b.stats();
+    let dropped = (after.in_csum_errors - before.in_csum_errors)
+        + (after.in_errs - before.in_errs)
+        + (after.kcp_in_errors - before.kcp_in_errors);
+    assert_eq!(dropped, fed, "every bad datagram is counted once");
+    assert!(matches!(pair.b.recv_msg(&mut buf), Err(Error::WouldBlock)));
+    // The real datagrams, three times over: one message.
+    for _ in 0..3 {
+        for d in &wire {
+            let mut t = d.clone();
+            pair.b.handle_datagram(now, &mut t);
+        }
+    }
+    assert_eq!(pair.b.recv_msg(&mut buf).unwrap(), 12);
+    assert_eq!(&buf[..12], b"exactly once");
+    assert!(matches!(pair.b.recv_msg(&mut buf), Err(Error::WouldBlock)));
+}
+
+#[test]
+fn an_idle_connection_without_idle_timeout_arms_no_timer() {
+    let cfg = quiet(Config::builder()).build().unwrap();
+    let link = Link::new(LinkConfig::perfect(5), 1);
+    let mut pair = ConnectionPair::new(1, &cfg, &cfg, link).unwrap();
+    assert_eq!(pair.a.poll_timeout(), None);
+    let now = pair.now();
+    pair.a.write(now, b"x").unwrap();
+    assert!(pair.a.poll_timeout().is_some());
+    pair.transmit(Side::A);
+    // Delivered, acknowledged: both go quiet again.
+    assert!(pair.run_until(10_000, |p| p.a.poll_timeout().is_none()
+        && p.b.poll_timeout().is_none()
+        && p.link.in_flight() == 0));
+    assert!(pair.now_ms < 1000, "quiet after {} ms", pair.now_ms);
+}
