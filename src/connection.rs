@@ -8,7 +8,7 @@
 //! socket, reads no clock (every call that needs the time takes an
 //! [`Instant`]) and spawns nothing, so the same code runs under the tokio
 //! [`Session`](crate::Session), under a blocking loop, and on virtual time in
-//! tests ([`crate::testing`]). quinn-proto's `Connection` is the model.
+//! tests (`testing::ConnectionPair`, feature `testing`). quinn-proto's `Connection` is the model.
 //!
 //! Driving it:
 //! - a datagram from the peer: [`handle_datagram`](Connection::handle_datagram);
@@ -817,7 +817,7 @@ impl Connection {
         self.limiter.as_ref()
     }
 
-    /// kcp-go v5.7 `ResetRTO` ([`Kcp::reset_rto`]).
+    /// kcp-go v5.7 `ResetRTO` ([`Kcp::reset_rto`](crate::kcp::Kcp::reset_rto)).
     pub fn reset_rto(&mut self, now: Instant) {
         let now_ms = self.ms(now);
         self.kcp.reset_rto(now_ms);

@@ -521,7 +521,7 @@ impl Session {
     pub fn rate_limiter(&self) -> Option<RateLimiter> {
         self.shared.lock().conn.rate_limiter().cloned()
     }
-    /// kcp-go v5.7 `ResetRTO` ([`Kcp::reset_rto`]): every unacknowledged
+    /// kcp-go v5.7 `ResetRTO` ([`Kcp::reset_rto`](crate::kcp::Kcp::reset_rto)): every unacknowledged
     /// segment becomes due for retransmission at the next timer tick (within
     /// one interval; nothing is sent by this call), with its backed-off RTO
     /// reset. For when the application knows connectivity is back (a new
