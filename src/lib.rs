@@ -90,6 +90,7 @@ pub mod codec;
 pub mod comp;
 pub mod config;
 pub mod crypt;
+mod endpoint;
 pub mod error;
 pub mod fec;
 pub mod io;
