@@ -548,3 +548,574 @@ impl Endpoint {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The rules on virtual time: no sockets, no clock, exact events and
+    //! counts.
+
+    use super::*;
+    use crate::stats::Snmp;
+
+    /// A raw KCP PUSH segment header (docs/wire.md §5.1) plus `data`.
+    fn push(conv: u32, sn: u32, data: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&conv.to_le_bytes());
+        v.push(81); // IKCP_CMD_PUSH
+        v.push(0); // frg
+        v.extend_from_slice(&32u16.to_le_bytes()); // wnd
+        v.extend_from_slice(&0u32.to_le_bytes()); // ts
+        v.extend_from_slice(&sn.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes()); // una
+        v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// An 8-byte FEC header (seqid, flag, size) in front of `body` (§4.2).
+    fn fec(flag: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&7u32.to_le_bytes());
+        v.extend_from_slice(&flag.to_le_bytes());
+        v.extend_from_slice(&((body.len() + 2) as u16).to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn fec_data(conv: u32, sn: u32) -> Vec<u8> {
+        fec(0xF1, &push(conv, sn, b"x"))
+    }
+
+    fn parity() -> Vec<u8> {
+        fec(0xF2, &[0xAB; 40])
+    }
+
+    fn oob(conv: u32) -> Vec<u8> {
+        let mut body = conv.to_le_bytes().to_vec();
+        body.extend_from_slice(b"out of band");
+        fec(0xF3, &body)
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    const OK: InputReport = InputReport {
+        kcp_ok: 1,
+        kcp_errors: 0,
+    };
+    const REJECTED: InputReport = InputReport {
+        kcp_ok: 0,
+        kcp_errors: 1,
+    };
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// `(InErrs, KCPInErrors, InCsumErrors, PassiveOpens)` counted so far
+    /// (all 0 without feature `snmp`).
+    fn counts(ep: &Endpoint) -> (u64, u64, u64, u64) {
+        let s: Snmp = ep.counters().snapshot();
+        (
+            s.in_errs,
+            s.kcp_in_errors,
+            s.in_csum_errors,
+            s.passive_opens,
+        )
+    }
+
+    /// What [`counts`] must read: the arguments, or 0s without `snmp`.
+    fn expect(in_errs: u64, kcp: u64, csum: u64, opens: u64) -> (u64, u64, u64, u64) {
+        if cfg!(feature = "snmp") {
+            (in_errs, kcp, csum, opens)
+        } else {
+            (0, 0, 0, 0)
+        }
+    }
+
+    /// Opens a connection for `conv` from `from` at `now`, asserting it
+    /// needed no retirement.
+    fn open(ep: &mut Endpoint, now: Instant, from: SocketAddr, conv: u32) -> ConnId {
+        let adm = match ep.handle(now, from, &push(conv, 0, b"hi"), Backlog::Room) {
+            Event::Open(adm) => adm,
+            e => panic!("expected Open, got {e:?}"),
+        };
+        assert_eq!(adm.conv(), conv);
+        assert_eq!(adm.retire(), None);
+        ep.commit(adm, now, &OK).expect("commit")
+    }
+
+    fn dropped(reason: DropReason) -> Event {
+        Event::Drop {
+            reason,
+            replaced: None,
+        }
+    }
+
+    /// The newcomer's admission, asserting what it retires.
+    fn admitted(ev: Event, retire: Option<(ConnId, Retire)>) -> Admission {
+        match ev {
+            Event::Open(adm) => {
+                assert_eq!(adm.retire(), retire);
+                adm
+            }
+            e => panic!("expected Open retiring {retire:?}, got {e:?}"),
+        }
+    }
+
+    #[test]
+    fn datagrams_are_routed_by_sender_address() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(None);
+        let a = open(&mut ep, t0, addr(1), 10);
+        let b = open(&mut ep, t0, addr(2), 20);
+        assert_ne!(a, b);
+        assert_eq!(ep.len(), 2);
+        let t = t0 + ms(5);
+        assert_eq!(
+            ep.handle(t, addr(1), &push(10, 1, b"a"), Backlog::Room),
+            Event::Route(a)
+        );
+        assert_eq!(
+            ep.handle(t, addr(2), &push(20, 1, b"b"), Backlog::Full),
+            Event::Route(b)
+        );
+        // Parity and FEC data carry (or lack) a conv; the address decides.
+        assert_eq!(
+            ep.handle(t, addr(1), &parity(), Backlog::Room),
+            Event::Route(a)
+        );
+        assert_eq!(
+            ep.handle(t, addr(2), &fec_data(20, 3), Backlog::Room),
+            Event::Route(b)
+        );
+        assert_eq!(
+            ep.handle(t, addr(1), &oob(10), Backlog::Room),
+            Event::Route(a)
+        );
+        assert_eq!(ep.lookup(addr(1)), Some(a));
+        assert_eq!(ep.lookup(addr(3)), None);
+        assert_eq!(counts(&ep), expect(0, 0, 0, 2));
+    }
+
+    #[test]
+    fn a_new_conv_with_sn_zero_replaces_the_session() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(None);
+        let a = open(&mut ep, t0, addr(1), 10);
+        let adm = admitted(
+            ep.handle(t0, addr(1), &push(11, 0, b"restart"), Backlog::Room),
+            Some((a, Retire::Replaced)),
+        );
+        assert_eq!(adm.conv(), 11);
+        // The old one is gone at once; the new one is there after commit.
+        assert_eq!(ep.lookup(addr(1)), None);
+        assert!(ep.is_empty());
+        let a2 = ep.commit(adm, t0, &OK).unwrap();
+        assert_ne!(a2, a);
+        assert_eq!(ep.lookup(addr(1)), Some(a2));
+        assert_eq!(
+            ep.handle(t0, addr(1), &push(11, 5, b""), Backlog::Room),
+            Event::Route(a2)
+        );
+        // FEC data and OOB (sn reads 0) with a new conv replace too.
+        let adm = admitted(
+            ep.handle(t0, addr(1), &fec_data(12, 0), Backlog::Room),
+            Some((a2, Retire::Replaced)),
+        );
+        let a3 = ep.commit(adm, t0, &OK).unwrap();
+        let adm = admitted(
+            ep.handle(t0, addr(1), &oob(13), Backlog::Room),
+            Some((a3, Retire::Replaced)),
+        );
+        assert_eq!(adm.conv(), 13);
+        assert!(ep.commit(adm, t0, &REJECTED).is_some(), "OOB needs no KCP");
+        assert_eq!(ep.len(), 1);
+        assert_eq!(counts(&ep), expect(0, 0, 0, 4));
+    }
+
+    #[test]
+    fn a_new_conv_with_sn_nonzero_is_a_foreign_segment() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(None);
+        let a = open(&mut ep, t0, addr(1), 10);
+        assert_eq!(
+            ep.handle(t0, addr(1), &push(11, 1, b""), Backlog::Room),
+            dropped(DropReason::ForeignConv)
+        );
+        assert_eq!(
+            ep.handle(t0, addr(1), &fec_data(11, 9), Backlog::Room),
+            dropped(DropReason::ForeignConv)
+        );
+        assert_eq!(counts(&ep), expect(0, 2, 0, 1));
+        assert_eq!(
+            ep.handle(t0, addr(1), &push(10, 1, b""), Backlog::Room),
+            Event::Route(a)
+        );
+    }
+
+    #[test]
+    fn conv_less_datagrams_from_unknown_addresses_are_dropped() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(None);
+        assert_eq!(
+            ep.handle(t0, addr(1), &parity(), Backlog::Room),
+            dropped(DropReason::NoConv)
+        );
+        // 0xF1 data too short to hold a segment header has no conv either.
+        let short = fec(0xF1, &[1; 10]);
+        assert!(short.len() >= MIN_PLAINTEXT);
+        assert_eq!(
+            ep.handle(t0, addr(1), &short, Backlog::Room),
+            dropped(DropReason::NoConv)
+        );
+        assert!(ep.is_empty());
+        assert_eq!(counts(&ep), expect(2, 0, 0, 0));
+    }
+
+    #[test]
+    fn short_and_junk_plaintexts_are_kcp_errors() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(None);
+        let a = open(&mut ep, t0, addr(1), 10);
+        for from in [addr(1), addr(2)] {
+            assert_eq!(
+                ep.handle(t0, from, &[], Backlog::Room),
+                dropped(DropReason::ShortPlaintext)
+            );
+            assert_eq!(
+                ep.handle(t0, from, &[0; MIN_PLAINTEXT - 1], Backlog::Room),
+                dropped(DropReason::ShortPlaintext)
+            );
+            // Raw KCP at least MIN_PLAINTEXT long but under a header.
+            assert_eq!(
+                ep.handle(t0, from, &push(10, 0, b"")[..20], Backlog::Room),
+                dropped(DropReason::NotKcp)
+            );
+        }
+        assert_eq!(counts(&ep), expect(0, 6, 0, 1));
+        assert_eq!(ep.lookup(addr(1)), Some(a));
+        assert_eq!(ep.len(), 1);
+    }
+
+    #[test]
+    fn a_closed_endpoint_refuses_newcomers_but_routes_known_addresses() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(None);
+        let a = open(&mut ep, t0, addr(1), 10);
+        let b = open(&mut ep, t0, addr(2), 20);
+        assert!(!ep.is_closed());
+        ep.close();
+        assert!(ep.is_closed());
+        assert_eq!(
+            ep.handle(t0, addr(3), &push(30, 0, b""), Backlog::Room),
+            dropped(DropReason::NotAccepting)
+        );
+        assert_eq!(
+            ep.handle(t0, addr(1), &push(10, 1, b""), Backlog::Room),
+            Event::Route(a)
+        );
+        // A restart from a known address still retires the old session.
+        assert_eq!(
+            ep.handle(t0, addr(2), &push(21, 0, b""), Backlog::Room),
+            Event::Drop {
+                reason: DropReason::NotAccepting,
+                replaced: Some(b)
+            }
+        );
+        assert_eq!(ep.lookup(addr(2)), None);
+        assert_eq!(ep.len(), 1);
+        assert_eq!(counts(&ep), expect(2, 0, 0, 2));
+    }
+
+    #[test]
+    fn a_full_backlog_refuses_newcomers() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(Some(8));
+        let a = open(&mut ep, t0, addr(1), 10);
+        assert_eq!(
+            ep.handle(t0, addr(2), &push(20, 0, b""), Backlog::Full),
+            dropped(DropReason::BacklogFull)
+        );
+        assert_eq!(
+            ep.handle(t0, addr(1), &push(11, 0, b""), Backlog::Full),
+            Event::Drop {
+                reason: DropReason::BacklogFull,
+                replaced: Some(a)
+            }
+        );
+        assert!(ep.is_empty());
+        assert_eq!(counts(&ep), expect(2, 0, 0, 1));
+    }
+
+    #[test]
+    fn a_first_datagram_kcp_rejects_opens_nothing() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(None);
+        let adm = admitted(
+            ep.handle(t0, addr(1), &push(10, 0, b""), Backlog::Room),
+            None,
+        );
+        assert_eq!(ep.commit(adm, t0, &REJECTED), None);
+        assert!(ep.is_empty());
+        assert_eq!(ep.lookup(addr(1)), None);
+        assert_eq!(counts(&ep), expect(0, 1, 0, 0));
+        // The caller's own refusals, counted here too.
+        let adm = admitted(ep.handle(t0, addr(1), &oob(10), Backlog::Room), None);
+        ep.reject(adm, DropReason::BuildFailed);
+        let adm = admitted(
+            ep.handle(t0, addr(1), &fec_data(10, 0), Backlog::Room),
+            None,
+        );
+        ep.reject(adm, DropReason::BacklogFull);
+        ep.refuse(DropReason::SessionClosed);
+        assert!(ep.is_empty());
+        assert_eq!(counts(&ep), expect(3, 1, 0, 0));
+    }
+
+    #[test]
+    fn open_failures_map_to_the_counters_they_always_had() {
+        let mut ep = Endpoint::new(None);
+        ep.refuse(OpenError::Integrity.into());
+        ep.refuse(OpenError::Integrity.into());
+        ep.refuse(OpenError::Short.into());
+        ep.refuse(DropReason::BadRange);
+        assert_eq!(counts(&ep), expect(2, 0, 2, 0));
+        let mut into = Counters::default();
+        ep.drain_counters(&mut into);
+        assert_eq!(counts(&ep), (0, 0, 0, 0));
+        assert_eq!(
+            into.snapshot().in_csum_errors,
+            if cfg!(feature = "snmp") { 2 } else { 0 }
+        );
+    }
+
+    #[test]
+    fn a_removed_connection_frees_its_address_and_its_id_goes_stale() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(Some(1));
+        let a = open(&mut ep, t0, addr(1), 10);
+        assert!(ep.remove(a));
+        assert!(!ep.remove(a), "removing twice");
+        assert!(ep.is_empty());
+        // Same address, same conv: a new connection (in the reused slot).
+        let a2 = open(&mut ep, t0, addr(1), 10);
+        assert_eq!(a2.index(), a.index());
+        assert_ne!(a2, a);
+        // The stale id touches nothing.
+        ep.note_proven(a);
+        ep.note_heard(a, t0 + ms(100));
+        assert!(!ep.is_proven(a2));
+        assert!(!ep.remove(a));
+        assert_eq!(ep.lookup(addr(1)), Some(a2));
+        assert_eq!(counts(&ep), expect(0, 0, 0, 2));
+    }
+
+    #[test]
+    fn a_full_table_evicts_unproven_past_grace_least_recently_heard_first() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(Some(3));
+        let a = open(&mut ep, t0, addr(1), 1);
+        let b = open(&mut ep, t0, addr(2), 2);
+        let c = open(&mut ep, t0, addr(3), 3);
+        ep.note_heard(a, t0 + ms(300));
+        ep.note_heard(c, t0 + ms(200));
+        ep.note_proven(b);
+        assert!(ep.is_proven(b));
+        // Everyone is in the grace period (or proven and talking).
+        assert_eq!(
+            ep.handle(t0 + ms(900), addr(4), &push(4, 0, b""), Backlog::Room),
+            dropped(DropReason::TableFull)
+        );
+        assert_eq!(ep.len(), 3);
+        // Past grace: the unproven one heard least recently (c), then a.
+        let t1 = t0 + EVICT_GRACE;
+        let adm = admitted(
+            ep.handle(t1, addr(4), &push(4, 0, b""), Backlog::Room),
+            Some((c, Retire::Evicted)),
+        );
+        assert_eq!(ep.lookup(addr(3)), None);
+        let d = ep.commit(adm, t1, &OK).unwrap();
+        let adm = admitted(
+            ep.handle(t1, addr(5), &push(5, 0, b""), Backlog::Room),
+            Some((a, Retire::Evicted)),
+        );
+        let e = ep.commit(adm, t1, &OK).unwrap();
+        // Left: b (proven, heard at t0, silent < 3 s) and two newcomers in
+        // their grace period: nobody.
+        assert_eq!(
+            ep.handle(t1 + ms(500), addr(6), &push(6, 0, b""), Backlog::Room),
+            dropped(DropReason::TableFull)
+        );
+        // Once d and e are past grace, they go before the proven b.
+        ep.note_heard(d, t1 + ms(20));
+        ep.note_heard(e, t1 + ms(10));
+        let t2 = t1 + EVICT_GRACE;
+        let adm = admitted(
+            ep.handle(t2, addr(6), &push(6, 0, b""), Backlog::Room),
+            Some((e, Retire::Evicted)),
+        );
+        ep.commit(adm, t2, &OK).unwrap();
+        assert_eq!(ep.lookup(addr(2)), Some(b));
+        assert_eq!(ep.lookup(addr(4)), Some(d));
+        assert_eq!(ep.len(), 3);
+        assert_eq!(counts(&ep), expect(2, 0, 0, 6));
+    }
+
+    #[test]
+    fn a_proven_peer_is_evicted_only_once_silent() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(Some(2));
+        let a = open(&mut ep, t0, addr(1), 1);
+        let b = open(&mut ep, t0, addr(2), 2);
+        ep.note_proven(a);
+        ep.note_proven(b);
+        ep.note_heard(a, t0 + ms(1000));
+        ep.note_heard(b, t0 + ms(2000));
+        // Talking peers are never evicted, however old.
+        let t = t0 + ms(3900);
+        assert_eq!(
+            ep.handle(t, addr(3), &push(3, 0, b""), Backlog::Room),
+            dropped(DropReason::TableFull)
+        );
+        // a silent for 3 s: it goes; b (silent 2 s) stays.
+        let t = t0 + ms(1000) + EVICT_SILENT_AFTER;
+        let adm = admitted(
+            ep.handle(t, addr(3), &push(3, 0, b""), Backlog::Room),
+            Some((a, Retire::Evicted)),
+        );
+        let c = ep.commit(adm, t, &OK).unwrap();
+        ep.note_proven(c);
+        // b keeps talking; c is proven and just heard: nobody, for ever.
+        for s in 0..10u64 {
+            let t = t + Duration::from_secs(s);
+            ep.note_heard(b, t);
+            ep.note_heard(c, t);
+            assert_eq!(
+                ep.handle(t, addr(9), &push(9, 0, b""), Backlog::Room),
+                dropped(DropReason::TableFull)
+            );
+        }
+        assert_eq!(ep.lookup(addr(2)), Some(b));
+        assert_eq!(ep.lookup(addr(3)), Some(c));
+        assert_eq!(counts(&ep), expect(11, 0, 0, 3));
+    }
+
+    #[test]
+    fn a_fruitless_scan_holds_off_the_next_for_the_rescan_period() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(Some(1));
+        let a = open(&mut ep, t0, addr(1), 1);
+        ep.note_proven(a);
+        // Silent 3 s at t0 + 3 s; the scan at t0 + 2.99 s finds nobody.
+        let t = t0 + ms(2990);
+        assert_eq!(
+            ep.handle(t, addr(2), &push(2, 0, b""), Backlog::Room),
+            dropped(DropReason::TableFull)
+        );
+        // a became evictable at t0 + 3 s, but no rescan before t + 50 ms.
+        for at in [ms(10), ms(30), EVICT_RESCAN - ms(1)] {
+            assert_eq!(
+                ep.handle(t + at, addr(2), &push(2, 0, b""), Backlog::Room),
+                dropped(DropReason::TableFull),
+                "{at:?}"
+            );
+        }
+        let adm = admitted(
+            ep.handle(t + EVICT_RESCAN, addr(2), &push(2, 0, b""), Backlog::Room),
+            Some((a, Retire::Evicted)),
+        );
+        ep.commit(adm, t + EVICT_RESCAN, &OK).unwrap();
+        assert_eq!(counts(&ep), expect(4, 0, 0, 2));
+    }
+
+    #[test]
+    fn remembered_candidates_are_rechecked_before_eviction() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(Some(2));
+        let a = open(&mut ep, t0, addr(1), 1);
+        let b = open(&mut ep, t0, addr(2), 2);
+        ep.note_heard(b, t0 + ms(1));
+        let t1 = t0 + EVICT_GRACE;
+        // One scan remembers [a, b]; a goes first.
+        let adm = admitted(
+            ep.handle(t1, addr(3), &push(3, 0, b""), Backlog::Room),
+            Some((a, Retire::Evicted)),
+        );
+        ep.commit(adm, t1, &OK).unwrap();
+        // b proves itself and talks: the remembered b is skipped, the
+        // rescan finds nobody (the newcomer is in its grace period).
+        ep.note_proven(b);
+        ep.note_heard(b, t1);
+        assert_eq!(
+            ep.handle(t1, addr(4), &push(4, 0, b""), Backlog::Room),
+            dropped(DropReason::TableFull)
+        );
+        assert_eq!(ep.lookup(addr(2)), Some(b));
+        // A remembered candidate removed meanwhile is skipped too.
+        let mut ep = Endpoint::new(Some(2));
+        let a = open(&mut ep, t0, addr(1), 1);
+        let b = open(&mut ep, t0, addr(2), 2);
+        ep.note_heard(b, t0 + ms(1));
+        let adm = admitted(
+            ep.handle(t1, addr(3), &push(3, 0, b""), Backlog::Room),
+            Some((a, Retire::Evicted)),
+        );
+        ep.commit(adm, t1, &OK).unwrap();
+        assert!(ep.remove(b));
+        let c = open(&mut ep, t1, addr(4), 4);
+        // Table full again, b's slot now holds c (in grace): nobody.
+        assert_eq!(c.index(), b.index());
+        assert_eq!(
+            ep.handle(t1, addr(5), &push(5, 0, b""), Backlog::Room),
+            dropped(DropReason::TableFull)
+        );
+        assert_eq!(ep.lookup(addr(4)), Some(c));
+    }
+
+    #[test]
+    fn an_unbounded_table_never_evicts() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(None);
+        for p in 1..=200u16 {
+            open(&mut ep, t0, addr(p), u32::from(p));
+        }
+        let t = t0 + Duration::from_secs(60);
+        let adm = admitted(
+            ep.handle(t, addr(999), &push(999, 0, b""), Backlog::Room),
+            None,
+        );
+        ep.commit(adm, t, &OK).unwrap();
+        assert_eq!(ep.len(), 201);
+    }
+
+    #[test]
+    fn the_batch_scan_evicts_in_order_across_batches() {
+        // More candidates than one scan remembers: order holds across scans.
+        let t0 = Instant::now();
+        let n = EVICT_BATCH * 2 + 5;
+        let mut ep = Endpoint::new(Some(n));
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = open(&mut ep, t0, addr(1000 + i as u16), i as u32);
+            // Heard in reverse order: the last opened was heard first.
+            ep.note_heard(id, t0 + ms((n - i) as u64));
+            ids.push(id);
+        }
+        let t = t0 + Duration::from_secs(2);
+        for k in 0..n {
+            let from = addr(5000 + k as u16);
+            let adm = admitted(
+                ep.handle(t, from, &push(7, 0, b""), Backlog::Room),
+                Some((ids[n - 1 - k], Retire::Evicted)),
+            );
+            ep.commit(adm, t, &OK).unwrap();
+        }
+        // Only newcomers in their grace period are left.
+        assert_eq!(
+            ep.handle(t, addr(9999), &push(7, 0, b""), Backlog::Room),
+            dropped(DropReason::TableFull)
+        );
+    }
+}
