@@ -382,16 +382,14 @@ impl Glue {
             Event::Open(adm) => {
                 let old = adm.retire().and_then(|(id, why)| Some((t.take(id)?, why)));
                 drop(t);
-                match old {
-                    Some((old, Retire::Replaced)) => {
-                        old.close_with(Fate::Closed);
+                if let Some((old, why)) = old {
+                    let fate = match why {
+                        Retire::Replaced => Fate::Closed,
+                        Retire::Evicted => Fate::Evicted,
+                    };
+                    if old.close_with(fate) && why == Retire::Evicted {
+                        self.shared.evictions.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some((old, Retire::Evicted)) => {
-                        if old.close_with(Fate::Evicted) {
-                            self.shared.evictions.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    None => {}
                 }
                 self.open(adm, from, plain, now_ms, now);
             }
