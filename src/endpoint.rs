@@ -1003,6 +1003,30 @@ mod tests {
     }
 
     #[test]
+    fn unproven_sessions_go_before_silent_proven_ones_heard_earlier() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(Some(2));
+        let a = open(&mut ep, t0, addr(1), 1);
+        let b = open(&mut ep, t0, addr(2), 2);
+        ep.note_proven(a);
+        ep.note_heard(b, t0 + Duration::from_secs(2));
+        // Both evictable at t0 + 4 s; a was heard less recently but is
+        // proven, so the unproven b goes first, then a.
+        let t = t0 + Duration::from_secs(4);
+        let adm = admitted(
+            ep.handle(t, addr(3), &push(3, 0, b""), Backlog::Room),
+            Some((b, Retire::Evicted)),
+        );
+        ep.commit(adm, t, &OK).unwrap();
+        let adm = admitted(
+            ep.handle(t, addr(4), &push(4, 0, b""), Backlog::Room),
+            Some((a, Retire::Evicted)),
+        );
+        ep.commit(adm, t, &OK).unwrap();
+        assert_eq!(counts(&ep), expect(0, 0, 0, 4));
+    }
+
+    #[test]
     fn a_fruitless_scan_holds_off_the_next_for_the_rescan_period() {
         let t0 = Instant::now();
         let mut ep = Endpoint::new(Some(1));
