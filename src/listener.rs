@@ -13,6 +13,11 @@
 //! newcomer evicts an unproven or long-silent session (the rule is on
 //! `ConfigBuilder::max_sessions`), or is dropped.
 //!
+//! Every one of these decisions, and the counting of every refused datagram,
+//! is made by the pure `endpoint::Endpoint` (no I/O, no clock, no lock); this
+//! module is the glue that owns the socket, the sessions (by `ConnId`) and
+//! the backlog, and does what the endpoint's event says.
+//!
 //! Two deliberate differences from kcp-go: a first datagram that KCP rejects
 //! entirely (junk that happened to decrypt, e.g. with the `null` cipher)
 //! creates no session; and closing the listener stops accepting but keeps
@@ -472,11 +477,10 @@ impl Glue {
         for s in self.touched.drain(..) {
             s.lock().wake_driver();
         }
-        let mut c = std::mem::take(&mut self.c);
         table(&self.shared, &mut self.note)
             .ep
-            .drain_counters(&mut c);
-        flush_counters(&mut c, &self.shared, &mut self.publisher);
+            .drain_counters(&mut self.c);
+        flush_counters(&mut self.c, &self.shared, &mut self.publisher);
     }
 
     fn fail(&mut self, e: io::Error) {
