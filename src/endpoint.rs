@@ -32,8 +32,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::codec::InputReport;
-use crate::codec::{self, Demux, OpenError, PacketType, MIN_PLAINTEXT};
+use crate::codec::{self, Demux, InputReport, OpenError, PacketType, MIN_PLAINTEXT};
 use crate::stats::Counters;
 
 /// A proven connection may be evicted for a newcomer only after this long
@@ -165,6 +164,10 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
+    /// The newcomer's address.
+    pub(crate) fn from(&self) -> SocketAddr {
+        self.from
+    }
     /// The new connection's conv.
     pub(crate) fn conv(&self) -> u32 {
         self.conv

@@ -396,7 +396,7 @@ impl Glue {
                         self.shared.evictions.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                self.open(adm, from, plain, now_ms, now);
+                self.open(adm, plain, now_ms, now);
             }
         }
     }
@@ -432,7 +432,7 @@ impl Glue {
         }
     }
 
-    fn open(&mut self, adm: Admission, from: SocketAddr, plain: &[u8], now_ms: u32, now: Instant) {
+    fn open(&mut self, adm: Admission, plain: &[u8], now_ms: u32, now: Instant) {
         let Ok(permit) = self.accept_tx.try_reserve() else {
             return table(&self.shared, &mut self.note)
                 .ep
@@ -440,7 +440,7 @@ impl Glue {
         };
         let Ok((session, driver)) = Session::build(
             adm.conv(),
-            from,
+            adm.from(),
             self.shared.local,
             self.shared.socket.clone(),
             Origin::Accepted,
