@@ -91,6 +91,7 @@ pub mod comp;
 pub mod config;
 pub mod connection;
 pub mod crypt;
+mod endpoint;
 pub mod error;
 pub mod fec;
 pub mod io;

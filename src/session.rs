@@ -112,16 +112,6 @@ impl State {
         self.conn.is_closed()
     }
 
-    /// See [`Connection::eviction_rank`].
-    pub(crate) fn eviction_rank(
-        &self,
-        now: Instant,
-        grace: Duration,
-        silent: Duration,
-    ) -> Option<(u8, Instant)> {
-        self.conn.eviction_rank(now, grace, silent)
-    }
-
     fn fate(&self) -> Option<&Fate> {
         self.conn.close_reason()
     }
