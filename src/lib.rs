@@ -103,6 +103,7 @@ pub mod smux;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transport;
 
 pub use config::{Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode};
 pub use error::{Error, Result};

@@ -41,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::io::{self as uio, RecvBatch};
 use crate::session::{runtime_handle, socket_options, Fate, Origin, Session, Shared, State};
 use crate::stats::{Counters, Publisher, Snmp};
+use crate::transport::{Transport, UdpTransport};
 
 /// Datagrams read per `recvmmsg` on the shared socket.
 const LISTENER_RECV_BATCH: usize = 64;
@@ -97,7 +98,7 @@ impl Table {
 
 /// State shared by the [`Listener`] handle, its receive task and its sessions.
 pub(crate) struct ListenerShared {
-    socket: Arc<UdpSocket>,
+    transport: Arc<dyn Transport>,
     local: SocketAddr,
     config: Config,
     table: Mutex<Table>,
@@ -164,12 +165,21 @@ impl Listener {
     /// with [`Error::Io`].
     pub fn from_socket(socket: UdpSocket, config: &Config) -> Result<Listener> {
         config.validate()?;
-        let runtime = runtime_handle()?;
         uio::apply(&socket, &socket_options(config))?;
-        let local = socket.local_addr()?;
+        Listener::with_transport(Arc::new(UdpTransport::new(socket)), config)
+    }
+
+    /// Serves on any datagram [`Transport`] (kcp-go `ServeConn` on a custom
+    /// `net.PacketConn`): sessions are told apart by the source address the
+    /// transport reports. Socket options in `config` are not applied.
+    /// Outside a tokio runtime this fails with [`Error::Io`].
+    pub fn with_transport(transport: Arc<dyn Transport>, config: &Config) -> Result<Listener> {
+        config.validate()?;
+        let runtime = runtime_handle()?;
+        let local = transport.local_addr()?;
         let (tx, rx) = mpsc::channel(config.accept_backlog());
         let shared = Arc::new(ListenerShared {
-            socket: Arc::new(socket),
+            transport,
             local,
             config: config.clone(),
             table: Mutex::new(Table {
@@ -269,15 +279,15 @@ impl Listener {
         if dscp > 63 {
             return Err(Error::InvalidConfig(format!("DSCP {dscp} exceeds 63")));
         }
-        Ok(uio::set_dscp(&self.shared.socket, dscp)?)
+        Ok(self.shared.transport.set_dscp(dscp)?)
     }
     /// kcp-go `Listener.SetReadBuffer`.
     pub fn set_recv_buffer(&self, bytes: usize) -> Result<()> {
-        Ok(uio::set_recv_buffer(&self.shared.socket, bytes)?)
+        Ok(self.shared.transport.set_recv_buffer(bytes)?)
     }
     /// kcp-go `Listener.SetWriteBuffer`.
     pub fn set_send_buffer(&self, bytes: usize) -> Result<()> {
-        Ok(uio::set_send_buffer(&self.shared.socket, bytes)?)
+        Ok(self.shared.transport.set_send_buffer(bytes)?)
     }
 }
 
@@ -433,7 +443,7 @@ impl Glue {
             adm.conv(),
             adm.from(),
             self.shared.local,
-            self.shared.socket.clone(),
+            self.shared.transport.clone(),
             Origin::Accepted,
             Some(Arc::downgrade(&self.shared)),
             &self.shared.config,
@@ -501,7 +511,8 @@ impl std::future::Future for ListenTask {
             if done {
                 return Poll::Ready(());
             }
-            match rx.poll_recv(&glue.shared.socket, cx) {
+            rx.clear();
+            match glue.shared.transport.poll_recv(cx, rx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e))
                     if matches!(

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
+
+use crate::transport::{Transport, UdpTransport};
 use tokio::sync::Notify;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
@@ -156,7 +158,7 @@ pub(crate) struct Shared {
     pub(crate) conv: u32,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
-    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) transport: Arc<dyn Transport>,
     pub(crate) origin: Origin,
     pub(crate) listener: Option<Weak<ListenerShared>>,
     /// Counted in `CurrEstab` (a listener builds candidates it may discard).
@@ -316,11 +318,26 @@ impl Session {
     ) -> Result<Session> {
         config.validate()?;
         uio::apply(&socket, &socket_options(config))?;
+        Session::with_transport(Arc::new(UdpTransport::new(socket)), peer, conv, config)
+    }
+
+    /// A session over any datagram [`Transport`] with an explicit conv: the
+    /// session owns the transport's receive side (datagrams not from `peer`
+    /// count as `InErrs`) and sends to `peer` through it. Socket options in
+    /// `config` are not applied (the transport's own setters are used by
+    /// [`set_dscp`](Self::set_dscp) and friends). Outside a tokio runtime
+    /// this fails with [`Error::Io`].
+    pub fn with_transport(
+        transport: Arc<dyn Transport>,
+        peer: SocketAddr,
+        conv: u32,
+        config: &Config,
+    ) -> Result<Session> {
+        config.validate()?;
         let runtime = runtime_handle()?;
-        let local = socket.local_addr()?;
-        let socket = Arc::new(socket);
+        let local = transport.local_addr()?;
         let (session, driver) =
-            Session::build(conv, peer, local, socket, Origin::Dialed, None, config)?;
+            Session::build(conv, peer, local, transport, Origin::Dialed, None, config)?;
         session.mark_opened();
         runtime.spawn(driver);
         Ok(session)
@@ -331,7 +348,7 @@ impl Session {
         conv: u32,
         peer: SocketAddr,
         local: SocketAddr,
-        socket: Arc<UdpSocket>,
+        transport: Arc<dyn Transport>,
         origin: Origin,
         listener: Option<Weak<ListenerShared>>,
         config: &Config,
@@ -345,7 +362,7 @@ impl Session {
             conv,
             peer,
             local,
-            socket,
+            transport,
             origin,
             listener,
             opened: AtomicBool::new(false),
@@ -557,17 +574,17 @@ impl Session {
         if dscp > 63 {
             return Err(Error::InvalidConfig(format!("DSCP {dscp} exceeds 63")));
         }
-        Ok(uio::set_dscp(&self.shared.socket, dscp)?)
+        Ok(self.shared.transport.set_dscp(dscp)?)
     }
     /// kcp-go `SetReadBuffer`; only for a session that owns its socket.
     pub fn set_recv_buffer(&self, bytes: usize) -> Result<()> {
         self.owned_socket("SetReadBuffer")?;
-        Ok(uio::set_recv_buffer(&self.shared.socket, bytes)?)
+        Ok(self.shared.transport.set_recv_buffer(bytes)?)
     }
     /// kcp-go `SetWriteBuffer`; only for a session that owns its socket.
     pub fn set_send_buffer(&self, bytes: usize) -> Result<()> {
         self.owned_socket("SetWriteBuffer")?;
-        Ok(uio::set_send_buffer(&self.shared.socket, bytes)?)
+        Ok(self.shared.transport.set_send_buffer(bytes)?)
     }
     fn owned_socket(&self, what: &str) -> Result<()> {
         match self.shared.origin {
@@ -1147,7 +1164,8 @@ impl Driver {
             return Ok(0);
         };
         loop {
-            match rx.poll_recv(&self.shared.socket, cx) {
+            rx.clear();
+            match self.shared.transport.poll_recv(cx, rx) {
                 Poll::Pending => return Ok(0),
                 Poll::Ready(Err(e)) if transient(&e) => continue,
                 Poll::Ready(Err(e)) => return Err(e),
@@ -1182,7 +1200,7 @@ impl Driver {
                 }
             }
             let (pkts, bytes) = self.out.try_send(
-                &self.shared.socket,
+                &*self.shared.transport,
                 self.shared.peer,
                 usize::MAX,
                 &mut self.pool,
@@ -1193,8 +1211,8 @@ impl Driver {
                 // Socket buffer full: wait for writability. Boxed once per
                 // stall, not per packet; works with many sessions sharing a
                 // listener's socket (poll_send_ready keeps only one waker).
-                let sock = self.shared.socket.clone();
-                self.writable = Some(Box::pin(async move { sock.writable().await }));
+                let transport = self.shared.transport.clone();
+                self.writable = Some(Box::pin(async move { transport.writable().await }));
             }
         }
         Ok(())
