@@ -39,7 +39,9 @@ use crate::config::Config;
 use crate::endpoint::{Admission, Backlog, ConnId, DropReason, Endpoint, Event, Retire};
 use crate::error::{Error, Result};
 use crate::io::{self as uio, RecvBatch};
-use crate::session::{runtime_handle, socket_options, Fate, Origin, Session, Shared, State};
+use crate::session::{
+    runtime_handle, socket_options, Fate, Origin, Registry, Session, Shared, State,
+};
 use crate::stats::{Counters, Publisher, Snmp};
 use crate::transport::{Transport, UdpTransport};
 
@@ -107,6 +109,12 @@ pub(crate) struct ListenerShared {
     task_waker: Mutex<Option<Waker>>,
     c: Mutex<Counters>,
     error: Mutex<Option<(io::ErrorKind, String)>>,
+}
+
+impl Registry for ListenerShared {
+    fn remove(&self, s: &Arc<Shared>) {
+        ListenerShared::remove(self, s);
+    }
 }
 
 impl ListenerShared {
@@ -445,7 +453,7 @@ impl Glue {
             self.shared.local,
             self.shared.transport.clone(),
             Origin::Accepted,
-            Some(Arc::downgrade(&self.shared)),
+            Some(Arc::downgrade(&(self.shared.clone() as Arc<dyn Registry>))),
             &self.shared.config,
         ) else {
             return table(&self.shared, &mut self.note)
@@ -542,5 +550,15 @@ impl std::future::Future for ListenTask {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn listener_is_send_and_sync() {
+        send_sync::<super::Listener>();
     }
 }
