@@ -255,11 +255,6 @@ impl Sealer {
         })
     }
 
-    /// Whether OOB can be sent (kcp-go requires a local FEC encoder).
-    pub fn has_fec(&self) -> bool {
-        self.shards.is_some()
-    }
-
     /// Header room in front of the KCP bytes (§1.2).
     pub fn header_len(&self) -> usize {
         self.crypt.header_len()
@@ -394,6 +389,7 @@ impl Receiver {
     }
 
     /// The decoder, if one exists yet.
+    #[cfg_attr(not(any(feature = "snmp", feature = "testing")), allow(dead_code))]
     pub fn decoder(&self) -> Option<&FecDecoder> {
         self.fec.as_ref()
     }

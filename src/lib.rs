@@ -86,7 +86,13 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+// The datagram codec and the batched socket I/O are internals; the fuzz
+// targets and codec tests reach them with the `testing` feature (as
+// quinn-proto exposes its fuzzing hooks behind a cfg).
+#[cfg(feature = "testing")]
 pub mod codec;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod codec;
 pub mod comp;
 pub mod config;
 pub mod connection;
@@ -94,7 +100,10 @@ pub mod crypt;
 mod endpoint;
 pub mod error;
 pub mod fec;
+#[cfg(feature = "testing")]
 pub mod io;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod io;
 pub mod kcp;
 pub mod listener;
 pub mod rate;

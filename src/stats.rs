@@ -88,7 +88,7 @@ macro_rules! snmp {
         }
 
         /// The counters one owner (a session, its driver, a listener) adds
-        /// to as datagrams pass; the datagram pipeline ([`crate::codec`])
+        /// to as datagrams pass; the datagram pipeline (`codec`)
         /// takes them by `&mut`. Read them with [`snapshot`](Self::snapshot).
         /// Zero-sized without the feature `snmp`: every increment is then
         /// compiled out and the snapshot reads 0.

@@ -4,6 +4,8 @@
 //! must be accounted for in the SNMP counters (§3), and per-session state must
 //! stay within its bounds whatever arrives.
 
+#![cfg(feature = "testing")]
+
 use kcp_session::codec::{open_counted, Receiver};
 use kcp_session::crypt::{CipherKind, Crypt};
 use kcp_session::fec::{FecEncoder, FEC_HEADER_SIZE_PLUS2};

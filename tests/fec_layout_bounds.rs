@@ -3,6 +3,8 @@
 //! decoder): an absurd `(data, parity)` is a typed error, never a panic or
 //! an overflowing allocation (issue 12 item 4).
 
+#![cfg(feature = "testing")]
+
 use kcp_session::codec::Receiver;
 use kcp_session::fec::{FecDecoder, FecEncoder, ReedSolomon};
 use kcp_session::kcp::Kcp;

@@ -237,38 +237,15 @@ impl SendBatch {
         self.queue.push_back(p);
     }
 
-    /// Datagrams queued.
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
     /// Bytes queued.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
-    }
-
-    /// How many datagrams from the head fit in `budget` bytes.
-    pub fn count_within(&self, budget: usize) -> usize {
-        let mut used = 0usize;
-        let mut n = 0;
-        for p in &self.queue {
-            used += p.len();
-            if used > budget {
-                break;
-            }
-            n += 1;
-        }
-        n
-    }
-
-    /// Length of the datagram at the head of the queue.
-    pub fn front_len(&self) -> Option<usize> {
-        self.queue.front().map(Packet::len)
     }
 
     /// Drops everything queued (buffers go back to `pool`).

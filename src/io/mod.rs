@@ -17,8 +17,6 @@ mod pool;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::UdpSocket;
@@ -31,14 +29,6 @@ pub use batch::{RecvBatch, SendBatch, Transmits};
 pub use pool::{Packet, PacketPool};
 
 pub use crate::config::{MAX_PACKET_SIZE, MTU_LIMIT};
-
-/// Milliseconds since the first call in this process, truncated to u32 like
-/// kcp-go's `currentMs` (§1.6). Only differences of it are ever used.
-pub fn now_ms() -> u32 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    epoch.elapsed().as_millis() as u32
-}
 
 /// Socket options kcp-go exposes (`SetDSCP`, `SetReadBuffer`, `SetWriteBuffer`).
 #[derive(Debug, Clone, Copy, Default)]

@@ -28,7 +28,9 @@ impl Packet {
     pub fn len(&self) -> usize {
         self.len
     }
-    /// Whether no bytes are in use.
+
+    /// Whether the datagram is empty.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

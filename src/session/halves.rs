@@ -13,7 +13,7 @@ use crate::stats::Snmp;
 
 use super::shared::*;
 
-/// The read half of a [`Session`].
+/// The read half of a [`Session`](super::Session).
 pub struct OwnedReadHalf {
     pub(super) shared: Arc<Shared>,
     pub(super) _guard: Arc<CloseGuard>,
@@ -37,29 +37,29 @@ impl OwnedReadHalf {
     pub fn stats(&self) -> Snmp {
         self.shared.lock().conn.stats()
     }
-    /// See [`Session::recv_msg`].
+    /// See [`Session::recv_msg`](super::Session::recv_msg).
     pub async fn recv_msg(&mut self, buf: &mut [u8]) -> Result<usize> {
         let shared = self.shared.clone();
         let rd = &mut self.rd;
         std::future::poll_fn(|cx| poll_recv_msg(&shared, rd, cx, buf)).await
     }
-    /// See [`Session::try_read`].
+    /// See [`Session::try_read`](super::Session::try_read).
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         try_read_impl(&self.shared, buf)
     }
-    /// See [`Session::try_recv_msg`].
+    /// See [`Session::try_recv_msg`](super::Session::try_recv_msg).
     pub fn try_recv_msg(&self, buf: &mut [u8]) -> Result<usize> {
         try_recv_msg_impl(&self.shared, buf)
     }
-    /// See [`Session::readable`].
+    /// See [`Session::readable`](super::Session::readable).
     pub async fn readable(&self) {
         readable_impl(&self.shared).await
     }
-    /// See [`Session::set_read_notify`].
+    /// See [`Session::set_read_notify`](super::Session::set_read_notify).
     pub fn set_read_notify(&self, f: impl FnMut() + Send + 'static) {
         set_read_notify_impl(&self.shared, Some(Box::new(f)));
     }
-    /// See [`Session::clear_read_notify`].
+    /// See [`Session::clear_read_notify`](super::Session::clear_read_notify).
     pub fn clear_read_notify(&self) {
         set_read_notify_impl(&self.shared, None);
     }
@@ -76,7 +76,7 @@ impl AsyncRead for OwnedReadHalf {
     }
 }
 
-/// The write half of a [`Session`].
+/// The write half of a [`Session`](super::Session).
 pub struct OwnedWriteHalf {
     pub(super) shared: Arc<Shared>,
     pub(super) _guard: Arc<CloseGuard>,
@@ -100,31 +100,31 @@ impl OwnedWriteHalf {
     pub fn stats(&self) -> Snmp {
         self.shared.lock().conn.stats()
     }
-    /// See [`Session::send_msg`].
+    /// See [`Session::send_msg`](super::Session::send_msg).
     pub async fn send_msg(&mut self, msg: &[u8]) -> Result<()> {
         let shared = self.shared.clone();
         let wr = &mut self.wr;
         std::future::poll_fn(|cx| poll_send_msg(&shared, wr, cx, msg)).await
     }
-    /// See [`Session::drain`].
+    /// See [`Session::drain`](super::Session::drain).
     pub async fn drain(&mut self) -> Result<()> {
         let shared = self.shared.clone();
         let wr = &mut self.wr;
         std::future::poll_fn(|cx| poll_drain(&shared, wr, cx)).await
     }
-    /// Closes the whole session (see [`Session::close`]).
+    /// Closes the whole session (see [`Session::close`](super::Session::close)).
     pub fn close(&self) -> Result<()> {
         close_shared(&self.shared)
     }
-    /// See [`Session::set_rate_limit`].
+    /// See [`Session::set_rate_limit`](super::Session::set_rate_limit).
     pub fn set_rate_limit(&self, bytes_per_second: u32) {
         set_rate_limiter_impl(&self.shared, RateLimiter::new(bytes_per_second).ok());
     }
-    /// See [`Session::set_rate_limiter`].
+    /// See [`Session::set_rate_limiter`](super::Session::set_rate_limiter).
     pub fn set_rate_limiter(&self, limiter: Option<RateLimiter>) {
         set_rate_limiter_impl(&self.shared, limiter);
     }
-    /// See [`Session::rate_limiter`].
+    /// See [`Session::rate_limiter`](super::Session::rate_limiter).
     pub fn rate_limiter(&self) -> Option<RateLimiter> {
         self.shared.lock().conn.rate_limiter().cloned()
     }
