@@ -78,7 +78,7 @@
 //!
 //! Empty writes complete with `Ok(0)` and flush nothing, as in v5.7.
 // `unsafe` lives only in the small modules that allow it (crypt::aesni,
-// crypt::gcm, crypt::salsa, fec::gf, io::batch); each unsafe fn documents
+// crypt::gcm, crypt::salsa, fec::gf, transport::batch); each unsafe fn documents
 // its contract in a `# Safety` section (clippy.toml makes clippy check
 // private items too) and each unsafe block says why it holds.
 #![deny(unsafe_code)]
@@ -86,33 +86,30 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
-// The datagram codec and the batched socket I/O are internals; the fuzz
-// targets and codec tests reach them with the `testing` feature (as
-// quinn-proto exposes its fuzzing hooks behind a cfg).
-#[cfg(feature = "testing")]
-pub mod codec;
-#[cfg(not(feature = "testing"))]
-pub(crate) mod codec;
-pub mod comp;
+// The tree shows the layers: `proto/` is the pure core, `runtime/` the
+// shells, `transport/` the datagram transports, `tunnel/` kcptun's layers
+// above a session. Public paths stay flat (`kcp_session::kcp`,
+// `kcp_session::session`, ...). The datagram codec and the batched socket
+// I/O are internals; fuzz targets and codec tests reach the codec with the
+// `testing` feature (as quinn-proto exposes its fuzzing hooks behind a cfg).
 pub mod config;
-pub mod connection;
-pub mod crypt;
-mod endpoint;
 pub mod error;
-pub mod fec;
-#[cfg(feature = "testing")]
-pub mod io;
-#[cfg(not(feature = "testing"))]
-pub(crate) mod io;
-pub mod kcp;
-pub mod listener;
-pub mod rate;
-pub mod session;
-pub mod smux;
+mod proto;
+mod runtime;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
+mod tunnel;
+
+#[cfg(feature = "testing")]
+pub use proto::codec;
+#[cfg(not(feature = "testing"))]
+pub(crate) use proto::codec;
+pub(crate) use proto::endpoint;
+pub use proto::{connection, crypt, fec, kcp, rate};
+pub use runtime::{listener, session};
+pub use tunnel::{comp, smux};
 
 pub use config::{Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode};
 pub use error::{Error, Result};

@@ -426,7 +426,7 @@ async fn soak_many_sessions() {
     let stop = Stop::At(Instant::now() + Duration::from_secs(secs));
     let limit = Duration::from_secs(secs + 120);
     if env("INTEGRITY_FAULTS", 0) != 0 {
-        kcp_session::io::faults::set_send_faults(3, 4);
+        kcp_session::transport::faults::set_send_faults(3, 4);
     }
     let o = run(
         Cipher::Aes,
@@ -449,8 +449,8 @@ async fn soak_many_sessions() {
 async fn relay_verifies_every_datagram_under_send_pressure() {
     const SESSIONS: usize = 100;
     const ROUNDS: u64 = 80;
-    kcp_session::io::faults::set_send_faults(3, 4);
-    let before = kcp_session::io::faults::send_faults_seen();
+    kcp_session::transport::faults::set_send_faults(3, 4);
+    let before = kcp_session::transport::faults::send_faults_seen();
     let o = run(
         Cipher::Aes,
         SESSIONS,
@@ -461,7 +461,7 @@ async fn relay_verifies_every_datagram_under_send_pressure() {
         false,
     )
     .await;
-    let after = kcp_session::io::faults::send_faults_seen();
+    let after = kcp_session::transport::faults::send_faults_seen();
     assert_eq!(o.verified, (SESSIONS as u64) * ROUNDS * MSG as u64);
     assert!(
         o.to_client > (SESSIONS as u64) * ROUNDS * 3,
@@ -481,7 +481,7 @@ async fn relay_verifies_every_datagram_under_send_pressure() {
 /// socket never forwards (clients must count 0 InCsumErrors).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_verifies_every_none_cipher_datagram_at_ten_percent_loss() {
-    kcp_session::io::faults::set_send_faults(3, 4);
+    kcp_session::transport::faults::set_send_faults(3, 4);
     let o = run(
         Cipher::None,
         64,

@@ -21,9 +21,8 @@
 //! # Bucket
 //!
 //! Tokens are bytes. A bucket starts full, holds at most `burst` tokens and
-//! gains `rate` tokens per second (the tokio clock, so paused-time tests are
-//! deterministic). A stream write takes what the bucket holds (up to what the
-//! window allows), and waits while the bucket has less than one segment's
+//! gains `rate` tokens per second on the clock the caller passes in. A
+//! stream write takes what the bucket holds (up to what the window allows), and waits while the bucket has less than one segment's
 //! worth (or the whole write, if smaller), so a slow limit does not chop the
 //! stream into tiny segments. A message waits for its whole length, or for a
 //! full bucket if it is longer than `burst`, and may then leave the bucket in
@@ -31,22 +30,12 @@
 //! than `burst + rate × t` bytes pass in `t` seconds.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Context;
 use std::time::Duration;
 
-use tokio::time::Sleep;
-
-/// The bucket runs on std instants the caller passes in (the session
-/// passes tokio's clock, so paused-time tests stay deterministic).
+/// The bucket runs on instants the caller passes in; it reads no clock (the
+/// tokio session passes tokio's, so paused-time tests stay deterministic).
 type Instant = std::time::Instant;
-
-/// Now on tokio's clock (virtual under a paused runtime).
-fn tokio_now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
 
 use crate::error::{Error, Result};
 
@@ -82,13 +71,16 @@ struct Bucket {
     rate: f64,
     burst: f64,
     tokens: f64,
-    last: Instant,
+    /// When tokens were last added; `None` until first used (full then).
+    last: Option<Instant>,
 }
 
 impl Bucket {
     fn refill(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
+        let Some(last) = self.last.replace(now) else {
+            return;
+        };
+        let dt = now.saturating_duration_since(last).as_secs_f64();
         self.tokens = (self.tokens + dt * self.rate).min(self.burst);
     }
 }
@@ -124,7 +116,7 @@ impl RateLimiter {
                 rate: f64::from(bytes_per_second),
                 burst: f64::from(burst),
                 tokens: f64::from(burst),
-                last: tokio_now(),
+                last: None,
             })),
         })
     }
@@ -144,10 +136,11 @@ impl RateLimiter {
         self.lock().burst as u32
     }
 
-    /// Whole tokens (bytes) available now; 0 while the bucket is in debt.
-    pub fn available(&self) -> u64 {
+    /// Whole tokens (bytes) available at `now`; 0 while the bucket is in
+    /// debt.
+    pub fn available(&self, now: Instant) -> u64 {
         let mut b = self.lock();
-        b.refill(tokio_now());
+        b.refill(now);
         b.tokens.max(0.0) as u64
     }
 
@@ -182,26 +175,9 @@ impl RateLimiter {
     }
 }
 
-/// Waits on tokio's timer until `at` (re-arming `pace`); true once due.
-pub(crate) fn poll_pace(
-    at: Instant,
-    pace: &mut Option<Pin<Box<Sleep>>>,
-    cx: &mut Context<'_>,
-) -> bool {
-    let at = tokio::time::Instant::from_std(at);
-    match pace.as_mut() {
-        Some(s) => s.as_mut().reset(at),
-        None => *pace = Some(Box::pin(tokio::time::sleep_until(at))),
-    }
-    // Rounded to the timer's resolution it may already be due.
-    pace.as_mut()
-        .is_some_and(|s| s.as_mut().poll(cx).is_ready())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Poll;
 
     #[test]
     fn zero_rate_or_burst_is_refused() {
@@ -218,15 +194,12 @@ mod tests {
 
     /// Waits for tokens like a writer does; returns what it got.
     async fn take(l: &RateLimiter, want: usize, at_least: usize) -> usize {
-        let mut pace = None;
-        std::future::poll_fn(|cx| loop {
-            match l.try_take(tokio_now(), want, at_least) {
-                Ok(n) => return Poll::Ready(n),
-                Err(at) if poll_pace(at, &mut pace, cx) => continue,
-                Err(_) => return Poll::Pending,
+        loop {
+            match l.try_take(tokio::time::Instant::now().into_std(), want, at_least) {
+                Ok(n) => return n,
+                Err(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
             }
-        })
-        .await
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -251,7 +224,7 @@ mod tests {
         let t1 = Instant::now();
         assert_eq!(take(&l, 3000, 3000).await, 3000);
         assert!(t1.elapsed() >= Duration::from_secs(1));
-        assert_eq!(l.available(), 0);
+        assert_eq!(l.available(Instant::now().into_std()), 0);
         let t2 = Instant::now();
         assert_eq!(take(&l, 10, 10).await, 10);
         let paid = t2.elapsed();

@@ -19,9 +19,9 @@ use crate::codec::InputReport;
 use crate::config::Config;
 use crate::connection::{CloseReason, Connection};
 use crate::error::{Error, Result};
-use crate::io::SocketOptions;
-use crate::rate::{poll_pace, RateLimiter};
+use crate::rate::RateLimiter;
 use crate::stats;
+use crate::transport::socket::SocketOptions;
 use crate::transport::Transport;
 
 use super::Origin;
@@ -466,4 +466,20 @@ pub(super) fn poll_flush_impl(shared: &Shared) -> Poll<io::Result<()>> {
     st.conn.flush();
     st.drive_if_needed();
     Poll::Ready(Ok(()))
+}
+
+/// Waits on tokio's timer until `at` (re-arming `pace`); true once due.
+pub(crate) fn poll_pace(
+    at: Instant,
+    pace: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let at = tokio::time::Instant::from_std(at);
+    match pace.as_mut() {
+        Some(s) => s.as_mut().reset(at),
+        None => *pace = Some(Box::pin(tokio::time::sleep_until(at))),
+    }
+    // Rounded to the timer's resolution it may already be due.
+    pace.as_mut()
+        .is_some_and(|s| s.as_mut().poll(cx).is_ready())
 }

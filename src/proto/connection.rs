@@ -35,8 +35,8 @@ use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Seal
 use crate::config::{check_mtu_limit, Config, Congestion, NoDelay, StreamMode};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
-use crate::io::{Packet, PacketPool};
 use crate::kcp::{FlushKind, Kcp, IKCP_OVERHEAD};
+use crate::proto::packet::{Packet, PacketPool};
 use crate::rate::RateLimiter;
 #[cfg(feature = "snmp")]
 use crate::stats::Publisher;

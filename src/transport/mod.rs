@@ -25,7 +25,15 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::net::UdpSocket;
 
-pub use crate::io::{RecvBatch, Transmits};
+// recvmmsg/sendmmsg through libc: the only `unsafe` in the transports.
+#[allow(unsafe_code)]
+mod batch;
+pub(crate) mod socket;
+
+#[cfg(feature = "testing")]
+pub use batch::faults;
+pub(crate) use batch::SendBatch;
+pub use batch::{RecvBatch, Transmits};
 
 /// A future a transport returns from [`Transport::writable`].
 pub type Writable<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
@@ -111,7 +119,7 @@ impl Transport for UdpTransport {
     }
 
     fn try_send(&self, to: SocketAddr, datagrams: &Transmits<'_>) -> io::Result<usize> {
-        crate::io::udp_try_send(&self.socket, to, datagrams)
+        batch::udp_try_send(&self.socket, to, datagrams)
     }
 
     fn writable(&self) -> Writable<'_> {
@@ -121,15 +129,15 @@ impl Transport for UdpTransport {
     }
 
     fn set_dscp(&self, dscp: u8) -> io::Result<()> {
-        crate::io::set_dscp(&self.socket, dscp)
+        socket::set_dscp(&self.socket, dscp)
     }
 
     fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
-        crate::io::set_recv_buffer(&self.socket, bytes)
+        socket::set_recv_buffer(&self.socket, bytes)
     }
 
     fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
-        crate::io::set_send_buffer(&self.socket, bytes)
+        socket::set_send_buffer(&self.socket, bytes)
     }
 }
 

@@ -14,11 +14,12 @@
 
 use std::ops::Range;
 
+use crate::config::MAX_PACKET_SIZE;
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::fec::{FecDecoder, FecEncoder, FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_OOB, TYPE_PARITY};
-use crate::io::{Packet, PacketPool, SendBatch, MAX_PACKET_SIZE};
 use crate::kcp::{Kcp, Output, PacketKind, IKCP_OVERHEAD};
+use crate::proto::packet::{Packet, PacketPool};
 use crate::stats::Counters;
 
 /// Offset of the KCP `sn` field in a segment (`IKCP_SN_OFFSET`).
@@ -197,18 +198,12 @@ impl Output for KcpSink<'_> {
 
 /// Where sealed datagrams go: a socket batch, or a queue a pure
 /// [`Connection`](crate::connection::Connection) hands out.
-pub trait Transmits {
+pub trait PacketSink {
     /// Appends one sealed datagram.
     fn push_packet(&mut self, p: Packet);
 }
 
-impl Transmits for SendBatch {
-    fn push_packet(&mut self, p: Packet) {
-        self.push(p);
-    }
-}
-
-impl Transmits for std::collections::VecDeque<Packet> {
+impl PacketSink for std::collections::VecDeque<Packet> {
     fn push_packet(&mut self, p: Packet) {
         self.push_back(p);
     }
@@ -272,7 +267,7 @@ impl Sealer {
         item: Outgoing,
         now_ms: u32,
         pool: &mut PacketPool,
-        out: &mut impl Transmits,
+        out: &mut impl PacketSink,
         c: &mut Counters,
     ) {
         let ch = self.crypt.header_len();

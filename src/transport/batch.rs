@@ -8,8 +8,9 @@ use std::task::{Context, Poll};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::pool::{Packet, PacketPool};
-use super::MAX_PACKET_SIZE;
+use crate::config::{MAX_PACKET_SIZE, MTU_LIMIT};
+use crate::proto::codec::PacketSink;
+use crate::proto::packet::{Packet, PacketPool};
 use crate::transport::Transport;
 
 /// Most datagrams moved by one `sendmmsg` call (kcp-go's `maxBatchSize`).
@@ -93,7 +94,7 @@ impl std::fmt::Debug for RecvBatch {
 }
 
 impl RecvBatch {
-    /// `n` buffers of [`MTU_LIMIT`](super::MTU_LIMIT) bytes (at least one).
+    /// `n` buffers of [`MTU_LIMIT`] bytes (at least one).
     pub fn new(n: usize) -> RecvBatch {
         let n = n.max(1);
         RecvBatch {
@@ -123,7 +124,7 @@ impl RecvBatch {
 
     /// Appends one received datagram (a custom transport's receive path):
     /// its bytes are copied, truncated to
-    /// [`MTU_LIMIT`](super::MTU_LIMIT) as a UDP socket would. False, and
+    /// [`MTU_LIMIT`] as a UDP socket would. False, and
     /// nothing is taken, when the batch is full.
     pub fn push(&mut self, data: &[u8], from: SocketAddr) -> bool {
         let (Some(p), Some(a)) = (
@@ -132,7 +133,7 @@ impl RecvBatch {
         ) else {
             return false;
         };
-        let n = data.len().min(super::MTU_LIMIT);
+        let n = data.len().min(MTU_LIMIT);
         p.buf_mut()[..n].copy_from_slice(&data[..n]);
         p.set_len(n);
         *a = from;
@@ -295,6 +296,12 @@ impl SendBatch {
     }
 }
 
+impl PacketSink for SendBatch {
+    fn push_packet(&mut self, p: Packet) {
+        self.push(p);
+    }
+}
+
 /// The datagrams a runtime hands to [`Transport::try_send`], oldest first:
 /// all for one destination.
 #[derive(Debug, Clone, Copy)]
@@ -401,8 +408,8 @@ mod linux {
     use socket2::SockAddr;
     use tokio::net::UdpSocket;
 
-    use super::super::pool::Packet;
-    use super::super::MTU_LIMIT;
+    use crate::config::MTU_LIMIT;
+    use crate::proto::packet::Packet;
 
     pub(super) struct RecvSys {
         hdrs: Vec<libc::mmsghdr>,
@@ -562,7 +569,7 @@ mod linux {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::MTU_LIMIT;
+    use crate::config::MTU_LIMIT;
     use std::task::Poll;
 
     #[tokio::test]

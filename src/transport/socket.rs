@@ -1,34 +1,10 @@
-//! UDP I/O: batched receive and send, the packet buffer pool, socket options
-//! and the millisecond clock handed to the pure layers.
-//!
-//! On Linux datagrams are moved with `recvmmsg`/`sendmmsg` inside tokio's
-//! [`UdpSocket::try_io`](tokio::net::UdpSocket::try_io), like kcp-go's
-//! `ReadBatch`/`WriteBatch` (§5.8); elsewhere a loop of `try_recv_from` /
-//! `try_send_to` does the same job. Every buffer is [`MTU_LIMIT`] (1500)
-//! bytes, what a kcp-go v5.6 peer sends at most; a longer datagram received
-//! is truncated by the kernel and then fails its check (§1.9). Nothing longer
-//! than [`MAX_PACKET_SIZE`] (1472) is sent: kcp-go v5.7 reads into 1472-byte
-//! buffers (§12).
-
-// recvmmsg/sendmmsg through libc: the only `unsafe` in io.
-#[allow(unsafe_code)]
-mod batch;
-mod pool;
+//! UDP socket setup: binding with kcp-go's options (DSCP, buffer sizes).
 
 use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::UdpSocket;
-
-/// Send-path fault injection for tests (feature `testing`).
-#[cfg(feature = "testing")]
-pub use batch::faults;
-pub(crate) use batch::udp_try_send;
-pub use batch::{RecvBatch, SendBatch, Transmits};
-pub use pool::{Packet, PacketPool};
-
-pub use crate::config::{MAX_PACKET_SIZE, MTU_LIMIT};
 
 /// Socket options kcp-go exposes (`SetDSCP`, `SetReadBuffer`, `SetWriteBuffer`).
 #[derive(Debug, Clone, Copy, Default)]

@@ -15,8 +15,9 @@ use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::codec::{self, Outgoing, Sealer};
 use crate::crypt::Crypt;
-use crate::io::{PacketPool, RecvBatch, SendBatch};
+use crate::proto::packet::PacketPool;
 use crate::stats::Counters;
+use crate::transport::{RecvBatch, SendBatch};
 
 use super::shared::{now, Fate, Shared};
 use super::Origin;

@@ -38,11 +38,12 @@ use crate::codec;
 use crate::config::Config;
 use crate::endpoint::{Admission, Backlog, ConnId, DropReason, Endpoint, Event, Retire};
 use crate::error::{Error, Result};
-use crate::io::{self as uio, RecvBatch};
 use crate::session::{
     runtime_handle, socket_options, Fate, Origin, Registry, Session, Shared, State,
 };
 use crate::stats::{Counters, Publisher, Snmp};
+use crate::transport::socket as uio;
+use crate::transport::RecvBatch;
 use crate::transport::{Transport, UdpTransport};
 
 /// Datagrams read per `recvmmsg` on the shared socket.

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use super::MTU_LIMIT;
+use crate::config::MTU_LIMIT;
 
 /// One datagram buffer of [`MTU_LIMIT`] bytes plus the length in use.
 pub struct Packet {

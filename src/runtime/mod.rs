@@ -1,0 +1,8 @@
+//! Runtime shells: glue that runs the pure core (`proto`) on a runtime.
+//! They own tasks, wakers, timers and the transport; every rule they apply
+//! comes from [`Connection`](crate::connection::Connection) or the endpoint.
+//!
+//! - [`session`] and [`listener`]: tokio (`Session::dial`, `Listener::listen`).
+
+pub mod listener;
+pub mod session;
