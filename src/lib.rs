@@ -86,6 +86,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod codec;
 pub mod comp;
 pub mod config;
