@@ -5,7 +5,8 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kcp_session::blocking;
@@ -87,41 +88,62 @@ fn blocking_echo_round_trip(s: &blocking::Session, data: &[u8]) -> Vec<u8> {
 }
 
 /// A blocking echo server on its own thread: every session gets its bytes
-/// back until it ends. Returns the address and the thread (ends when the
-/// listener is closed by dropping the returned sender).
-fn blocking_echo_server(
-    cfg: &Config,
-) -> (
-    SocketAddr,
-    std::sync::mpsc::Sender<()>,
-    std::thread::JoinHandle<()>,
-) {
+/// back until it ends. Stops (closing its sessions) when the returned
+/// `Stop` is dropped.
+fn blocking_echo_server(cfg: &Config) -> (SocketAddr, Stop) {
     let listener = blocking::Listener::listen("127.0.0.1:0", cfg).expect("listen");
     let addr = listener.local_addr();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
     let h = std::thread::spawn(move || {
-        std::thread::scope(|scope| loop {
-            if let Err(std::sync::mpsc::TryRecvError::Disconnected) = rx.try_recv() {
-                break;
-            }
-            match listener.accept_timeout(Duration::from_millis(20)) {
-                Ok(s) => {
-                    scope.spawn(move || {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        let mut s = s;
-                        while let Ok(n @ 1..) = s.read(&mut buf) {
-                            if s.write_all(&buf[..n]).is_err() {
-                                break;
+        std::thread::scope(|scope| {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept_timeout(Duration::from_millis(20)) {
+                    Ok(s) => {
+                        let flag = &flag;
+                        scope.spawn(move || {
+                            let mut buf = vec![0u8; 64 * 1024];
+                            let mut s = s;
+                            s.set_read_timeout(Some(Duration::from_millis(20)));
+                            loop {
+                                match s.read(&mut buf) {
+                                    Ok(n) => {
+                                        if s.write_all(&buf[..n]).is_err() {
+                                            break;
+                                        }
+                                    }
+                                    Err(e) if e.kind() == ErrorKind::TimedOut => {
+                                        if flag.load(Ordering::SeqCst) {
+                                            break;
+                                        }
+                                    }
+                                    Err(_) => break,
+                                }
                             }
-                        }
-                    });
+                        });
+                    }
+                    Err(Error::Timeout) => {}
+                    Err(e) => panic!("accept: {e}"),
                 }
-                Err(Error::Timeout) => {}
-                Err(e) => panic!("accept: {e}"),
             }
         });
     });
-    (addr, tx, h)
+    (addr, Stop(stop, Some(h)))
+}
+
+/// Stops a [`blocking_echo_server`] and waits for its threads.
+struct Stop(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        if let Some(h) = self.1.take() {
+            let r = h.join();
+            if !std::thread::panicking() {
+                r.expect("echo server");
+            }
+        }
+    }
 }
 
 #[test]
@@ -165,7 +187,7 @@ fn blocking_client_echoes_1mib_through_tokio_listener() {
 fn tokio_client_echoes_1mib_through_blocking_listener() {
     let _s = serial();
     let cfg = config(StreamMode::Stream);
-    let (addr, stop, server) = blocking_echo_server(&cfg);
+    let (addr, stop) = blocking_echo_server(&cfg);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -190,14 +212,13 @@ fn tokio_client_echoes_1mib_through_blocking_listener() {
     assert!(got == data, "echo differs");
     drop(rt);
     drop(stop);
-    server.join().unwrap();
 }
 
 #[test]
 fn blocking_to_blocking_stream_and_messages() {
     let _s = serial();
     let cfg = config(StreamMode::Stream);
-    let (addr, stop, server) = blocking_echo_server(&cfg);
+    let (addr, stop) = blocking_echo_server(&cfg);
     let data = pattern(1 << 20);
     let s = blocking::Session::dial(addr, &cfg).unwrap();
     assert_eq!(s.peer_addr(), addr);
@@ -237,7 +258,6 @@ fn blocking_to_blocking_stream_and_messages() {
     }
     drop((c, srv, listener));
     drop(stop);
-    server.join().unwrap();
 }
 
 #[test]
