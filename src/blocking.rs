@@ -100,6 +100,15 @@ pub fn live_threads() -> usize {
     LIVE_THREADS.load(Ordering::SeqCst)
 }
 
+static WAKE_DATAGRAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Wake-up datagrams sent so far (process-wide); for tests that check
+/// wake-ups stay rare.
+#[doc(hidden)]
+pub fn wake_datagrams() -> usize {
+    WAKE_DATAGRAMS.load(Ordering::SeqCst)
+}
+
 /// Counts a running background thread (also when it panics).
 struct Alive;
 
@@ -146,8 +155,16 @@ struct Wake {
     socket: Arc<UdpSocket>,
     /// The socket's address as seen from itself (loopback if unspecified).
     addr: SocketAddr,
-    /// When the thread will look at its sessions next.
-    until: Mutex<Option<Instant>>,
+    sleep: Mutex<Sleep>,
+}
+
+#[derive(Default)]
+struct Sleep {
+    /// When the sleeping thread looks next; `None` while it is awake.
+    until: Option<Instant>,
+    /// Deadlines asked for while it was awake (it may have looked at the
+    /// session already), for its next sleep.
+    asked: Option<Instant>,
 }
 
 impl Wake {
@@ -162,27 +179,41 @@ impl Wake {
         Wake {
             socket,
             addr,
-            until: Mutex::new(None),
+            sleep: Mutex::new(Sleep::default()),
         }
     }
 
-    /// The thread sleeps until `at` (set by the thread itself).
-    fn sleeping_until(&self, at: Instant) {
-        *lock(&self.until) = Some(at);
+    /// The thread is about to sleep until `at`; returns when it must wake,
+    /// counting deadlines asked for while it was awake.
+    fn sleeping_until(&self, at: Instant) -> Instant {
+        let mut s = lock(&self.sleep);
+        let t = s.asked.take().map_or(at, |a| a.min(at));
+        s.until = Some(t);
+        t
+    }
+
+    /// The thread woke up.
+    fn awake(&self) {
+        lock(&self.sleep).until = None;
     }
 
     /// Something must happen at `at`: wake the thread if it sleeps longer.
     fn need(&self, at: Instant) {
-        let mut until = lock(&self.until);
-        if until.is_some_and(|u| at + WAKE_SLACK < u) {
-            *until = Some(at);
-            drop(until);
-            self.now();
+        let mut s = lock(&self.sleep);
+        match s.until {
+            None => s.asked = Some(s.asked.map_or(at, |a| a.min(at))),
+            Some(u) if at + WAKE_SLACK < u => {
+                s.until = Some(at);
+                drop(s);
+                self.now();
+            }
+            Some(_) => {}
         }
     }
 
     /// Wakes the thread now.
     fn now(&self) {
+        WAKE_DATAGRAMS.fetch_add(1, Ordering::SeqCst);
         let _ = self.socket.send_to(&[], self.addr);
     }
 
@@ -677,12 +708,16 @@ fn dialed_thread(shared: &Shared, stop: &AtomicBool) {
                 continue;
             }
             let until = next.map_or(now + BACKSTOP, |t| t.min(now + BACKSTOP));
-            shared.wake.sleeping_until(until);
-            until.saturating_duration_since(now)
+            shared
+                .wake
+                .sleeping_until(until)
+                .saturating_duration_since(now)
         };
         if !wait.is_zero() {
             let _ = shared.socket.set_read_timeout(Some(wait));
-            match shared.socket.recv_from(&mut buf) {
+            let got = shared.socket.recv_from(&mut buf);
+            shared.wake.awake();
+            match got {
                 Ok((n, from)) => {
                     if shared.wake.is_wake(n, from) {
                         continue;
@@ -704,6 +739,8 @@ fn dialed_thread(shared: &Shared, stop: &AtomicBool) {
                     shared.settle(&mut st, now, false);
                 }
             }
+        } else {
+            shared.wake.awake();
         }
     }
 }
@@ -911,13 +948,16 @@ impl ListenThread {
                 }
             }
             self.flush_counters();
-            self.wake.sleeping_until(next_sweep);
+            next_sweep = self.wake.sleeping_until(next_sweep);
             let wait = next_sweep.saturating_duration_since(Instant::now());
             if wait.is_zero() {
+                self.wake.awake();
                 continue;
             }
             let _ = self.shared.socket.set_read_timeout(Some(wait));
-            match self.shared.socket.recv_from(&mut buf) {
+            let got = self.shared.socket.recv_from(&mut buf);
+            self.wake.awake();
+            match got {
                 Ok((n, from)) => {
                     if self.wake.is_wake(n, from) {
                         // A deadline moved or something closed: look now.

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use kcp_session::blocking;
 use kcp_session::{Config, Error, Mode, StreamMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -180,6 +182,51 @@ fn blocking_client_echoes_1mib_through_tokio_listener() {
     assert!(st.fec_parity_shards > 0, "{st}");
     assert_eq!(st.in_csum_errors, 0, "{st}");
     drop(s);
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+#[test]
+fn blocking_echo_over_a_lossy_link_and_quiet_when_idle() {
+    let _s = serial();
+    let cfg = config(StreamMode::Stream);
+    let (addr, stop) = blocking_echo_server(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let relay = rt.block_on(support::relay::Relay::start(
+        addr,
+        support::relay::Impairment::loss(7, 0.1),
+    ));
+    let data = pattern(256 * 1024);
+    let s = blocking::Session::dial(relay.addr(), &cfg).unwrap();
+    let wakes0 = blocking::wake_datagrams();
+    let got = blocking_echo_round_trip(&s, &data);
+    assert!(got == data, "echo differs");
+    s.drain().unwrap();
+    let st = s.stats();
+    assert!(st.retrans_segs + st.fec_recovered > 0, "{st}");
+    let wakes = blocking::wake_datagrams() - wakes0;
+    eprintln!("lossy echo: {wakes} wake-up datagrams, {st}");
+    // Wake-ups only when a deadline moves earlier, not per write.
+    assert!(wakes < 200, "{wakes} wake-ups");
+    // Once the link is quiet (the server may still retransmit its last
+    // segments, whose ACKs were lost), an idle session wakes nobody: no
+    // datagram out for 300 ms and no wake-up meanwhile.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (out0, wakes0) = (s.stats().out_pkts, blocking::wake_datagrams());
+        std::thread::sleep(Duration::from_millis(300));
+        if s.stats().out_pkts == out0 {
+            assert_eq!(blocking::wake_datagrams(), wakes0, "wake-ups while idle");
+            break;
+        }
+        assert!(Instant::now() < end, "the link never went quiet");
+    }
+    drop(s);
+    drop(stop);
+    drop(relay);
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 
