@@ -137,7 +137,6 @@ pub struct Connection {
     /// The latest time passed in (for [`poll_timeout`](Self::poll_timeout)).
     now: Instant,
     last_recv: Instant,
-    born: Instant,
     /// Flush at the next `handle_timeout` (write delay, window probe).
     flush_now: bool,
     /// The runtime should run `handle_timeout` soon (state changed).
@@ -207,7 +206,6 @@ impl Connection {
             epoch: now,
             now,
             last_recv: now,
-            born: now,
             flush_now: false,
             needs_drive: false,
             oob_handler: None,
@@ -877,30 +875,10 @@ impl Connection {
         self.pool.release();
     }
 
-    /// Whether a full listener may evict this session for a newcomer, and in
-    /// which order (lower first; see `listener::Evictor`): `Some((0, last
-    /// heard))` while the peer has not acknowledged anything we sent and the
-    /// session is at least `grace` old, `Some((1, last heard))` for a proven
-    /// session silent for at least `silent`, `None` otherwise. "Proven"
-    /// means KCP's `snd_una` moved: the peer received and acknowledged our
-    /// data, which an address spoofer cannot do without guessing (with a real
-    /// cipher, without the key).
-    pub(crate) fn eviction_rank(
-        &self,
-        now: Instant,
-        grace: Duration,
-        silent: Duration,
-    ) -> Option<(u8, Instant)> {
-        if self.fate.is_some() {
-            return None;
-        }
-        if self.kcp.snd_una() == 0 {
-            (now.saturating_duration_since(self.born) >= grace).then_some((0, self.last_recv))
-        } else if now.saturating_duration_since(self.last_recv) >= silent {
-            Some((1, self.last_recv))
-        } else {
-            None
-        }
+    /// Whether the peer has acknowledged data we sent (KCP's `snd_una`
+    /// moved): an address spoofer cannot do that without the key.
+    pub(crate) fn is_proven(&self) -> bool {
+        self.kcp.snd_una() != 0
     }
 
     /// Counts the session as dialed (`ActiveOpens`).

@@ -92,6 +92,7 @@ pub mod comp;
 pub mod config;
 pub mod connection;
 pub mod crypt;
+mod endpoint;
 pub mod error;
 pub mod fec;
 pub mod io;
@@ -103,6 +104,7 @@ pub mod smux;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transport;
 
 pub use config::{Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode};
 pub use error::{Error, Result};

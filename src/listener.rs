@@ -13,63 +13,97 @@
 //! newcomer evicts an unproven or long-silent session (the rule is on
 //! `ConfigBuilder::max_sessions`), or is dropped.
 //!
+//! Every one of these decisions, and the counting of every refused datagram,
+//! is made by the pure `endpoint::Endpoint` (no I/O, no clock, no lock); this
+//! module is the glue that owns the socket, the sessions (by `ConnId`) and
+//! the backlog, and does what the endpoint's event says.
+//!
 //! Two deliberate differences from kcp-go: a first datagram that KCP rejects
 //! entirely (junk that happened to decrypt, e.g. with the `null` cipher)
 //! creates no session; and closing the listener stops accepting but keeps
 //! the socket serving already accepted sessions until the last one closes.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
-
 use std::time::Instant;
 
 use tokio::net::{lookup_host, ToSocketAddrs, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::codec::{self, Demux, PacketType, MIN_PLAINTEXT};
+use crate::codec;
 use crate::config::Config;
+use crate::endpoint::{Admission, Backlog, ConnId, DropReason, Endpoint, Event, Retire};
 use crate::error::{Error, Result};
 use crate::io::{self as uio, RecvBatch};
-use crate::session::{runtime_handle, socket_options, Fate, Origin, Session, Shared};
+use crate::session::{
+    runtime_handle, socket_options, Fate, Origin, Registry, Session, Shared, State,
+};
 use crate::stats::{Counters, Publisher, Snmp};
+use crate::transport::{Transport, UdpTransport};
 
 /// Datagrams read per `recvmmsg` on the shared socket.
 const LISTENER_RECV_BATCH: usize = 64;
 /// Receive batches handled before yielding to the scheduler.
 const LISTENER_BUDGET: usize = 16;
-/// A proven session (its peer acknowledged our data) may be evicted for a
-/// newcomer only after this long without a datagram from its peer. kcp-go
-/// has no close on the wire: a closed client just goes silent, and this is
-/// how its slot is reused before the idle timeout.
-pub(crate) const EVICT_SILENT_AFTER: Duration = Duration::from_secs(3);
-/// A new session cannot be evicted before it is this old, so a client can
-/// complete the round trip that proves it even while a flood of new
-/// addresses keeps the table full.
-pub(crate) const EVICT_GRACE: Duration = Duration::from_secs(1);
-/// Eviction candidates remembered per scan of the table.
-const EVICT_BATCH: usize = 64;
-/// After a scan found nothing evictable, newcomers are dropped without
-/// another scan for this long (a flood against a table of live, proven
-/// sessions must not cost a table walk per datagram).
-const EVICT_RESCAN: Duration = Duration::from_millis(50);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The endpoint and the sessions its ids name.
+///
+/// Lock order: this table may be locked before a session's state or the
+/// listener's counters, never while closing a session (closing calls
+/// [`ListenerShared::remove`]).
+struct Table {
+    ep: Endpoint,
+    /// By [`ConnId::index`].
+    conns: Vec<Option<(ConnId, Arc<Shared>)>>,
+}
+
+impl Table {
+    fn session(&self, id: ConnId) -> Option<&Arc<Shared>> {
+        match self.conns.get(id.index()) {
+            Some(Some((cur, s))) if *cur == id => Some(s),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, id: ConnId, s: Arc<Shared>) {
+        if self.conns.len() <= id.index() {
+            self.conns.resize_with(id.index() + 1, || None);
+        }
+        self.conns[id.index()] = Some((id, s));
+    }
+
+    /// The session of `id`, which the endpoint no longer has.
+    fn take(&mut self, id: ConnId) -> Option<Arc<Shared>> {
+        let slot = self.conns.get_mut(id.index())?;
+        match slot {
+            Some((cur, _)) if *cur == id => slot.take().map(|(_, s)| s),
+            _ => None,
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<Shared>> {
+        self.conns
+            .iter()
+            .flatten()
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
+
 /// State shared by the [`Listener`] handle, its receive task and its sessions.
 pub(crate) struct ListenerShared {
-    socket: Arc<UdpSocket>,
+    transport: Arc<dyn Transport>,
     local: SocketAddr,
     config: Config,
-    table: Mutex<HashMap<SocketAddr, Arc<Shared>>>,
-    closed: AtomicBool,
+    table: Mutex<Table>,
     /// Sessions closed by the eviction rule.
     evictions: AtomicU64,
     task_waker: Mutex<Option<Waker>>,
@@ -77,67 +111,9 @@ pub(crate) struct ListenerShared {
     error: Mutex<Option<(io::ErrorKind, String)>>,
 }
 
-/// Chooses which session a full listener closes for a newcomer.
-///
-/// Rule: first the unproven session heard from least recently (its peer
-/// never acknowledged anything we sent: a spoofed or junk source, or a
-/// client that has not completed one round trip) among those at least
-/// [`EVICT_GRACE`] old; failing that, the proven
-/// session silent for longest, if silent for at least
-/// [`EVICT_SILENT_AFTER`]; failing that, nobody, and the newcomer's datagram
-/// is dropped (a real client retransmits). So a flood of new addresses can
-/// only displace other unproven sessions, never a peer that has proven
-/// itself and is still talking.
-///
-/// A table scan collects up to [`EVICT_BATCH`] candidates in eviction order;
-/// each newcomer takes the first that is still evictable (re-checked), so a
-/// flood costs one O(table) scan per batch, and at most one per
-/// [`EVICT_RESCAN`] when nothing is evictable.
-#[derive(Default)]
-struct Evictor {
-    /// Candidates, best last.
-    victims: Vec<std::sync::Weak<Shared>>,
-    no_scan_until: Option<Instant>,
-}
-
-impl Evictor {
-    fn pick(&mut self, table: &Mutex<HashMap<SocketAddr, Arc<Shared>>>) -> Option<Arc<Shared>> {
-        let now = crate::session::now();
-        for scanned in [false, true] {
-            while let Some(w) = self.victims.pop() {
-                let Some(s) = w.upgrade() else { continue };
-                if s.lock()
-                    .eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER)
-                    .is_some()
-                {
-                    return Some(s);
-                }
-            }
-            if scanned || self.no_scan_until.is_some_and(|t| now < t) {
-                break;
-            }
-            let sessions: Vec<Arc<Shared>> = lock(table).values().cloned().collect();
-            let mut ranked: Vec<((u8, Instant), Arc<Shared>)> = sessions
-                .into_iter()
-                .filter_map(|s| {
-                    let r = s
-                        .lock()
-                        .eviction_rank(now, EVICT_GRACE, EVICT_SILENT_AFTER)?;
-                    Some((r, s))
-                })
-                .collect();
-            if ranked.is_empty() {
-                self.no_scan_until = Some(now + EVICT_RESCAN);
-                break;
-            }
-            self.no_scan_until = None;
-            let keep = ranked.len().min(EVICT_BATCH);
-            ranked.select_nth_unstable_by_key(keep - 1, |(r, _)| *r);
-            ranked.truncate(keep);
-            ranked.sort_unstable_by_key(|(r, _)| std::cmp::Reverse(*r));
-            self.victims = ranked.iter().map(|(_, s)| Arc::downgrade(s)).collect();
-        }
-        None
+impl Registry for ListenerShared {
+    fn remove(&self, s: &Arc<Shared>) {
+        ListenerShared::remove(self, s);
     }
 }
 
@@ -147,8 +123,11 @@ impl ListenerShared {
     pub(crate) fn remove(&self, s: &Arc<Shared>) {
         {
             let mut t = lock(&self.table);
-            if t.get(&s.peer).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
-                t.remove(&s.peer);
+            if let Some(id) = t.ep.lookup(s.peer) {
+                if t.session(id).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+                    t.ep.remove(id);
+                    t.take(id);
+                }
             }
         }
         self.wake_task();
@@ -194,29 +173,42 @@ impl Listener {
     /// with [`Error::Io`].
     pub fn from_socket(socket: UdpSocket, config: &Config) -> Result<Listener> {
         config.validate()?;
-        let runtime = runtime_handle()?;
         uio::apply(&socket, &socket_options(config))?;
-        let local = socket.local_addr()?;
+        Listener::with_transport(Arc::new(UdpTransport::new(socket)), config)
+    }
+
+    /// Serves on any datagram [`Transport`] (kcp-go `ServeConn` on a custom
+    /// `net.PacketConn`): sessions are told apart by the source address the
+    /// transport reports. Socket options in `config` are not applied.
+    /// Outside a tokio runtime this fails with [`Error::Io`].
+    pub fn with_transport(transport: Arc<dyn Transport>, config: &Config) -> Result<Listener> {
+        config.validate()?;
+        let runtime = runtime_handle()?;
+        let local = transport.local_addr()?;
         let (tx, rx) = mpsc::channel(config.accept_backlog());
         let shared = Arc::new(ListenerShared {
-            socket: Arc::new(socket),
+            transport,
             local,
             config: config.clone(),
-            table: Mutex::new(HashMap::new()),
-            closed: AtomicBool::new(false),
+            table: Mutex::new(Table {
+                ep: Endpoint::new(config.max_sessions()),
+                conns: Vec::new(),
+            }),
             evictions: AtomicU64::new(0),
             task_waker: Mutex::new(None),
             c: Mutex::new(Counters::default()),
             error: Mutex::new(None),
         });
         let task = ListenTask {
-            shared: shared.clone(),
             rx: RecvBatch::new(LISTENER_RECV_BATCH),
-            accept_tx: tx,
-            touched: Vec::new(),
-            evictor: Evictor::default(),
-            c: Counters::default(),
-            publisher: Publisher::default(),
+            glue: Glue {
+                shared: shared.clone(),
+                accept_tx: tx,
+                touched: Vec::new(),
+                note: None,
+                c: Counters::default(),
+                publisher: Publisher::default(),
+            },
         };
         runtime.spawn(task);
         Ok(Listener {
@@ -258,7 +250,7 @@ impl Listener {
 
     /// Live sessions (accepted or waiting in the backlog).
     pub fn session_count(&self) -> usize {
-        lock(&self.shared.table).len()
+        lock(&self.shared.table).ep.len()
     }
 
     /// Sessions closed so far to make room for new peers when the table was
@@ -279,7 +271,8 @@ impl Listener {
     /// backlog are closed. Accepted sessions keep working; the socket is
     /// released when the last of them closes.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
+        // Not held below: dropping backlogged sessions removes them.
+        lock(&self.shared.table).ep.close();
         let mut rx = lock(&self.accept_rx);
         rx.close();
         while let Ok(s) = rx.try_recv() {
@@ -294,15 +287,15 @@ impl Listener {
         if dscp > 63 {
             return Err(Error::InvalidConfig(format!("DSCP {dscp} exceeds 63")));
         }
-        Ok(uio::set_dscp(&self.shared.socket, dscp)?)
+        Ok(self.shared.transport.set_dscp(dscp)?)
     }
     /// kcp-go `Listener.SetReadBuffer`.
     pub fn set_recv_buffer(&self, bytes: usize) -> Result<()> {
-        Ok(uio::set_recv_buffer(&self.shared.socket, bytes)?)
+        Ok(self.shared.transport.set_recv_buffer(bytes)?)
     }
     /// kcp-go `Listener.SetWriteBuffer`.
     pub fn set_send_buffer(&self, bytes: usize) -> Result<()> {
-        Ok(uio::set_send_buffer(&self.shared.socket, bytes)?)
+        Ok(self.shared.transport.set_send_buffer(bytes)?)
     }
 }
 
@@ -321,131 +314,169 @@ fn flush_counters(local: &mut Counters, shared: &ListenerShared, publisher: &mut
     }
 }
 
-/// The receive task.
+/// The receive task: the socket's batches, and the glue that does what the
+/// [`Endpoint`] decides.
 struct ListenTask {
-    shared: Arc<ListenerShared>,
     rx: RecvBatch,
+    glue: Glue,
+}
+
+/// What a routed datagram taught about its connection, told to the endpoint
+/// the next time the table is locked anyway (before any other decision).
+struct Note {
+    id: ConnId,
+    /// Its session accepted the datagram (no KCP error): heard now.
+    heard: Option<Instant>,
+    /// KCP `snd_una` moved for the first time.
+    proven: bool,
+}
+
+/// Everything of the task but the receive buffers (so a datagram borrowed
+/// from them can be handled).
+struct Glue {
+    shared: Arc<ListenerShared>,
     accept_tx: mpsc::Sender<Session>,
     touched: Vec<Arc<Shared>>,
-    evictor: Evictor,
+    note: Option<Note>,
     c: Counters,
     publisher: Publisher,
 }
 
-impl ListenTask {
-    fn handle(&mut self, i: usize, now: Instant) {
-        let Some((d, from)) = self.rx.get_mut(i) else {
-            return;
+/// Whether the peer acknowledged our data (see `Connection::is_proven`).
+fn is_proven(st: &State) -> bool {
+    st.conn.is_proven()
+}
+
+/// Locks the table, first telling the endpoint the pending [`Note`].
+fn table<'a>(shared: &'a ListenerShared, note: &mut Option<Note>) -> MutexGuard<'a, Table> {
+    let mut t = lock(&shared.table);
+    if let Some(n) = note.take() {
+        if let Some(at) = n.heard {
+            t.ep.note_heard(n.id, at);
+        }
+        if n.proven {
+            t.ep.note_proven(n.id);
+        }
+    }
+    t
+}
+
+impl Glue {
+    fn handle(&mut self, d: &mut [u8], from: SocketAddr, now: Instant) {
+        // Decrypt before locking; the endpoint counts every refusal.
+        let opened = codec::open(self.shared.config.crypt(), d);
+        let backlog = if self.accept_tx.capacity() > 0 {
+            Backlog::Room
+        } else {
+            Backlog::Full
         };
-        // Every refusal below is counted (the docs promise it; kcp-go
-        // counts only CRC failures here): InCsumErrors for a failed check,
-        // KCPInErrors for a plaintext no KCP could accept, InErrs for a
-        // datagram that is malformed or cannot be placed in a session.
-        let Some(range) = codec::open_counted(self.shared.config.crypt(), d, &mut self.c) else {
-            return;
+        let mut t = table(&self.shared, &mut self.note);
+        let range = match opened {
+            Ok(r) => r,
+            Err(e) => return t.ep.refuse(e.into()),
         };
         let Some(plain) = d.get(range) else {
-            self.c.in_errs += 1;
-            return;
+            return t.ep.refuse(DropReason::BadRange);
         };
-        if plain.len() < MIN_PLAINTEXT {
-            self.c.kcp_in_errors += 1;
-            return;
-        }
-        let dm = codec::demux(plain);
-        if dm == Demux::Drop {
-            self.c.kcp_in_errors += 1;
-            return;
-        }
-        let existing = lock(&self.shared.table).get(&from).cloned();
-        if let Some(s) = existing {
-            match dm {
-                Demux::Conv(ci) if ci.conv != s.conv => {
-                    if ci.sn != 0 {
-                        // Not a restart (§6.2): a segment of another conv.
-                        self.c.kcp_in_errors += 1;
-                        return;
-                    }
-                    // The peer restarted with a new conv: replace (§6.2).
-                    s.close_with(Fate::Closed);
-                }
-                _ => {
-                    {
-                        let mut st = s.lock();
-                        if st.is_closed() {
-                            // Closed but not yet out of the table.
-                            self.c.in_errs += 1;
-                            return;
-                        }
-                        st.input(plain, now);
-                        st.wake_io();
-                    }
-                    if !self.touched.last().is_some_and(|t| Arc::ptr_eq(t, &s)) {
-                        self.touched.push(s);
-                    }
-                    return;
-                }
-            }
-        }
-        // From here on the datagram would open a session; each refusal is
-        // an InErrs.
-        let Demux::Conv(ci) = dm else {
-            // Parity or short FEC data from an unknown address (§6.2).
-            self.c.in_errs += 1;
-            return;
-        };
-        if self.shared.closed.load(Ordering::Acquire) {
-            self.c.in_errs += 1;
-            return;
-        }
-        let Ok(permit) = self.accept_tx.try_reserve() else {
-            // Accept backlog full.
-            self.c.in_errs += 1;
-            return;
-        };
-        if let Some(max) = self.shared.config.max_sessions() {
-            if lock(&self.shared.table).len() >= max {
-                // Full: make room by the eviction rule, or drop the datagram.
-                let Some(victim) = self.evictor.pick(&self.shared.table) else {
-                    self.c.in_errs += 1;
-                    return;
+        match t.ep.handle(now, from, plain, backlog) {
+            Event::Route(id) => {
+                let Some(s) = t.session(id).cloned() else {
+                    return t.ep.refuse(DropReason::SessionClosed);
                 };
-                victim.close_with(Fate::Evicted);
-                self.shared.evictions.fetch_add(1, Ordering::Relaxed);
-                if lock(&self.shared.table).len() >= max {
-                    self.c.in_errs += 1;
-                    return;
+                let proven = t.ep.is_proven(id);
+                drop(t);
+                self.route(id, s, proven, plain, now);
+            }
+            Event::Drop { replaced, .. } => {
+                let old = replaced.and_then(|id| t.take(id));
+                drop(t);
+                if let Some(old) = old {
+                    old.close_with(Fate::Closed);
                 }
             }
+            Event::Open(adm) => {
+                let old = adm.retire().and_then(|(id, why)| Some((t.take(id)?, why)));
+                drop(t);
+                if let Some((old, why)) = old {
+                    let fate = match why {
+                        Retire::Replaced => Fate::Closed,
+                        Retire::Evicted => Fate::Evicted,
+                    };
+                    if old.close_with(fate) && why == Retire::Evicted {
+                        self.shared.evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                self.open(adm, plain, now);
+            }
         }
+    }
+
+    fn route(
+        &mut self,
+        id: ConnId,
+        s: Arc<Shared>,
+        known_proven: bool,
+        plain: &[u8],
+        now: Instant,
+    ) {
+        {
+            let mut st = s.lock();
+            if st.is_closed() {
+                // Closed but not yet out of the table.
+                drop(st);
+                return table(&self.shared, &mut self.note)
+                    .ep
+                    .refuse(DropReason::SessionClosed);
+            }
+            let rep = st.input(plain, now);
+            st.wake_io();
+            self.note = Some(Note {
+                id,
+                heard: (rep.kcp_errors == 0).then_some(now),
+                proven: !known_proven && is_proven(&st),
+            });
+        }
+        if !self.touched.last().is_some_and(|t| Arc::ptr_eq(t, &s)) {
+            self.touched.push(s);
+        }
+    }
+
+    fn open(&mut self, adm: Admission, plain: &[u8], now: Instant) {
+        let Ok(permit) = self.accept_tx.try_reserve() else {
+            return table(&self.shared, &mut self.note)
+                .ep
+                .reject(adm, DropReason::BacklogFull);
+        };
         let Ok((session, driver)) = Session::build(
-            ci.conv,
-            from,
+            adm.conv(),
+            adm.from(),
             self.shared.local,
-            self.shared.socket.clone(),
+            self.shared.transport.clone(),
             Origin::Accepted,
-            Some(Arc::downgrade(&self.shared)),
+            Some(Arc::downgrade(&(self.shared.clone() as Arc<dyn Registry>))),
             &self.shared.config,
         ) else {
-            self.c.in_errs += 1;
-            return;
+            return table(&self.shared, &mut self.note)
+                .ep
+                .reject(adm, DropReason::BuildFailed);
         };
         let shared = session.shared().clone();
+        let first = shared.lock().input(plain, now);
         {
-            let mut st = shared.lock();
-            let rep = st.input(plain, now);
-            if rep.kcp_ok == 0 && codec::classify(plain) != PacketType::Oob {
-                // Nothing in it was a valid segment for this conv: no session.
-                self.c.kcp_in_errors += 1;
+            let mut t = table(&self.shared, &mut self.note);
+            let Some(id) = t.ep.commit(adm, now, &first) else {
+                // Nothing in it was a valid segment for this conv: no
+                // session (dropping it closes it, which locks the table).
+                drop(t);
                 return;
-            }
+            };
+            session.mark_opened();
+            // Counters (PassiveOpens) before the session is visible, so
+            // whoever sees it (table or accept) sees everything before it.
+            t.ep.drain_counters(&mut self.c);
+            flush_counters(&mut self.c, &self.shared, &mut self.publisher);
+            t.insert(id, shared.clone());
         }
-        session.mark_opened();
-        self.c.passive_opens += 1;
-        // Counters first, so whoever sees the session (table or accept) sees
-        // everything that came before it.
-        flush_counters(&mut self.c, &self.shared, &mut self.publisher);
-        lock(&self.shared.table).insert(from, shared.clone());
         permit.send(session);
         tokio::spawn(driver);
         self.touched.push(shared);
@@ -455,13 +486,19 @@ impl ListenTask {
         for s in self.touched.drain(..) {
             s.lock().wake_driver();
         }
+        table(&self.shared, &mut self.note)
+            .ep
+            .drain_counters(&mut self.c);
         flush_counters(&mut self.c, &self.shared, &mut self.publisher);
     }
 
     fn fail(&mut self, e: io::Error) {
         *lock(&self.shared.error) = Some((e.kind(), e.to_string()));
-        self.shared.closed.store(true, Ordering::Release);
-        let sessions: Vec<_> = lock(&self.shared.table).values().cloned().collect();
+        let sessions = {
+            let mut t = table(&self.shared, &mut self.note);
+            t.ep.close();
+            t.all()
+        };
         for s in sessions {
             s.close_with(Fate::Io(e.kind(), e.to_string()));
         }
@@ -472,12 +509,18 @@ impl std::future::Future for ListenTask {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        *lock(&this.shared.task_waker) = Some(cx.waker().clone());
+        let ListenTask { rx, glue } = this;
+        *lock(&glue.shared.task_waker) = Some(cx.waker().clone());
         for _ in 0..LISTENER_BUDGET {
-            if this.shared.closed.load(Ordering::Acquire) && lock(&this.shared.table).is_empty() {
+            let done = {
+                let t = table(&glue.shared, &mut glue.note);
+                t.ep.is_closed() && t.ep.is_empty()
+            };
+            if done {
                 return Poll::Ready(());
             }
-            match this.rx.poll_recv(&this.shared.socket, cx) {
+            rx.clear();
+            match glue.shared.transport.poll_recv(cx, rx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e))
                     if matches!(
@@ -490,19 +533,32 @@ impl std::future::Future for ListenTask {
                     continue
                 }
                 Poll::Ready(Err(e)) => {
-                    this.fail(e);
+                    glue.fail(e);
                     return Poll::Ready(());
                 }
                 Poll::Ready(Ok(n)) => {
+                    // The tokio clock, which sessions use (and tests pause).
                     let now = crate::session::now();
                     for i in 0..n {
-                        this.handle(i, now);
+                        if let Some((d, from)) = rx.get_mut(i) {
+                            glue.handle(d, from, now);
+                        }
                     }
-                    this.finish_batch();
+                    glue.finish_batch();
                 }
             }
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn listener_is_send_and_sync() {
+        send_sync::<super::Listener>();
     }
 }

@@ -10,6 +10,7 @@ use tokio::net::UdpSocket;
 
 use super::pool::{Packet, PacketPool};
 use super::MAX_PACKET_SIZE;
+use crate::transport::Transport;
 
 /// Most datagrams moved by one `sendmmsg` call (kcp-go's `maxBatchSize`).
 const SEND_BATCH: usize = 64;
@@ -109,6 +110,36 @@ impl RecvBatch {
         self.count
     }
 
+    /// How many datagrams one receive can hold.
+    pub fn capacity(&self) -> usize {
+        self.pkts.len()
+    }
+
+    /// Forgets the datagrams held (the runtime does this before each
+    /// [`Transport::poll_recv`](crate::transport::Transport::poll_recv)).
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// Appends one received datagram (a custom transport's receive path):
+    /// its bytes are copied, truncated to
+    /// [`MTU_LIMIT`](super::MTU_LIMIT) as a UDP socket would. False, and
+    /// nothing is taken, when the batch is full.
+    pub fn push(&mut self, data: &[u8], from: SocketAddr) -> bool {
+        let (Some(p), Some(a)) = (
+            self.pkts.get_mut(self.count),
+            self.addrs.get_mut(self.count),
+        ) else {
+            return false;
+        };
+        let n = data.len().min(super::MTU_LIMIT);
+        p.buf_mut()[..n].copy_from_slice(&data[..n]);
+        p.set_len(n);
+        *a = from;
+        self.count += 1;
+        true
+    }
+
     /// Whether the last receive returned nothing.
     pub fn is_empty(&self) -> bool {
         self.count == 0
@@ -126,7 +157,11 @@ impl RecvBatch {
 
     /// Waits until the socket is readable and reads as many datagrams as are
     /// queued, up to the batch size. Returns how many were read (at least 1).
-    pub fn poll_recv(&mut self, sock: &UdpSocket, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub(crate) fn poll_recv(
+        &mut self,
+        sock: &UdpSocket,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
         self.count = 0;
         loop {
             match sock.poll_recv_ready(cx) {
@@ -187,8 +222,6 @@ impl RecvBatch {
 pub struct SendBatch {
     queue: VecDeque<Packet>,
     bytes: usize,
-    #[cfg(target_os = "linux")]
-    sys: linux::SendSys,
 }
 
 impl SendBatch {
@@ -246,12 +279,13 @@ impl SendBatch {
         self.bytes = 0;
     }
 
-    /// Sends up to `max` queued datagrams to `dest` without waiting. Sent
-    /// buffers go back to `pool`. Returns `(datagrams, bytes)` sent; when the
-    /// socket is full the rest stays queued (`Ok` with fewer sent).
-    pub fn try_send(
+    /// Sends up to `max` queued datagrams to `dest` through `transport`
+    /// without waiting. Sent buffers go back to `pool`. Returns `(datagrams,
+    /// bytes)` sent; when the transport is full the rest stays queued (`Ok`
+    /// with fewer sent).
+    pub(crate) fn try_send(
         &mut self,
-        sock: &UdpSocket,
+        transport: &dyn Transport,
         dest: SocketAddr,
         max: usize,
         pool: &mut PacketPool,
@@ -260,7 +294,7 @@ impl SendBatch {
         let mut bytes = 0;
         while pkts < max && !self.queue.is_empty() {
             let want = (max - pkts).min(SEND_BATCH).min(self.queue.len());
-            // An injected "socket full" takes the WouldBlock branch without
+            // An injected "socket full" takes the full branch without
             // clearing the socket's readiness, so nothing waits forever for
             // a writability edge that will never come.
             let Some(cap) = faults::limit(want) else {
@@ -268,39 +302,111 @@ impl SendBatch {
             };
             // With injected faults `cap < want`: the call then returns fewer
             // than asked, exactly like a kernel's partial `sendmmsg` count.
-            match sock.try_io(Interest::WRITABLE, || self.send_now(sock, dest, cap)) {
-                Ok(n) => {
-                    for p in self.queue.drain(..n) {
-                        bytes += p.len();
-                        self.bytes -= p.len();
-                        pool.put(p);
-                    }
-                    pkts += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+            let n = transport.try_send(dest, &Transmits::new(&self.queue, cap))?;
+            if n == 0 {
+                break;
             }
+            let n = n.min(cap);
+            for p in self.queue.drain(..n) {
+                bytes += p.len();
+                self.bytes -= p.len();
+                pool.put(p);
+            }
+            pkts += n;
         }
         Ok((pkts, bytes))
     }
+}
 
-    #[cfg(target_os = "linux")]
-    fn send_now(&mut self, sock: &UdpSocket, dest: SocketAddr, want: usize) -> io::Result<usize> {
-        self.sys.sendmmsg(sock, dest, self.queue.range(..want))
-    }
+/// The datagrams a runtime hands to [`Transport::try_send`], oldest first:
+/// all for one destination.
+#[derive(Debug, Clone, Copy)]
+pub struct Transmits<'a> {
+    queue: &'a VecDeque<Packet>,
+    n: usize,
+}
 
-    #[cfg(not(target_os = "linux"))]
-    fn send_now(&mut self, sock: &UdpSocket, dest: SocketAddr, want: usize) -> io::Result<usize> {
-        let mut n = 0;
-        for p in self.queue.range(..want) {
-            match sock.try_send_to(p.as_slice(), dest) {
-                Ok(_) => n += 1,
-                Err(e) if n > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
+impl<'a> Transmits<'a> {
+    fn new(queue: &'a VecDeque<Packet>, n: usize) -> Transmits<'a> {
+        Transmits {
+            queue,
+            n: n.min(queue.len()),
         }
-        Ok(n)
     }
+
+    /// How many datagrams.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Datagram `i`.
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        if i < self.n {
+            self.queue.get(i).map(Packet::as_slice)
+        } else {
+            None
+        }
+    }
+
+    /// The datagrams in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.queue.range(..self.n).map(Packet::as_slice)
+    }
+}
+
+/// Sends `datagrams` to `dest` on a tokio UDP socket without waiting
+/// (`sendmmsg` on Linux); how many went, 0 when the socket buffer is full.
+pub(crate) fn udp_try_send(
+    sock: &UdpSocket,
+    dest: SocketAddr,
+    datagrams: &Transmits<'_>,
+) -> io::Result<usize> {
+    match sock.try_io(Interest::WRITABLE, || udp_send_now(sock, dest, datagrams)) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn udp_send_now(
+    sock: &UdpSocket,
+    dest: SocketAddr,
+    datagrams: &Transmits<'_>,
+) -> io::Result<usize> {
+    // One header scratch per thread: many sessions share a listener's
+    // socket, and none of them should allocate or lock per send.
+    thread_local! {
+        static SEND_SYS: std::cell::RefCell<linux::SendSys> = std::cell::RefCell::default();
+    }
+    SEND_SYS.with(|sys| match sys.try_borrow_mut() {
+        Ok(mut sys) => sys.sendmmsg(sock, dest, datagrams.iter()),
+        // Re-entered on this thread (cannot happen: sendmmsg does not call
+        // back); fall back to a scratch of its own.
+        Err(_) => linux::SendSys::default().sendmmsg(sock, dest, datagrams.iter()),
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn udp_send_now(
+    sock: &UdpSocket,
+    dest: SocketAddr,
+    datagrams: &Transmits<'_>,
+) -> io::Result<usize> {
+    let mut n = 0;
+    for d in datagrams.iter() {
+        match sock.try_send_to(d, dest) {
+            Ok(_) => n += 1,
+            Err(e) if n > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(target_os = "linux")]
@@ -431,13 +537,12 @@ mod linux {
             &mut self,
             sock: &UdpSocket,
             dest: SocketAddr,
-            pkts: impl Iterator<Item = &'a Packet>,
+            pkts: impl Iterator<Item = &'a [u8]>,
         ) -> io::Result<usize> {
             let name = SockAddr::from(dest);
             self.hdrs.clear();
             self.iovs.clear();
-            for p in pkts {
-                let s = p.as_slice();
+            for s in pkts {
                 self.iovs.push(libc::iovec {
                     iov_base: s.as_ptr() as *mut libc::c_void,
                     iov_len: s.len(),
@@ -488,6 +593,8 @@ mod tests {
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b_addr = b.local_addr().unwrap();
+        let a_addr = a.local_addr().unwrap();
+        let ta = crate::transport::UdpTransport::new(a);
         let mut pool = PacketPool::new(8);
         let mut out = SendBatch::new();
         for i in 0..100u8 {
@@ -500,11 +607,11 @@ mod tests {
         assert_eq!(out.bytes(), total);
         let mut sent = (0, 0);
         while !out.is_empty() {
-            let (n, bytes) = out.try_send(&a, b_addr, usize::MAX, &mut pool).unwrap();
+            let (n, bytes) = out.try_send(&ta, b_addr, usize::MAX, &mut pool).unwrap();
             sent.0 += n;
             sent.1 += bytes;
             if n == 0 {
-                a.writable().await.unwrap();
+                ta.socket().writable().await.unwrap();
             }
         }
         assert_eq!(sent, (100, total));
@@ -517,7 +624,7 @@ mod tests {
             assert!((1..=16).contains(&n));
             for i in 0..n {
                 let (bytes, from) = rx.get_mut(i).unwrap();
-                assert_eq!(from, a.local_addr().unwrap());
+                assert_eq!(from, a_addr);
                 got.push(bytes.to_vec());
             }
             assert!(rx.get_mut(n).is_none());

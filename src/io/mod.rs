@@ -26,7 +26,8 @@ use tokio::net::UdpSocket;
 /// Send-path fault injection for tests (feature `testing`).
 #[cfg(feature = "testing")]
 pub use batch::faults;
-pub use batch::{RecvBatch, SendBatch};
+pub(crate) use batch::udp_try_send;
+pub use batch::{RecvBatch, SendBatch, Transmits};
 pub use pool::{Packet, PacketPool};
 
 pub use crate::config::{MAX_PACKET_SIZE, MTU_LIMIT};
