@@ -70,16 +70,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-use crate::codec::{self, Demux, PacketType, MIN_PLAINTEXT};
+use crate::codec;
 use crate::config::{Config, MTU_LIMIT};
 use crate::connection::{CloseReason, Connection};
+use crate::endpoint::{Backlog, ConnId, DropReason, Endpoint, Event, Retire};
 use crate::error::{Error, Result};
 use crate::io as uio;
 use crate::session::{socket_options, Origin};
@@ -755,26 +756,31 @@ struct ListenerShared {
     cond: Condvar,
     /// Counters of datagrams dropped before any session saw them.
     c: Mutex<Counters>,
+    /// Sessions closed by the eviction rule.
+    evictions: AtomicU64,
 }
 
 struct ListenerState {
-    table: HashMap<SocketAddr, Arc<Shared>>,
+    /// The routing rules (shared with the tokio listener).
+    ep: Endpoint,
+    sessions: HashMap<ConnId, Arc<Shared>>,
     backlog: VecDeque<Session>,
-    closed: bool,
     error: Option<(io::ErrorKind, String)>,
 }
 
 /// Accepts blocking KCP sessions on one UDP socket (kcp-go `Listener`).
 ///
-/// Same rules as the tokio [`crate::Listener`]: sessions are found by the
-/// sender's address; a different conv from a known address replaces the
-/// session only when the segment's sn is 0; datagrams failing decryption,
-/// parity from unknown addresses and first datagrams with no valid KCP
-/// segment create no session; at most
-/// [`Config::max_sessions`] sessions and [`Config::accept_backlog`] waiting
-/// ones. Unlike the tokio listener, a full table does not evict anyone: the
-/// newcomer's datagram is dropped. Dropping the listener stops accepting;
-/// accepted sessions keep working on its socket.
+/// The rules are the tokio [`crate::Listener`]'s (the same pure
+/// `Endpoint` decides): sessions are found by the sender's address; a
+/// different conv from a known address replaces the session only when the
+/// segment's sn is 0; datagrams failing decryption, parity from unknown
+/// addresses and first datagrams with no valid KCP segment create no
+/// session; at most [`Config::max_sessions`] sessions (a full table evicts
+/// an unproven or long-silent one, see
+/// [`ConfigBuilder::max_sessions`](crate::ConfigBuilder::max_sessions)) and
+/// [`Config::accept_backlog`] waiting ones; every refusal is counted.
+/// Dropping the listener stops accepting; accepted sessions keep working on
+/// its socket.
 pub struct Listener {
     shared: Arc<ListenerShared>,
     joiner: Arc<Joiner>,
@@ -803,13 +809,14 @@ impl Listener {
             local,
             config: config.clone(),
             inner: Mutex::new(ListenerState {
-                table: HashMap::new(),
+                ep: Endpoint::new(config.max_sessions()),
+                sessions: HashMap::new(),
                 backlog: VecDeque::new(),
-                closed: false,
                 error: None,
             }),
             cond: Condvar::new(),
             c: Mutex::new(Counters::default()),
+            evictions: AtomicU64::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let joiner = Arc::new(Joiner {
@@ -861,7 +868,7 @@ impl Listener {
                     return Ok(s);
                 }
             }
-            if inner.closed {
+            if inner.ep.is_closed() {
                 return Err(match &inner.error {
                     Some((kind, msg)) => Error::Io(io::Error::new(*kind, msg.clone())),
                     None => Error::Closed,
@@ -895,7 +902,13 @@ impl Listener {
 
     /// Live sessions (accepted or waiting in the backlog).
     pub fn session_count(&self) -> usize {
-        lock(&self.shared.inner).table.len()
+        lock(&self.shared.inner).ep.len()
+    }
+
+    /// Sessions closed so far to make room for new peers when the table was
+    /// full.
+    pub fn evictions(&self) -> u64 {
+        self.shared.evictions.load(Ordering::Relaxed)
     }
 
     /// The listener's own counters: datagrams it dropped before any session
@@ -909,7 +922,7 @@ impl Listener {
     pub fn close(&self) {
         let backlog: Vec<Session> = {
             let mut inner = lock(&self.shared.inner);
-            inner.closed = true;
+            inner.ep.close();
             inner.backlog.drain(..).collect()
         };
         self.shared.cond.notify_all();
@@ -982,35 +995,34 @@ impl ListenThread {
     /// Timers of every session, removal of ended ones; the next deadline,
     /// or `None` when the thread should end.
     fn sweep(&mut self, now: Instant) -> Option<Instant> {
-        let sessions: Vec<Arc<Shared>> = {
+        let sessions: Vec<(ConnId, Arc<Shared>)> = {
             let inner = lock(&self.shared.inner);
-            if self.stop.load(Ordering::SeqCst) || (inner.closed && inner.table.is_empty()) {
+            if self.stop.load(Ordering::SeqCst) || (inner.ep.is_closed() && inner.ep.is_empty()) {
                 return None;
             }
-            inner.table.values().cloned().collect()
+            inner
+                .sessions
+                .iter()
+                .map(|(id, s)| (*id, s.clone()))
+                .collect()
         };
         let mut next = now + BACKSTOP;
         let mut ended = Vec::new();
-        for s in sessions {
+        for (id, s) in sessions {
             let mut st = s.lock();
             match s.tick(&mut st, now) {
                 Some(t) => next = next.min(t),
-                None if st.conn.is_closed() => ended.push(s.clone()),
+                None if st.conn.is_closed() => ended.push(id),
                 None => {}
             }
         }
         if !ended.is_empty() {
             let mut inner = lock(&self.shared.inner);
-            for s in ended {
-                if inner
-                    .table
-                    .get(&s.peer)
-                    .is_some_and(|cur| Arc::ptr_eq(cur, &s))
-                {
-                    inner.table.remove(&s.peer);
-                }
+            for id in ended {
+                inner.ep.remove(id);
+                inner.sessions.remove(&id);
             }
-            if inner.closed && inner.table.is_empty() {
+            if inner.ep.is_closed() && inner.ep.is_empty() {
                 return None;
             }
         }
@@ -1018,6 +1030,7 @@ impl ListenThread {
     }
 
     fn flush_counters(&mut self) {
+        lock(&self.shared.inner).ep.drain_counters(&mut self.c);
         if !self.c.is_zero() {
             let mut c = lock(&self.shared.c);
             c.absorb(&mut self.c);
@@ -1025,97 +1038,111 @@ impl ListenThread {
         }
     }
 
-    // TODO(endpoint): these demultiplexing rules mirror
-    // `listener::ListenTask::handle` and should move to the pure `Endpoint`
-    // (branch `endpoint`) once it lands, shared by both listeners.
-    /// Routes one datagram (kcp-go's rules, §6.2); the session's next
-    /// deadline if it went to one.
+    /// Routes one datagram as the `Endpoint` decides (§6.2); the session's
+    /// next deadline if it went to one. Holds the listener's lock
+    /// throughout (the order is always listener, then session).
     fn handle(&mut self, d: &mut [u8], from: SocketAddr, now: Instant) -> Option<Instant> {
-        let range = codec::open_counted(self.shared.config.crypt(), d, &mut self.c)?;
+        let opened = codec::open(self.shared.config.crypt(), d);
+        let mut guard = lock(&self.shared.inner);
+        let inner = &mut *guard;
+        let range = match opened {
+            Ok(r) => r,
+            Err(e) => {
+                inner.ep.refuse(e.into());
+                return None;
+            }
+        };
         let Some(plain) = d.get(range) else {
-            self.c.in_errs += 1;
+            inner.ep.refuse(DropReason::BadRange);
             return None;
         };
-        if plain.len() < MIN_PLAINTEXT {
-            self.c.kcp_in_errors += 1;
-            return None;
-        }
-        let dm = codec::demux(plain);
-        if dm == Demux::Drop {
-            self.c.kcp_in_errors += 1;
-            return None;
-        }
-        let existing = lock(&self.shared.inner).table.get(&from).cloned();
-        if let Some(s) = existing {
-            match dm {
-                Demux::Conv(ci) if ci.conv != s.conv => {
-                    if ci.sn != 0 {
-                        self.c.kcp_in_errors += 1;
-                        return None;
-                    }
-                    // The peer restarted with a new conv: replace it.
-                    let mut st = s.lock();
-                    st.conn.end(now, CloseReason::Closed);
-                    s.settle(&mut st, now, false);
+        let backlog = if inner.backlog.len() < self.shared.config.accept_backlog() {
+            Backlog::Room
+        } else {
+            Backlog::Full
+        };
+        match inner.ep.handle(now, from, plain, backlog) {
+            Event::Route(id) => {
+                let Some(s) = inner.sessions.get(&id).cloned() else {
+                    inner.ep.refuse(DropReason::SessionClosed);
+                    return None;
+                };
+                let mut st = s.lock();
+                if st.conn.is_closed() {
+                    // Closed but not yet swept out of the table.
+                    inner.ep.refuse(DropReason::SessionClosed);
+                    return None;
                 }
-                _ => {
-                    let mut st = s.lock();
-                    if st.conn.is_closed() {
-                        self.c.in_errs += 1;
-                        return None;
-                    }
-                    st.conn.handle_plain(now, plain);
-                    s.settle(&mut st, now, false);
-                    return st.conn.poll_timeout();
+                let rep = st.conn.handle_plain(now, plain);
+                if rep.kcp_errors == 0 {
+                    inner.ep.note_heard(id, now);
                 }
+                if !inner.ep.is_proven(id) && st.conn.is_proven() {
+                    inner.ep.note_proven(id);
+                }
+                s.settle(&mut st, now, false);
+                st.conn.poll_timeout()
+            }
+            Event::Drop { replaced, .. } => {
+                if let Some(id) = replaced {
+                    self.retire(inner, id, Retire::Replaced, now);
+                }
+                None
+            }
+            Event::Open(adm) => {
+                if let Some((id, why)) = adm.retire() {
+                    self.retire(inner, id, why, now);
+                }
+                let Some(joiner) = self.joiner.upgrade() else {
+                    inner.ep.reject(adm, DropReason::NotAccepting);
+                    return None;
+                };
+                let Ok(conn) = Connection::new(adm.conv(), &self.shared.config, now) else {
+                    inner.ep.reject(adm, DropReason::BuildFailed);
+                    return None;
+                };
+                let shared = Arc::new(Shared::new(
+                    conn,
+                    adm.from(),
+                    self.shared.local,
+                    Origin::Accepted,
+                    self.shared.socket.clone(),
+                    self.wake.clone(),
+                    &self.shared.config,
+                ));
+                let next = {
+                    let mut st = shared.lock();
+                    let first = st.conn.handle_plain(now, plain);
+                    // None: nothing in it was a valid segment, no session.
+                    let id = inner.ep.commit(adm, now, &first)?;
+                    inner.sessions.insert(id, shared.clone());
+                    shared.settle(&mut st, now, false);
+                    st.conn.poll_timeout()
+                };
+                shared.mark_opened();
+                inner.backlog.push_back(Session::new(shared, joiner));
+                drop(guard);
+                self.shared.cond.notify_all();
+                next
             }
         }
-        let Demux::Conv(ci) = dm else {
-            self.c.in_errs += 1;
-            return None;
+    }
+
+    /// Closes a session the endpoint has already removed (replaced by its
+    /// peer's restart, or evicted).
+    fn retire(&self, inner: &mut ListenerState, id: ConnId, why: Retire, now: Instant) {
+        let Some(s) = inner.sessions.remove(&id) else {
+            return;
         };
-        let joiner = self.joiner.upgrade()?;
-        let mut inner = lock(&self.shared.inner);
-        if inner.closed || inner.backlog.len() >= self.shared.config.accept_backlog() {
-            self.c.in_errs += 1;
-            return None;
+        let reason = match why {
+            Retire::Replaced => CloseReason::Closed,
+            Retire::Evicted => CloseReason::Evicted,
+        };
+        let mut st = s.lock();
+        if st.conn.end(now, reason) && why == Retire::Evicted {
+            self.shared.evictions.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(max) = self.shared.config.max_sessions() {
-            if inner.table.len() >= max {
-                self.c.in_errs += 1;
-                return None;
-            }
-        }
-        let Ok(conn) = Connection::new(ci.conv, &self.shared.config, now) else {
-            self.c.in_errs += 1;
-            return None;
-        };
-        let shared = Arc::new(Shared::new(
-            conn,
-            from,
-            self.shared.local,
-            Origin::Accepted,
-            self.shared.socket.clone(),
-            self.wake.clone(),
-            &self.shared.config,
-        ));
-        let next = {
-            let mut st = shared.lock();
-            let rep = st.conn.handle_plain(now, plain);
-            if rep.kcp_ok == 0 && codec::classify(plain) != PacketType::Oob {
-                self.c.kcp_in_errors += 1;
-                return None;
-            }
-            shared.settle(&mut st, now, false);
-            st.conn.poll_timeout()
-        };
-        shared.mark_opened();
-        self.c.passive_opens += 1;
-        inner.table.insert(from, shared.clone());
-        inner.backlog.push_back(Session::new(shared, joiner));
-        drop(inner);
-        self.shared.cond.notify_all();
-        next
+        s.settle(&mut st, now, false);
     }
 
     /// The socket failed: every session and the listener end with it.
@@ -1123,8 +1150,8 @@ impl ListenThread {
         let sessions: Vec<Arc<Shared>> = {
             let mut inner = lock(&self.shared.inner);
             inner.error = Some((e.kind(), e.to_string()));
-            inner.closed = true;
-            inner.table.drain().map(|(_, s)| s).collect()
+            inner.ep.close();
+            inner.sessions.drain().map(|(_, s)| s).collect()
         };
         self.shared.cond.notify_all();
         let now = Instant::now();

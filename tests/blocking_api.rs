@@ -443,3 +443,39 @@ fn threads_end_when_handles_drop() {
     ));
     assert!(matches!(c.error(), Some(Error::Closed)));
 }
+
+#[test]
+fn listener_drops_and_counts_junk() {
+    let _s = serial();
+    let cfg = config(StreamMode::Stream);
+    let listener = blocking::Listener::listen("127.0.0.1:0", &cfg).unwrap();
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..5u8 {
+        junk.send_to(&[i; 100], listener.local_addr()).unwrap();
+    }
+    // A client with another key: its datagrams fail the check too.
+    let other = Config::builder()
+        .crypt_kcptun("aes", "another key")
+        .build()
+        .unwrap();
+    let c = blocking::Session::dial(listener.local_addr(), &other).unwrap();
+    (&c).write_all(b"hello").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || listener.stats().in_csum_errors
+            >= 6),
+        "{}",
+        listener.stats()
+    );
+    assert_eq!(listener.session_count(), 0);
+    assert!(matches!(
+        listener.accept_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    // A right client still gets in.
+    let good = blocking::Session::dial(listener.local_addr(), &cfg).unwrap();
+    (&good).write_all(b"hi").unwrap();
+    let srv = listener.accept_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(srv.peer_addr().port(), good.local_addr().port());
+    assert_eq!(listener.session_count(), 1);
+    assert_eq!(listener.stats().passive_opens, 1);
+}
