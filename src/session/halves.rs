@@ -12,6 +12,8 @@ use crate::rate::RateLimiter;
 use crate::stats::Snmp;
 
 use super::shared::*;
+#[cfg(doc)]
+use super::Session;
 
 /// The read half of a [`Session`].
 pub struct OwnedReadHalf {
