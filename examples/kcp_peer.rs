@@ -25,8 +25,9 @@
 //!
 //! `--api blocking` (or the environment variable `KCP_PEER_API=blocking`,
 //! which the Go harness passes through) runs the echo-server, sink,
-//! echo-client and source roles on `kcp_session::blocking` (std threads, no
-//! tokio runtime); the other roles stay on tokio (with a note on stderr).
+//! echo-client, source, write-close-server and write-close-client roles on
+//! `kcp_session::blocking` (std threads, no tokio runtime); the other roles
+//! stay on tokio (with a note on stderr).
 //!
 //! Servers print `LISTENING <addr>` once bound. Every role prints
 //! `RESULT role=.. bytes=N crc32=HEX ok=true|false ...` and `SNMP Name=value ...`
@@ -1155,7 +1156,15 @@ mod blocking_roles {
     /// Runs the role if it has a blocking form; `None` if it has not.
     pub(super) fn run(a: &Args) -> Option<ExitCode> {
         let role = a.role.as_str();
-        if !matches!(role, "echo-server" | "sink" | "echo-client" | "source") {
+        if !matches!(
+            role,
+            "echo-server"
+                | "sink"
+                | "echo-client"
+                | "source"
+                | "write-close-server"
+                | "write-close-client"
+        ) {
             return None;
         }
         let outcome = match build_config(a) {
@@ -1166,6 +1175,8 @@ mod blocking_roles {
                     "echo-server" => echo_server(a, &cfg, deadline),
                     "sink" => sink(a, &cfg, deadline),
                     "echo-client" => echo_client(a, &cfg),
+                    "write-close-server" => write_close_server(a, &cfg, deadline),
+                    "write-close-client" => write_close_client(a, &cfg, deadline),
                     _ => source(a, &cfg),
                 }
             }
@@ -1385,6 +1396,126 @@ mod blocking_roles {
         )
         .trim()
         .to_string();
+        o
+    }
+
+    /// Ends session `i` right after its last write: `close()` for even
+    /// sessions, then drop (which joins its thread).
+    fn end_session(s: Session, i: usize) {
+        if i.is_multiple_of(2) {
+            let _ = s.close();
+        }
+        drop(s);
+    }
+
+    /// After the last close, stays until stdin closes or the deadline.
+    fn linger(deadline: Instant) -> &'static str {
+        match stdin_closed().recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Err(mpsc::RecvTimeoutError::Timeout) => "deadline",
+            _ => "stdin-closed",
+        }
+    }
+
+    /// See the tokio `write_close_server`: each session waits for the
+    /// hello byte, gets --bytes and is ended at once.
+    fn write_close_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+        let l = match listen(a, cfg) {
+            Ok(l) => l,
+            Err(e) => return Outcome::setup(e),
+        };
+        let mut o = Outcome {
+            ok: true,
+            ..Outcome::default()
+        };
+        let (tx, rx) = mpsc::channel::<Option<Result<u32, String>>>();
+        let (mut served, mut ghosts, mut accepted) = (0usize, 0usize, 0usize);
+        std::thread::scope(|scope| {
+            while served < a.count {
+                while let Ok(r) = rx.try_recv() {
+                    match r {
+                        Some(r) => {
+                            match r {
+                                Ok(crc) => o.crc = crc,
+                                Err(e) if o.ok => {
+                                    o.ok = false;
+                                    o.reason = format!("session {served}: {e}");
+                                }
+                                Err(_) => {}
+                            }
+                            o.bytes += a.bytes;
+                            served += 1;
+                        }
+                        None => ghosts += 1,
+                    }
+                }
+                if served >= a.count {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    o.ok = false;
+                    o.reason = format!(
+                        "only {served} of {} sessions sent their hello by the deadline",
+                        a.count
+                    );
+                    break;
+                }
+                match l.accept_timeout(Duration::from_millis(20)) {
+                    Ok(s) => {
+                        let (tx, k) = (tx.clone(), accepted);
+                        accepted += 1;
+                        scope.spawn(move || {
+                            s.set_read_timeout(Some(a.session_timeout));
+                            let mut hello = [0u8; 1];
+                            if (&s).read_exact(&mut hello).is_err() {
+                                let _ = tx.send(None);
+                                return;
+                            }
+                            let r = write_all(&s, a);
+                            end_session(s, k);
+                            let _ = tx.send(Some(r));
+                        });
+                    }
+                    Err(kcp_session::Error::Timeout) => {}
+                    Err(e) => {
+                        o.ok = false;
+                        o.reason = format!("accept: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        o.extra = format!(
+            "sessions={served} ghosts={ghosts} stop={} api=blocking",
+            linger(deadline)
+        );
+        o
+    }
+
+    /// Dials --count sessions one after another; each writes --bytes and is
+    /// ended at once.
+    fn write_close_client(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+        let mut o = Outcome::default();
+        for i in 0..a.count {
+            let s = match dial(a, cfg) {
+                Ok(s) => s,
+                Err(e) => return Outcome::setup(e),
+            };
+            match write_all(&s, a) {
+                Ok(crc) => o.crc = crc,
+                Err(e) => {
+                    o.reason = format!("session {i}: {e}");
+                    return o;
+                }
+            }
+            end_session(s, i);
+            o.bytes += a.bytes;
+        }
+        o.ok = true;
+        o.extra = format!(
+            "sessions={} stop={} api=blocking",
+            a.count,
+            linger(deadline)
+        );
         o
     }
 
