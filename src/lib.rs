@@ -14,6 +14,9 @@
 //!                    <->  UDP socket
 //! ```
 //!
+//! Without an async runtime, [`blocking`] offers the same sessions over std
+//! sockets and threads (`std::io::Read`/`Write`, a blocking listener).
+//!
 //! Everything below the session is pure, deterministic code: it takes bytes
 //! and a timestamp and returns bytes and the next deadline. No sockets, no
 //! clocks, no tasks. That is what makes it fuzzable, testable over a
