@@ -8,6 +8,7 @@
 //!          [--mode normal|fast|fast2|fast3] [--mtu N] [--sndwnd N] [--rcvwnd N]
 //!          [--stream|--message] [--bytes N] [--chunk N] [--seed N] [--timeout SECONDS]
 //!          [--sockbuf N] [--acknodelay] [--count N] [--session-timeout SECONDS]
+//!          [--api tokio|blocking]
 //! ```
 //!
 //! Four roles test close semantics (interop/close_test.go):
