@@ -8,6 +8,7 @@
 //!          [--mode normal|fast|fast2|fast3] [--mtu N] [--sndwnd N] [--rcvwnd N]
 //!          [--stream|--message] [--bytes N] [--chunk N] [--seed N] [--timeout SECONDS]
 //!          [--sockbuf N] [--acknodelay] [--count N] [--session-timeout SECONDS]
+//!          [--api tokio|blocking]
 //! ```
 //!
 //! Four roles test close semantics (interop/close_test.go):
@@ -22,6 +23,12 @@
 //!
 //! `msg-client` checks `send_msg`'s message-size rule against an echo
 //! server (see `msg_client`; interop/msgwindow_test.go).
+//!
+//! `--api blocking` (or the environment variable `KCP_PEER_API=blocking`,
+//! which the Go harness passes through) runs the echo-server, sink,
+//! echo-client, source, write-close-server and write-close-client roles on
+//! `kcp_session::blocking` (std threads, no tokio runtime); the other roles
+//! stay on tokio (with a note on stderr).
 //!
 //! Servers print `LISTENING <addr>` once bound. Every role prints
 //! `RESULT role=.. bytes=N crc32=HEX ok=true|false ...` and `SNMP Name=value ...`
@@ -69,6 +76,9 @@ struct Args {
     count: usize,
     session_timeout: Duration,
     threads: usize,
+    /// `tokio` (default) or `blocking` (`kcp_session::blocking`); from
+    /// --api, else the environment variable KCP_PEER_API.
+    api: String,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -93,6 +103,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         count: 1000,
         session_timeout: Duration::from_secs(5),
         threads: 2,
+        api: std::env::var("KCP_PEER_API").unwrap_or_else(|_| "tokio".into()),
     };
     let (mut saw_stream, mut saw_message) = (false, false);
     let mut i = 0;
@@ -160,6 +171,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "acknodelay" => a.acknodelay = flag(&value)?,
             "count" => a.count = num(&value)? as usize,
             "threads" => a.threads = num(&value)? as usize,
+            "api" => a.api = value,
             other => return Err(format!("unknown flag --{other}")),
         }
         i += 1;
@@ -185,6 +197,12 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             | "msg-client"
     ) {
         return Err(format!("unknown --role {:?}", a.role));
+    }
+    if !matches!(a.api.as_str(), "tokio" | "blocking") {
+        return Err(format!(
+            "--api (or KCP_PEER_API) must be tokio or blocking, not {:?}",
+            a.api
+        ));
     }
     if a.addr.is_empty() {
         return Err("--addr is required".into());
@@ -1058,6 +1076,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if a.api == "blocking" {
+        if let Some(code) = blocking_roles::run(&a) {
+            return code;
+        }
+        eprintln!(
+            "peer: --api blocking does not cover --role {}; running it on tokio",
+            a.role
+        );
+    }
     let mut builder = if a.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -1111,6 +1138,424 @@ fn main() -> ExitCode {
         ExitCode::from(EXIT_OK)
     } else {
         ExitCode::from(EXIT_FAIL)
+    }
+}
+
+/// The matrix roles on `kcp_session::blocking`: the same contract (output
+/// lines, exit status) as the tokio roles, on std threads.
+mod blocking_roles {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{mpsc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use kcp_session::blocking::{Listener, Session};
+    use kcp_session::Config;
+
+    use super::*;
+
+    /// Runs the role if it has a blocking form; `None` if it has not.
+    pub(super) fn run(a: &Args) -> Option<ExitCode> {
+        let role = a.role.as_str();
+        if !matches!(
+            role,
+            "echo-server"
+                | "sink"
+                | "echo-client"
+                | "source"
+                | "write-close-server"
+                | "write-close-client"
+        ) {
+            return None;
+        }
+        let outcome = match build_config(a) {
+            Err(e) => Outcome::setup(e),
+            Ok(cfg) => {
+                let deadline = Instant::now() + a.timeout;
+                match role {
+                    "echo-server" => echo_server(a, &cfg, deadline),
+                    "sink" => sink(a, &cfg, deadline),
+                    "echo-client" => echo_client(a, &cfg),
+                    "write-close-server" => write_close_server(a, &cfg, deadline),
+                    "write-close-client" => write_close_client(a, &cfg, deadline),
+                    _ => source(a, &cfg),
+                }
+            }
+        };
+        report(role, &outcome);
+        Some(ExitCode::from(if outcome.setup {
+            EXIT_USAGE
+        } else if outcome.ok {
+            EXIT_OK
+        } else {
+            EXIT_FAIL
+        }))
+    }
+
+    fn listen(a: &Args, cfg: &Config) -> Result<Listener, String> {
+        let l = Listener::listen(a.addr.as_str(), cfg)
+            .map_err(|e| format!("listen {}: {e}", a.addr))?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "LISTENING {}", l.local_addr());
+        let _ = out.flush();
+        Ok(l)
+    }
+
+    fn dial(a: &Args, cfg: &Config) -> Result<Session, String> {
+        let s = Session::dial(a.addr.as_str(), cfg).map_err(|e| format!("dial {}: {e}", a.addr))?;
+        s.set_read_timeout(Some(a.timeout));
+        s.set_write_timeout(Some(a.timeout));
+        Ok(s)
+    }
+
+    fn write_all(mut s: &Session, a: &Args) -> Result<u32, String> {
+        let mut gen = Payload::new(a.seed);
+        let mut buf = vec![0u8; a.chunk];
+        let mut crc = crc32fast::Hasher::new();
+        let mut left = a.bytes;
+        while left > 0 {
+            let n = (left.min(buf.len() as u64)) as usize;
+            gen.fill(&mut buf[..n]);
+            crc.update(&buf[..n]);
+            s.write_all(&buf[..n])
+                .map_err(|e| format!("write at offset {}: {e}", a.bytes - left))?;
+            left -= n as u64;
+        }
+        Ok(crc.finalize())
+    }
+
+    fn read_verify(mut s: &Session, a: &Args) -> (Verifier, Option<String>) {
+        let mut v = Verifier::new(a.seed);
+        let mut buf = vec![0u8; 1 << 16];
+        while v.got < a.bytes {
+            let want = (buf.len() as u64).min(a.bytes - v.got) as usize;
+            match s.read(&mut buf[..want]) {
+                Ok(0) => {
+                    let e = format!("read after {} of {} bytes: end of stream", v.got, a.bytes);
+                    return (v, Some(e));
+                }
+                Ok(n) => v.add(&buf[..n]),
+                Err(e) => {
+                    let e = format!("read after {} of {} bytes: {e}", v.got, a.bytes);
+                    return (v, Some(e));
+                }
+            }
+        }
+        (v, None)
+    }
+
+    /// Sends () once stdin reaches its end (the harness's stop signal).
+    fn stdin_closed() -> mpsc::Receiver<()> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 4096];
+            let mut stdin = std::io::stdin();
+            while let Ok(1..) = stdin.read(&mut sink) {}
+            let _ = tx.send(());
+        });
+        rx
+    }
+
+    fn echo_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+        let l = match listen(a, cfg) {
+            Ok(l) => l,
+            Err(e) => return Outcome::setup(e),
+        };
+        let stop = AtomicBool::new(false);
+        let crc = Mutex::new(crc32fast::Hasher::new());
+        let total = AtomicU64::new(0);
+        let sessions = AtomicU64::new(0);
+        let tick = Duration::from_millis(50);
+        let (why, ok) = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let s = match l.accept_timeout(tick) {
+                        Ok(s) => s,
+                        Err(kcp_session::Error::Timeout) => continue,
+                        Err(_) => break,
+                    };
+                    sessions.fetch_add(1, Ordering::Relaxed);
+                    let (stop, crc, total) = (&stop, &crc, &total);
+                    scope.spawn(move || {
+                        // Wake now and then to notice the stop.
+                        s.set_read_timeout(Some(tick));
+                        let mut buf = vec![0u8; 4096];
+                        loop {
+                            let n = match (&s).read(&mut buf) {
+                                Ok(n) => n,
+                                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                                    if stop.load(Ordering::Relaxed) {
+                                        break;
+                                    }
+                                    continue;
+                                }
+                                Err(_) => break,
+                            };
+                            if n == buf.len() && buf.len() < 1 << 16 {
+                                buf.resize(1 << 16, 0);
+                            }
+                            if let Ok(mut c) = crc.lock() {
+                                c.update(&buf[..n]);
+                            }
+                            total.fetch_add(n as u64, Ordering::Relaxed);
+                            if (&s).write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            let closed = stdin_closed();
+            let r = match closed.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => ("stdin-closed", true),
+                Err(mpsc::RecvTimeoutError::Timeout) => ("timeout", false),
+            };
+            stop.store(true, Ordering::Relaxed);
+            r
+        });
+        let crc = crc.lock().map(|c| c.clone().finalize()).unwrap_or(0);
+        Outcome {
+            bytes: total.load(Ordering::Relaxed),
+            crc,
+            ok,
+            extra: format!(
+                "sessions={} stop={why} api=blocking",
+                sessions.load(Ordering::Relaxed)
+            ),
+            reason: if ok {
+                String::new()
+            } else {
+                format!("timeout after {:?}", a.timeout)
+            },
+            setup: false,
+        }
+    }
+
+    fn sink(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+        let l = match listen(a, cfg) {
+            Ok(l) => l,
+            Err(e) => return Outcome::setup(e),
+        };
+        let s = match l.accept_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(s) => s,
+            Err(e) => {
+                return Outcome {
+                    reason: format!("accept: {e}"),
+                    ..Outcome::default()
+                }
+            }
+        };
+        l.close();
+        s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now())));
+        let (v, err) = read_verify(&s, a);
+        let failed = err.is_some();
+        let mut o = Outcome::verdict(&v, a.bytes, err);
+        if failed {
+            return o;
+        }
+        if let Err(e) = (&s).write_all(&v.crc().to_le_bytes()) {
+            o.ok = false;
+            o.reason = format!("writing the ack: {e}");
+            return o;
+        }
+        // Stay until the source answers the ack (see the tokio sink).
+        s.set_read_timeout(Some(SINK_LINGER));
+        let mut bye = [0u8; 1];
+        let got_bye = matches!((&s).read(&mut bye), Ok(1) if bye[0] == BYE);
+        o.extra = format!("{} bye={got_bye} api=blocking", o.extra)
+            .trim()
+            .to_string();
+        o
+    }
+
+    fn echo_client(a: &Args, cfg: &Config) -> Outcome {
+        let s = match dial(a, cfg) {
+            Ok(s) => s,
+            Err(e) => return Outcome::setup(e),
+        };
+        let t0 = Instant::now();
+        let (v, err, elapsed) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| write_all(&s, a));
+            let (v, mut err) = read_verify(&s, a);
+            let elapsed = t0.elapsed();
+            if err.is_some() {
+                // Unblock the writer.
+                let _ = s.close();
+            }
+            match writer.join() {
+                Ok(Err(e)) if err.is_none() => err = Some(e),
+                Err(_) if err.is_none() => err = Some("writer thread panicked".into()),
+                _ => {}
+            }
+            (v, err, elapsed)
+        });
+        let mut o = Outcome::verdict(&v, a.bytes, err);
+        o.extra = format!(
+            "{} elapsed_us={} api=blocking",
+            o.extra,
+            elapsed.as_micros()
+        )
+        .trim()
+        .to_string();
+        o
+    }
+
+    /// Ends session `i` right after its last write: `close()` for even
+    /// sessions, then drop (which joins its thread).
+    fn end_session(s: Session, i: usize) {
+        if i.is_multiple_of(2) {
+            let _ = s.close();
+        }
+        drop(s);
+    }
+
+    /// After the last close, stays until stdin closes or the deadline.
+    fn linger(deadline: Instant) -> &'static str {
+        match stdin_closed().recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Err(mpsc::RecvTimeoutError::Timeout) => "deadline",
+            _ => "stdin-closed",
+        }
+    }
+
+    /// See the tokio `write_close_server`: each session waits for the
+    /// hello byte, gets --bytes and is ended at once.
+    fn write_close_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+        let l = match listen(a, cfg) {
+            Ok(l) => l,
+            Err(e) => return Outcome::setup(e),
+        };
+        let mut o = Outcome {
+            ok: true,
+            ..Outcome::default()
+        };
+        let (tx, rx) = mpsc::channel::<Option<Result<u32, String>>>();
+        let (mut served, mut ghosts, mut accepted) = (0usize, 0usize, 0usize);
+        std::thread::scope(|scope| {
+            while served < a.count {
+                while let Ok(r) = rx.try_recv() {
+                    match r {
+                        Some(r) => {
+                            match r {
+                                Ok(crc) => o.crc = crc,
+                                Err(e) if o.ok => {
+                                    o.ok = false;
+                                    o.reason = format!("session {served}: {e}");
+                                }
+                                Err(_) => {}
+                            }
+                            o.bytes += a.bytes;
+                            served += 1;
+                        }
+                        None => ghosts += 1,
+                    }
+                }
+                if served >= a.count {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    o.ok = false;
+                    o.reason = format!(
+                        "only {served} of {} sessions sent their hello by the deadline",
+                        a.count
+                    );
+                    break;
+                }
+                match l.accept_timeout(Duration::from_millis(20)) {
+                    Ok(s) => {
+                        let (tx, k) = (tx.clone(), accepted);
+                        accepted += 1;
+                        scope.spawn(move || {
+                            s.set_read_timeout(Some(a.session_timeout));
+                            let mut hello = [0u8; 1];
+                            if (&s).read_exact(&mut hello).is_err() {
+                                let _ = tx.send(None);
+                                return;
+                            }
+                            let r = write_all(&s, a);
+                            end_session(s, k);
+                            let _ = tx.send(Some(r));
+                        });
+                    }
+                    Err(kcp_session::Error::Timeout) => {}
+                    Err(e) => {
+                        o.ok = false;
+                        o.reason = format!("accept: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        o.extra = format!(
+            "sessions={served} ghosts={ghosts} stop={} api=blocking",
+            linger(deadline)
+        );
+        o
+    }
+
+    /// Dials --count sessions one after another; each writes --bytes and is
+    /// ended at once.
+    fn write_close_client(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
+        let mut o = Outcome::default();
+        for i in 0..a.count {
+            let s = match dial(a, cfg) {
+                Ok(s) => s,
+                Err(e) => return Outcome::setup(e),
+            };
+            match write_all(&s, a) {
+                Ok(crc) => o.crc = crc,
+                Err(e) => {
+                    o.reason = format!("session {i}: {e}");
+                    return o;
+                }
+            }
+            end_session(s, i);
+            o.bytes += a.bytes;
+        }
+        o.ok = true;
+        o.extra = format!(
+            "sessions={} stop={} api=blocking",
+            a.count,
+            linger(deadline)
+        );
+        o
+    }
+
+    fn source(a: &Args, cfg: &Config) -> Outcome {
+        let s = match dial(a, cfg) {
+            Ok(s) => s,
+            Err(e) => return Outcome::setup(e),
+        };
+        let mut o = Outcome {
+            bytes: a.bytes,
+            ..Outcome::default()
+        };
+        let t0 = Instant::now();
+        match write_all(&s, a) {
+            Ok(crc) => o.crc = crc,
+            Err(e) => {
+                o.reason = e;
+                return o;
+            }
+        }
+        let mut ack = [0u8; 4];
+        if let Err(e) = (&s).read_exact(&mut ack) {
+            o.reason = format!("waiting for the sink's ack: {e}");
+            return o;
+        }
+        let peer = u32::from_le_bytes(ack);
+        o.extra = format!(
+            "peer_crc32={peer:08x} elapsed_us={} api=blocking",
+            t0.elapsed().as_micros()
+        );
+        o.ok = peer == o.crc;
+        if !o.ok {
+            o.reason = "sink's CRC-32 differs from the bytes sent".into();
+        }
+        // Answer the ack and close: close sends the bye before it returns.
+        if (&s).write_all(&[BYE]).is_ok() {
+            let _ = s.close();
+        }
+        o
     }
 }
 

@@ -101,7 +101,14 @@ var (
 // examples/kcp_peer binary built once with cargo. A Rust peer that cannot be
 // built fails the test: the matrix never silently runs Go against Go.
 func rustPeer(t testing.TB, summary string) impl {
-	rustOnce.Do(func() { rustImpl, rustErr = findRustPeer(t) })
+	rustOnce.Do(func() {
+		rustImpl, rustErr = findRustPeer(t)
+		// examples/kcp_peer reads KCP_PEER_API (tokio by default, or
+		// blocking: kcp_session::blocking); say which one ran.
+		if api := os.Getenv("KCP_PEER_API"); api != "" && rustErr == nil {
+			rustImpl.desc += " (KCP_PEER_API=" + api + ")"
+		}
+	})
 	if rustErr != nil {
 		fmt.Printf("%s (kcp-go %s): FAILED, no Rust peer to test\n", summary, kcpGoVersion())
 		t.Fatalf("interop: no Rust peer: %v", rustErr)

@@ -14,6 +14,9 @@
 //!                    <->  UDP socket
 //! ```
 //!
+//! Without an async runtime, [`blocking`] offers the same sessions over std
+//! sockets and threads (`std::io::Read`/`Write`, a blocking listener).
+//!
 //! Everything below the session is pure, deterministic code: it takes bytes
 //! and a timestamp and returns bytes and the next deadline. No sockets, no
 //! clocks, no tasks. That is what makes it fuzzable, testable over a
@@ -108,7 +111,7 @@ pub use proto::codec;
 pub(crate) use proto::codec;
 pub(crate) use proto::endpoint;
 pub use proto::{connection, crypt, fec, kcp, rate};
-pub use runtime::{listener, session};
+pub use runtime::{blocking, listener, session};
 pub use tunnel::{comp, smux};
 
 pub use config::{Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode};

@@ -419,6 +419,18 @@ impl Connection {
         self.leftover_pos < self.leftover.len() || self.kcp.peek_size().is_some()
     }
 
+    /// Bytes the next [`read`](Self::read) can return without waiting (with
+    /// a large enough buffer): the rest of a message a short read cut, else
+    /// the size of the next complete message; 0 when nothing is ready. More
+    /// may be queued behind it (one read returns at most one message).
+    pub fn readable_len(&self) -> usize {
+        if self.leftover_pos < self.leftover.len() {
+            self.leftover.len() - self.leftover_pos
+        } else {
+            self.kcp.peek_size().unwrap_or(0)
+        }
+    }
+
     /// Whether the send window has room.
     pub fn is_writable(&self) -> bool {
         self.kcp.wait_snd() < self.kcp.snd_wnd() as usize
@@ -924,5 +936,44 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moves every datagram `from` has for `to`.
+    fn shuttle(from: &mut Connection, to: &mut Connection, now: Instant) {
+        let mut buf = vec![0u8; crate::config::MTU_LIMIT];
+        while let Some(n) = from.poll_transmit(now, &mut buf) {
+            to.handle_datagram(now, &mut buf[..n]);
+        }
+    }
+
+    #[test]
+    fn readable_len_is_the_leftover_or_the_next_message() {
+        // Congestion control off, so both messages leave at once.
+        let config = Config::builder()
+            .mode(crate::config::Mode::Fast3)
+            .stream_mode(StreamMode::Message)
+            .build()
+            .unwrap();
+        let now = Instant::now();
+        let mut a = Connection::new(7, &config, now).unwrap();
+        let mut b = Connection::new(7, &config, now).unwrap();
+        assert_eq!(b.readable_len(), 0);
+        a.send_msg(now, &[1u8; 100]).unwrap();
+        a.send_msg(now, &[2u8; 30]).unwrap();
+        shuttle(&mut a, &mut b, now);
+        assert_eq!(b.readable_len(), 100);
+        let mut small = [0u8; 40];
+        assert_eq!(b.read(&mut small).unwrap(), 40);
+        assert_eq!(b.readable_len(), 60);
+        let mut big = [0u8; 200];
+        assert_eq!(b.read(&mut big).unwrap(), 60);
+        assert_eq!(b.readable_len(), 30);
+        assert_eq!(b.recv_msg(&mut big).unwrap(), 30);
+        assert_eq!(b.readable_len(), 0);
     }
 }

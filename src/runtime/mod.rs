@@ -3,6 +3,8 @@
 //! comes from [`Connection`](crate::connection::Connection) or the endpoint.
 //!
 //! - [`session`] and [`listener`]: tokio (`Session::dial`, `Listener::listen`).
+//! - [`blocking`]: std threads and sockets, no async runtime.
 
+pub mod blocking;
 pub mod listener;
 pub mod session;

@@ -19,29 +19,46 @@ pub struct SocketOptions {
 
 /// Binds a non-blocking UDP socket and applies `opts`.
 pub fn bind(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        // Dual-stack where the OS allows it, like Go's "udp" network on "[::]".
-        let _ = socket.set_only_v6(false);
-    }
+    let socket = bind_socket2(addr)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
     let std: std::net::UdpSocket = socket.into();
     let socket = UdpSocket::from_std(std)?;
     apply(&socket, opts)?;
     Ok(socket)
 }
 
+/// Binds a blocking std UDP socket and applies `opts` (the sockets of
+/// [`crate::blocking`]).
+pub(crate) fn bind_std(addr: SocketAddr, opts: &SocketOptions) -> io::Result<std::net::UdpSocket> {
+    let socket = bind_socket2(addr)?;
+    apply_ref(SockRef::from(&socket), opts)?;
+    Ok(socket.into())
+}
+
+fn bind_socket2(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual-stack where the OS allows it, like Go's "udp" network on "[::]".
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
 /// Applies `opts` to an existing socket.
 pub fn apply(socket: &UdpSocket, opts: &SocketOptions) -> io::Result<()> {
+    apply_ref(SockRef::from(socket), opts)
+}
+
+fn apply_ref(sock: SockRef<'_>, opts: &SocketOptions) -> io::Result<()> {
     if let Some(n) = opts.recv_buffer {
-        set_recv_buffer(socket, n)?;
+        sock.set_recv_buffer_size(n)?;
     }
     if let Some(n) = opts.send_buffer {
-        set_send_buffer(socket, n)?;
+        sock.set_send_buffer_size(n)?;
     }
     if let Some(dscp) = opts.dscp {
-        set_dscp(socket, dscp)?;
+        dscp_ref(sock, dscp)?;
     }
     Ok(())
 }
@@ -61,7 +78,10 @@ pub fn set_send_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
 /// v5.6 put the unshifted value into the IPv6 traffic class, v5.7 fixed it;
 /// we follow v5.7 (§12).
 pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
-    let sock = SockRef::from(socket);
+    dscp_ref(SockRef::from(socket), dscp)
+}
+
+fn dscp_ref(sock: SockRef<'_>, dscp: u8) -> io::Result<()> {
     let v4 = sock.set_tos(u32::from(dscp) << 2);
     #[cfg(any(
         target_os = "linux",
