@@ -77,7 +77,7 @@
 //! | `SetRateLimit(bps)`: limits application bytes accepted by `Write` | [`Session::set_rate_limit`], [`ConfigBuilder::rate_limit`]: the same (v5.6 paced datagrams instead; see [`rate`]) |
 //! | `SetBucket(*ratelimit.Bucket)`: a caller's bucket, shareable | [`RateLimiter`] (clones share one bucket): [`Session::set_rate_limiter`] at run time, or [`ConfigBuilder::rate_limiter`] for every session of a config, i.e. a whole [`Listener`] |
 //! | build tag `kcp_no_snmp` | cargo feature `snmp`, on by default: `--no-default-features` compiles counting out and every [`Snmp`] field reads 0 (see [`stats`]) |
-//! | `PacketPusher` | not provided: a session reads its own socket, or a [`Listener`]'s |
+//! | `PacketPusher` (feed datagrams from elsewhere) | implement [`transport::Transport`] (any datagram source and sink) and use [`Session::with_transport`] / [`Listener::with_transport`]; see `examples/custom_transport.rs` |
 //!
 //! Empty writes complete with `Ok(0)` and flush nothing, as in v5.7.
 // `unsafe` lives only in the small modules that allow it (crypt::aesni,

@@ -1,4 +1,4 @@
-//! kcptun's Snappy framing layer (src/comp.rs): the reader's work is linear
+//! kcptun's Snappy framing layer (src/tunnel/comp.rs): the reader's work is linear
 //! in the bytes it reads however the inner stream splits them, and the bytes
 //! agree with the `snap` crate's framing decoder.
 

@@ -1,4 +1,4 @@
-//! kcptun's compression layer (src/comp.rs) against the `snap` crate's
+//! kcptun's compression layer (src/tunnel/comp.rs) against the `snap` crate's
 //! framing decoder.
 //!
 //! 1. Arbitrary bytes, handed to our reader in input-chosen pieces: where
