@@ -103,7 +103,7 @@ pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
-mod tunnel;
+pub mod tunnel;
 
 #[cfg(feature = "testing")]
 pub use proto::codec;
