@@ -28,16 +28,27 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn spawn(role: &str, args: &[String], env_key: Option<&str>) -> Kill {
     let mut cmd = Command::new(BIN);
-    cmd.arg(role).args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.arg(role)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     cmd.env_remove("KCPTUN_KEY");
     if let Some(k) = env_key {
         cmd.env("KCPTUN_KEY", k);
@@ -79,7 +90,9 @@ fn echo_target() -> u16 {
 
 /// Whether `msg` comes back through the client at `port` within `wait`.
 fn echoes(port: u16, msg: &[u8], wait: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(wait));
     if s.write_all(msg).is_err() {
         return false;
@@ -89,7 +102,10 @@ fn echoes(port: u16, msg: &[u8], wait: Duration) -> bool {
 }
 
 fn common(log: &Path) -> Vec<String> {
-    ["--mode", "fast3", "--log", log.to_str().expect("utf8")].iter().map(|s| s.to_string()).collect()
+    ["--mode", "fast3", "--log", log.to_str().expect("utf8")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 #[test]
@@ -98,37 +114,62 @@ fn key_from_env_log_and_quiet() {
     let (slog, clog) = (dir.join("server.log"), dir.join("client.log"));
     let target = echo_target();
     let udp = free_udp_port();
-    let mut sargs = vec!["-l".into(), format!("127.0.0.1:{udp}"), "-t".into(), format!("127.0.0.1:{target}"), "--quiet".into()];
+    let mut sargs = vec![
+        "-l".into(),
+        format!("127.0.0.1:{udp}"),
+        "-t".into(),
+        format!("127.0.0.1:{target}"),
+        "--quiet".into(),
+    ];
     sargs.extend(common(&slog));
     let _server = spawn("server", &sargs, Some("key-from-env"));
     wait_for("server listening", || log_has(&slog, "listening on"));
 
     // Right key from the environment only: the tunnel works.
     let local = free_tcp_port();
-    let mut cargs = vec!["-l".into(), format!("127.0.0.1:{local}"), "-r".into(), format!("127.0.0.1:{udp}")];
+    let mut cargs = vec![
+        "-l".into(),
+        format!("127.0.0.1:{local}"),
+        "-r".into(),
+        format!("127.0.0.1:{udp}"),
+    ];
     cargs.extend(common(&clog));
     let client = spawn("client", &cargs, Some("key-from-env"));
     wait_for("client listening", || log_has(&clog, "listening on"));
     let start = Instant::now();
     while !echoes(local, b"hello through the env key", Duration::from_secs(2)) {
-        assert!(start.elapsed() < BOUND, "no echo with KCPTUN_KEY on both sides");
+        assert!(
+            start.elapsed() < BOUND,
+            "no echo with KCPTUN_KEY on both sides"
+        );
     }
     // --log gets the stream messages; --quiet suppresses them.
     wait_for("client logs the stream", || log_has(&clog, "stream opened"));
     assert!(log_has(&slog, "remote address"));
-    assert!(!log_has(&slog, "stream opened"), "--quiet server logged a stream");
+    assert!(
+        !log_has(&slog, "stream opened"),
+        "--quiet server logged a stream"
+    );
     drop(client);
 
     // --key on the command line wins over the environment: a wrong flag key
     // with the right env key gets nothing through.
     let local2 = free_tcp_port();
     let clog2 = dir.join("client2.log");
-    let mut cargs = vec!["-l".into(), format!("127.0.0.1:{local2}"), "-r".into(), format!("127.0.0.1:{udp}")];
+    let mut cargs = vec![
+        "-l".into(),
+        format!("127.0.0.1:{local2}"),
+        "-r".into(),
+        format!("127.0.0.1:{udp}"),
+    ];
     cargs.extend(common(&clog2));
     cargs.extend(["--key".into(), "not-the-key".into()]);
     let _client2 = spawn("client", &cargs, Some("key-from-env"));
     wait_for("client 2 listening", || log_has(&clog2, "listening on"));
-    assert!(!echoes(local2, b"wrong key", Duration::from_secs(3)), "a wrong --key must not reach the target");
+    assert!(
+        !echoes(local2, b"wrong key", Duration::from_secs(3)),
+        "a wrong --key must not reach the target"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -136,18 +177,32 @@ fn key_from_env_log_and_quiet() {
 fn sigusr1_dumps_the_counters_to_the_log() {
     let dir = tmp("usr1");
     let log = dir.join("server.log");
-    let mut args = vec!["-l".into(), format!("127.0.0.1:{}", free_udp_port()), "-t".into(), "127.0.0.1:9".into()];
+    let mut args = vec![
+        "-l".into(),
+        format!("127.0.0.1:{}", free_udp_port()),
+        "-t".into(),
+        "127.0.0.1:9".into(),
+    ];
     args.extend(common(&log));
     let server = spawn("server", &args, None);
     wait_for("server listening", || log_has(&log, "listening on"));
     assert!(!log_has(&log, "KCP SNMP:"));
-    let st = Command::new("kill").args(["-USR1", &server.0.id().to_string()]).status().expect("kill");
+    let st = Command::new("kill")
+        .args(["-USR1", &server.0.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(st.success());
     wait_for("the SNMP dump", || log_has(&log, "KCP SNMP:&{BytesSent:"));
     let text = std::fs::read_to_string(&log).expect("log");
-    let line = text.lines().find(|l| l.contains("KCP SNMP:")).expect("line");
+    let line = text
+        .lines()
+        .find(|l| l.contains("KCP SNMP:"))
+        .expect("line");
     for name in kcp_session::Snmp::header() {
-        assert!(line.contains(&format!(" {name}:")) || line.contains(&format!("{{{name}:")), "{name} in {line}");
+        assert!(
+            line.contains(&format!(" {name}:")) || line.contains(&format!("{{{name}:")),
+            "{name} in {line}"
+        );
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
@@ -181,6 +236,9 @@ fn unsupported_flags_are_refused_by_name() {
         let out = cmd.args(*extra).stdin(Stdio::null()).output().expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{role} {extra:?}: {err}");
-        assert!(err.contains(name), "{role} {extra:?}: {err:?} should name {name}");
+        assert!(
+            err.contains(name),
+            "{role} {extra:?}: {err:?} should name {name}"
+        );
     }
 }

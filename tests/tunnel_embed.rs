@@ -54,8 +54,13 @@ fn unix_echo(path: &Path) {
 }
 
 fn quiet_log() -> Log {
-    Log::open(std::env::temp_dir().join(format!("kcp-tunnel-embed-{}.log", std::process::id())).to_str().expect("utf8"))
-        .expect("log")
+    Log::open(
+        std::env::temp_dir()
+            .join(format!("kcp-tunnel-embed-{}.log", std::process::id()))
+            .to_str()
+            .expect("utf8"),
+    )
+    .expect("log")
 }
 
 /// A running server or client and the way to stop it.
@@ -68,7 +73,10 @@ struct Running {
 impl Running {
     async fn stop(mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(BOUND, &mut self.task).await.expect("stops").expect("join");
+        tokio::time::timeout(BOUND, &mut self.task)
+            .await
+            .expect("stops")
+            .expect("join");
     }
 }
 
@@ -83,12 +91,22 @@ async fn server(target: &str, span: u16, tweak: impl Fn(&mut ServerConfig)) -> (
     for attempt in 0..50u32 {
         let base = 20_000 + ((std::process::id() * 7 + attempt * 101) % 40_000) as u16;
         let mut cfg = ServerConfig::default();
-        cfg.listen = if span == 1 { format!("127.0.0.1:{base}") } else { format!("127.0.0.1:{base}-{}", base + span - 1) };
+        cfg.listen = if span == 1 {
+            format!("127.0.0.1:{base}")
+        } else {
+            format!("127.0.0.1:{base}-{}", base + span - 1)
+        };
         cfg.target = target.into();
         common(&mut cfg.common);
         tweak(&mut cfg);
-        let Ok(s) = Server::bind_with_log(&cfg, quiet_log()).await else { continue };
-        assert_eq!(s.local_addrs().len(), span as usize, "one listener per port");
+        let Ok(s) = Server::bind_with_log(&cfg, quiet_log()).await else {
+            continue;
+        };
+        assert_eq!(
+            s.local_addrs().len(),
+            span as usize,
+            "one listener per port"
+        );
         let counters = s.counters();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
@@ -98,18 +116,31 @@ async fn server(target: &str, span: u16, tweak: impl Fn(&mut ServerConfig)) -> (
             .await
             .expect("server runs")
         });
-        return (Running { stop: Some(tx), task, counters }, base);
+        return (
+            Running {
+                stop: Some(tx),
+                task,
+                counters,
+            },
+            base,
+        );
     }
     panic!("no free UDP port range");
 }
 
-async fn client(remote: String, local: &str, tweak: impl Fn(&mut ClientConfig)) -> (Running, LocalAddr) {
+async fn client(
+    remote: String,
+    local: &str,
+    tweak: impl Fn(&mut ClientConfig),
+) -> (Running, LocalAddr) {
     let mut cfg = ClientConfig::default();
     cfg.localaddr = local.into();
     cfg.remoteaddr = remote;
     common(&mut cfg.common);
     tweak(&mut cfg);
-    let c = Client::bind_with_log(&cfg, quiet_log()).await.expect("client binds");
+    let c = Client::bind_with_log(&cfg, quiet_log())
+        .await
+        .expect("client binds");
     let addr = c.local_addr().clone();
     let counters = c.counters();
     let (tx, rx) = oneshot::channel();
@@ -120,7 +151,14 @@ async fn client(remote: String, local: &str, tweak: impl Fn(&mut ClientConfig)) 
         .await
         .expect("client runs")
     });
-    (Running { stop: Some(tx), task, counters }, addr)
+    (
+        Running {
+            stop: Some(tx),
+            task,
+            counters,
+        },
+        addr,
+    )
 }
 
 fn payload(seed: u64, len: usize) -> Vec<u8> {
@@ -144,14 +182,19 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S, da
         w
     });
     let mut got = vec![0u8; want.len()];
-    tokio::time::timeout(BOUND, r.read_exact(&mut got)).await.expect("echo in time").expect("read");
+    tokio::time::timeout(BOUND, r.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .expect("read");
     assert!(got == want, "echoed bytes differ");
     let w = writer.await.expect("writer");
     r.unsplit(w)
 }
 
 async fn connect(addr: &LocalAddr) -> TcpStream {
-    let LocalAddr::Tcp(a) = addr else { panic!("tcp expected") };
+    let LocalAddr::Tcp(a) = addr else {
+        panic!("tcp expected")
+    };
     TcpStream::connect(a).await.expect("connect to client")
 }
 
@@ -209,7 +252,12 @@ async fn concurrent_streams_are_byte_exact() {
 async fn multiport_spreads_sessions_over_the_range() {
     let target = tcp_echo().await;
     let (srv, base) = server(&target, 3, |_| {}).await;
-    let (cli, addr) = client(format!("127.0.0.1:{base}-{}", base + 2), "127.0.0.1:0", |c| c.conn = 3).await;
+    let (cli, addr) = client(
+        format!("127.0.0.1:{base}-{}", base + 2),
+        "127.0.0.1:0",
+        |c| c.conn = 3,
+    )
+    .await;
     // Three connections take the three slots round-robin; each slot dials
     // the next port of the range (kcptun: min + dials mod span).
     let mut keep = Vec::new();
@@ -218,7 +266,10 @@ async fn multiport_spreads_sessions_over_the_range() {
     }
     let want: Vec<(u16, u64)> = (0..3).map(|i| (base + i, 1)).collect();
     assert_eq!(cli.counters.snapshot().sessions_per_port, want);
-    wait_for("server saw a session on every port", || srv.counters.snapshot().sessions_per_port == want).await;
+    wait_for("server saw a session on every port", || {
+        srv.counters.snapshot().sessions_per_port == want
+    })
+    .await;
     drop(keep);
     cli.stop().await;
     srv.stop().await;
@@ -231,15 +282,25 @@ async fn unix_socket_localaddr_and_target() {
     unix_echo(&target);
     let (srv, port) = server(target.to_str().expect("utf8"), 1, |_| {}).await;
     let local = dir.join("local.sock");
-    let (cli, addr) = client(format!("127.0.0.1:{port}"), local.to_str().expect("utf8"), |_| {}).await;
+    let (cli, addr) = client(
+        format!("127.0.0.1:{port}"),
+        local.to_str().expect("utf8"),
+        |_| {},
+    )
+    .await;
     assert_eq!(addr, LocalAddr::Unix(local.clone()));
     for i in 0..3 {
-        let s = UnixStream::connect(&local).await.expect("connect unix client");
+        let s = UnixStream::connect(&local)
+            .await
+            .expect("connect unix client");
         round_trip(s, payload(i, 70_000)).await;
     }
     assert_eq!(srv.counters.snapshot().streams_opened, 3);
     cli.stop().await;
-    assert!(!local.exists(), "the client removes its socket file on shutdown");
+    assert!(
+        !local.exists(),
+        "the client removes its socket file on shutdown"
+    );
     srv.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -260,14 +321,26 @@ async fn autoexpire_replaces_the_session_while_old_streams_keep_working() {
     tokio::time::sleep(Duration::from_millis(1200).saturating_sub(opened.elapsed())).await;
     let b = round_trip(connect(&addr).await, payload(2, 5000)).await;
     let st = cli.counters.snapshot();
-    assert_eq!((st.sessions_opened, st.sessions_expired), (2, 1), "a new session replaced the expired one");
+    assert_eq!(
+        (st.sessions_opened, st.sessions_expired),
+        (2, 1),
+        "a new session replaced the expired one"
+    );
     // The old stream still works until the scavenger's TTL runs out.
     let mut a = round_trip(a, payload(3, 5000)).await;
-    wait_for("the scavenger closes the expired session", || cli.counters.snapshot().sessions_scavenged >= 1).await;
+    wait_for("the scavenger closes the expired session", || {
+        cli.counters.snapshot().sessions_scavenged >= 1
+    })
+    .await;
     let mut buf = [0u8; 16];
     let _ = a.write_all(b"after ttl").await;
-    let n = tokio::time::timeout(BOUND, a.read(&mut buf)).await.expect("old stream ends in time");
-    assert!(matches!(n, Ok(0) | Err(_)), "the scavenged session's stream is closed: {n:?}");
+    let n = tokio::time::timeout(BOUND, a.read(&mut buf))
+        .await
+        .expect("old stream ends in time");
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "the scavenged session's stream is closed: {n:?}"
+    );
     // kcptun closes every session at its expiry + TTL, the current one too
     // (the new one's may have come by now); a new connection still gets a
     // live session, redialled if need be.
@@ -289,19 +362,46 @@ async fn snmplog_writes_kcptuns_csv() {
     })
     .await;
     round_trip(connect(&addr).await, payload(9, 20_000)).await;
-    let file = || std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).next();
+    let file = || {
+        std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .next()
+    };
     wait_for("two rows in the snmp log", || {
-        file().and_then(|p| std::fs::read_to_string(p).ok()).is_some_and(|t| t.lines().count() >= 3)
+        file()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .is_some_and(|t| t.lines().count() >= 3)
     })
     .await;
     let path = file().expect("file");
-    let name = path.file_name().expect("name").to_string_lossy().to_string();
-    assert!(name.len() == "snmp-20240101.csv".len() && name.starts_with("snmp-20") && name.ends_with(".csv"), "{name}");
-    assert!(!name.contains("20060102"), "the layout is formatted: {name}");
+    let name = path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
+    assert!(
+        name.len() == "snmp-20240101.csv".len()
+            && name.starts_with("snmp-20")
+            && name.ends_with(".csv"),
+        "{name}"
+    );
+    assert!(
+        !name.contains("20060102"),
+        "the layout is formatted: {name}"
+    );
     let text = std::fs::read_to_string(&path).expect("read");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], format!("Unix,{}", Snmp::header().join(",")), "kcptun's header, once");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    assert_eq!(
+        lines[0],
+        format!("Unix,{}", Snmp::header().join(",")),
+        "kcptun's header, once"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
     for row in &lines[1..] {
         let cols: Vec<&str> = row.split(',').collect();
         assert_eq!(cols.len(), Snmp::header().len() + 1, "{row}");
@@ -309,8 +409,18 @@ async fn snmplog_writes_kcptuns_csv() {
         assert!(t <= now && now - t < 60, "{row}");
         assert!(cols[1..].iter().all(|c| c.parse::<u64>().is_ok()), "{row}");
     }
-    let last: Vec<u64> = lines.last().expect("row").split(',').skip(1).map(|c| c.parse().expect("n")).collect();
-    assert!(last[0] > 20_000, "BytesSent counts the transfer: {}", last[0]);
+    let last: Vec<u64> = lines
+        .last()
+        .expect("row")
+        .split(',')
+        .skip(1)
+        .map(|c| c.parse().expect("n"))
+        .collect();
+    assert!(
+        last[0] > 20_000,
+        "BytesSent counts the transfer: {}",
+        last[0]
+    );
     cli.stop().await;
     srv.stop().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -82,8 +82,10 @@ fn usage(role: Role) -> String {
 /// Writes the SNMP counters to `log` on every SIGUSR1, as kcptun does.
 fn dump_on_sigusr1(log: Log) -> Result<(), TunnelError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut sig = signal(SignalKind::user_defined1())
-        .map_err(|source| TunnelError::Io { what: "install the SIGUSR1 handler".into(), source })?;
+    let mut sig = signal(SignalKind::user_defined1()).map_err(|source| TunnelError::Io {
+        what: "install the SIGUSR1 handler".into(),
+        source,
+    })?;
     tokio::spawn(async move {
         while sig.recv().await.is_some() {
             log.line(&snmp_dump_line(&kcp_session::stats::global()));
@@ -136,7 +138,11 @@ async fn run(role: Role, args: Vec<String>) -> Result<Option<String>, TunnelErro
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
-    let argv0 = if args.is_empty() { String::new() } else { args.remove(0) };
+    let argv0 = if args.is_empty() {
+        String::new()
+    } else {
+        args.remove(0)
+    };
     let role = if argv0.ends_with("client") {
         Role::Client
     } else if argv0.ends_with("server") {
@@ -161,7 +167,10 @@ fn main() -> ExitCode {
             }
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kcptun-rs: cannot start the runtime: {e}");

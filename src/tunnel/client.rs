@@ -88,13 +88,22 @@ impl Client {
         let wrap = StreamWrap::new(&plan.common)?;
         let (local, addr) = match &plan.local {
             Endpoint::Tcp(a) => {
-                let bind = if a.starts_with(':') { format!("0.0.0.0{a}") } else { a.clone() };
-                let l = TcpListener::bind(bind.as_str())
-                    .await
-                    .map_err(|source| TunnelError::Io { what: format!("listen on --localaddr {a}"), source })?;
-                let addr = l
-                    .local_addr()
-                    .map_err(|source| TunnelError::Io { what: "local address".into(), source })?;
+                let bind = if a.starts_with(':') {
+                    format!("0.0.0.0{a}")
+                } else {
+                    a.clone()
+                };
+                let l =
+                    TcpListener::bind(bind.as_str())
+                        .await
+                        .map_err(|source| TunnelError::Io {
+                            what: format!("listen on --localaddr {a}"),
+                            source,
+                        })?;
+                let addr = l.local_addr().map_err(|source| TunnelError::Io {
+                    what: "local address".into(),
+                    source,
+                })?;
                 (Local::Tcp(l), LocalAddr::Tcp(addr))
             }
             Endpoint::Unix(p) => {
@@ -102,7 +111,13 @@ impl Client {
                     what: format!("listen on unix socket --localaddr {}", p.display()),
                     source,
                 })?;
-                (Local::Unix { listener: l, _unlink: UnlinkOnDrop(p.clone()) }, LocalAddr::Unix(p.clone()))
+                (
+                    Local::Unix {
+                        listener: l,
+                        _unlink: UnlinkOnDrop(p.clone()),
+                    },
+                    LocalAddr::Unix(p.clone()),
+                )
             }
         };
         log.line(&format!("listening on: {addr}"));
@@ -118,7 +133,12 @@ impl Client {
             quiet: plan.common.quiet,
             log,
         };
-        Ok(Client { plan: Arc::new(plan), local, addr, shared })
+        Ok(Client {
+            plan: Arc::new(plan),
+            local,
+            addr,
+            shared,
+        })
     }
 
     /// The address local connections are accepted on.
@@ -148,7 +168,11 @@ impl Client {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(pool::scavenger(rx, self.shared.clone()));
         if let Some((path, period)) = self.plan.common.snmp_log.clone() {
-            tasks.spawn(super::log::snmp_logger(path, period, self.shared.log.clone()));
+            tasks.spawn(super::log::snmp_logger(
+                path,
+                period,
+                self.shared.log.clone(),
+            ));
         }
         tokio::pin!(shutdown);
         let res = loop {
@@ -158,7 +182,12 @@ impl Client {
             };
             let (conn, peer) = match accepted {
                 Ok(c) => c,
-                Err(source) => break Err(TunnelError::Io { what: "accept".into(), source }),
+                Err(source) => {
+                    break Err(TunnelError::Io {
+                        what: "accept".into(),
+                        source,
+                    })
+                }
             };
             let (pool, shared) = (pool.clone(), self.shared.clone());
             tasks.spawn(async move {
@@ -173,13 +202,17 @@ impl Client {
                 let id = stream.id();
                 Counters::add(&shared.counters.streams_opened, 1);
                 if !shared.quiet {
-                    shared.log.line(&format!("stream opened in: {peer} out: ({id})"));
+                    shared
+                        .log
+                        .line(&format!("stream opened in: {peer} out: ({id})"));
                 }
                 let tunnel = shared.wrap.wrap_stream(stream);
                 pump::pipe(conn, tunnel, shared.close_wait, &shared.counters, true).await;
                 Counters::add(&shared.counters.streams_closed, 1);
                 if !shared.quiet {
-                    shared.log.line(&format!("stream closed in: {peer} out: ({id})"));
+                    shared
+                        .log
+                        .line(&format!("stream closed in: {peer} out: ({id})"));
                 }
             });
             // Reap finished streams so the set stays as large as the live ones.

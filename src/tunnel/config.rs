@@ -296,17 +296,17 @@ fn parse<T: Serialize + for<'de> Deserialize<'de>>(
         let kind = if name == "c" {
             Kind::Str
         } else {
-            flag(role, name)
-                .map(|(_, k)| k)
-                .ok_or_else(|| TunnelError::Usage(format!("flag provided but not defined: -{name}")))?
+            flag(role, name).map(|(_, k)| k).ok_or_else(|| {
+                TunnelError::Usage(format!("flag provided but not defined: -{name}"))
+            })?
         };
         let value = match (inline, kind) {
             (Some(v), _) => v,
             (None, Kind::Bool) => "true".into(),
             (None, _) => {
-                let v = args
-                    .get(i)
-                    .ok_or_else(|| TunnelError::Usage(format!("flag needs an argument: -{name}")))?;
+                let v = args.get(i).ok_or_else(|| {
+                    TunnelError::Usage(format!("flag needs an argument: -{name}"))
+                })?;
                 i += 1;
                 v.clone()
             }
@@ -318,11 +318,11 @@ fn parse<T: Serialize + for<'de> Deserialize<'de>>(
         let (key, _) = flag(role, name).expect("checked above");
         let v = match kind {
             Kind::Str => serde_json::Value::String(value),
-            Kind::Int => value
-                .trim()
-                .parse::<i64>()
-                .map(Into::into)
-                .map_err(|_| TunnelError::Usage(format!("invalid value {value:?} for flag -{name}: not an integer")))?,
+            Kind::Int => value.trim().parse::<i64>().map(Into::into).map_err(|_| {
+                TunnelError::Usage(format!(
+                    "invalid value {value:?} for flag -{name}: not an integer"
+                ))
+            })?,
             Kind::Bool => match value.as_str() {
                 "1" | "t" | "T" | "true" | "TRUE" | "True" => true.into(),
                 "0" | "f" | "F" | "false" | "FALSE" | "False" => false.into(),
@@ -343,30 +343,42 @@ fn parse<T: Serialize + for<'de> Deserialize<'de>>(
     from_object(obj).map(Parsed::Run)
 }
 
-fn to_object<T: Serialize>(v: &T) -> Result<serde_json::Map<String, serde_json::Value>, TunnelError> {
+fn to_object<T: Serialize>(
+    v: &T,
+) -> Result<serde_json::Map<String, serde_json::Value>, TunnelError> {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
-        _ => Err(TunnelError::Usage("config does not serialize to an object".into())),
+        _ => Err(TunnelError::Usage(
+            "config does not serialize to an object".into(),
+        )),
     }
 }
 
 fn from_object<T: for<'de> Deserialize<'de>>(
     obj: serde_json::Map<String, serde_json::Value>,
 ) -> Result<T, TunnelError> {
-    serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| TunnelError::Usage(e.to_string()))
+    serde_json::from_value(serde_json::Value::Object(obj))
+        .map_err(|e| TunnelError::Usage(e.to_string()))
 }
 
 /// Lays a kcptun JSON object over `obj`. Keys match case-insensitively, as
 /// Go's `encoding/json` matches them to kcptun's struct tags; a key neither
 /// role knows is an error rather than silently ignored (Go ignores it).
-fn merge_json(obj: &mut serde_json::Map<String, serde_json::Value>, text: &str) -> Result<(), String> {
+fn merge_json(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    text: &str,
+) -> Result<(), String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let serde_json::Value::Object(m) = v else {
         return Err("expected a JSON object".into());
     };
     for (k, v) in m {
         let lower = k.to_ascii_lowercase();
-        let Some(known) = obj.keys().find(|o| o.to_ascii_lowercase() == lower).cloned() else {
+        let Some(known) = obj
+            .keys()
+            .find(|o| o.to_ascii_lowercase() == lower)
+            .cloned()
+        else {
             return Err(format!("unknown key {k:?} for this role"));
         };
         let ok = match (&obj[&known], &v) {
@@ -386,7 +398,10 @@ fn merge_json(obj: &mut serde_json::Map<String, serde_json::Value>, text: &str) 
 impl ClientConfig {
     /// Parses kcptun client flags (without the program name); `key_env` is
     /// the value of `KCPTUN_KEY`, if set.
-    pub fn from_args(args: &[String], key_env: Option<String>) -> Result<Parsed<Self>, TunnelError> {
+    pub fn from_args(
+        args: &[String],
+        key_env: Option<String>,
+    ) -> Result<Parsed<Self>, TunnelError> {
         parse(Role::Client, ClientConfig::default(), args, key_env)
     }
 
@@ -408,7 +423,8 @@ impl ClientConfig {
         let autoexpire = nonneg("autoexpire", self.autoexpire)?;
         Ok(ClientPlan {
             local: Endpoint::parse(&self.localaddr),
-            remote: MultiPort::parse(&self.remoteaddr).map_err(|e| bad_s("remoteaddr", &self.remoteaddr, &e))?,
+            remote: MultiPort::parse(&self.remoteaddr)
+                .map_err(|e| bad_s("remoteaddr", &self.remoteaddr, &e))?,
             conn,
             autoexpire: (autoexpire > 0).then(|| Duration::from_secs(autoexpire)),
             // kcptun adds the TTL to the expiry date; a negative one is "at expiry".
@@ -421,7 +437,10 @@ impl ClientConfig {
 impl ServerConfig {
     /// Parses kcptun server flags (without the program name); `key_env` is
     /// the value of `KCPTUN_KEY`, if set.
-    pub fn from_args(args: &[String], key_env: Option<String>) -> Result<Parsed<Self>, TunnelError> {
+    pub fn from_args(
+        args: &[String],
+        key_env: Option<String>,
+    ) -> Result<Parsed<Self>, TunnelError> {
         parse(Role::Server, ServerConfig::default(), args, key_env)
     }
 
@@ -437,18 +456,25 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<ServerPlan, TunnelError> {
         Ok(ServerPlan {
             common: self.common.plan()?,
-            listen: MultiPort::parse(&self.listen).map_err(|e| bad_s("listen", &self.listen, &e))?,
+            listen: MultiPort::parse(&self.listen)
+                .map_err(|e| bad_s("listen", &self.listen, &e))?,
             target: Endpoint::parse(&self.target),
         })
     }
 }
 
 fn bad(flag: &'static str, v: i64, why: &str) -> TunnelError {
-    TunnelError::InvalidFlag { flag, reason: format!("{v}: {why}") }
+    TunnelError::InvalidFlag {
+        flag,
+        reason: format!("{v}: {why}"),
+    }
 }
 
 fn bad_s(flag: &'static str, v: &str, why: &str) -> TunnelError {
-    TunnelError::InvalidFlag { flag, reason: format!("{v:?}: {why}") }
+    TunnelError::InvalidFlag {
+        flag,
+        reason: format!("{v:?}: {why}"),
+    }
 }
 
 fn nonneg(flag: &'static str, v: i64) -> Result<u64, TunnelError> {
@@ -514,7 +540,13 @@ impl Common {
             let count = u16::try_from(self.qpp_count)
                 .ok()
                 .filter(|c| *c > 0)
-                .ok_or_else(|| bad("QPPCount", self.qpp_count, "must be 1..65535 when --QPP is set"))?;
+                .ok_or_else(|| {
+                    bad(
+                        "QPPCount",
+                        self.qpp_count,
+                        "must be 1..65535 when --QPP is set",
+                    )
+                })?;
             Some(QppSetting { count })
         } else {
             None
@@ -532,16 +564,26 @@ impl Common {
                 nodelay: self.nodelay != 0,
                 interval: u32_flag("interval", self.interval)?,
                 resend: u32_flag("resend", self.resend)?,
-                congestion: if self.nc != 0 { Congestion::Off } else { Congestion::On },
+                congestion: if self.nc != 0 {
+                    Congestion::Off
+                } else {
+                    Congestion::On
+                },
             },
         };
         let mtu = usize_flag("mtu", self.mtu)?.min(MAX_PACKET_SIZE);
         let keepalive = nonneg("keepalive", self.keepalive)?;
         let mut b = Config::builder()
             .crypt_kcptun(&self.crypt, &self.key)
-            .fec(usize_flag("datashard", self.datashard)?, usize_flag("parityshard", self.parityshard)?)
+            .fec(
+                usize_flag("datashard", self.datashard)?,
+                usize_flag("parityshard", self.parityshard)?,
+            )
             .mtu(mtu)
-            .window(u32_flag("sndwnd", self.sndwnd)?, u32_flag("rcvwnd", self.rcvwnd)?)
+            .window(
+                u32_flag("sndwnd", self.sndwnd)?,
+                u32_flag("rcvwnd", self.rcvwnd)?,
+            )
             .nodelay(nd)
             .stream_mode(StreamMode::Stream)
             .write_delay(false)
@@ -707,12 +749,15 @@ impl MultiPort {
     /// Parses as kcptun's `ParseMultiPort`: the host is everything before the
     /// last `:`, ports are 1..65535 and `min <= max`.
     pub fn parse(addr: &str) -> Result<MultiPort, String> {
-        let (host, ports) = addr.rsplit_once(':').ok_or_else(|| format!("malformed address: {addr}"))?;
+        let (host, ports) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("malformed address: {addr}"))?;
         let port = |p: &str| -> Result<u32, String> {
             if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(format!("malformed address: {addr}"));
             }
-            p.parse::<u32>().map_err(|_| format!("malformed address: {addr}"))
+            p.parse::<u32>()
+                .map_err(|_| format!("malformed address: {addr}"))
         };
         let (min, max) = match ports.split_once('-') {
             Some((a, b)) => (port(a)?, port(b)?),
@@ -722,9 +767,15 @@ impl MultiPort {
             }
         };
         if min > max || min == 0 || max > 65535 {
-            return Err(format!("invalid port range specified: minport:{min} -> maxport {max}"));
+            return Err(format!(
+                "invalid port range specified: minport:{min} -> maxport {max}"
+            ));
         }
-        Ok(MultiPort { host: host.to_string(), min: min as u16, max: max as u16 })
+        Ok(MultiPort {
+            host: host.to_string(),
+            min: min as u16,
+            max: max as u16,
+        })
     }
 
     /// kcptun's dial rule: the `n`-th dial (from 0) goes to
@@ -761,26 +812,68 @@ mod tests {
 
     #[test]
     fn go_flag_syntax_and_defaults() {
-        let c = client(&["-l", ":1", "--remoteaddr=h:2", "--nocomp", "--acknodelay=false", "-mtu", "1200", "--ds", "0"], None);
+        let c = client(
+            &[
+                "-l",
+                ":1",
+                "--remoteaddr=h:2",
+                "--nocomp",
+                "--acknodelay=false",
+                "-mtu",
+                "1200",
+                "--ds",
+                "0",
+            ],
+            None,
+        );
         assert_eq!((c.localaddr.as_str(), c.remoteaddr.as_str()), (":1", "h:2"));
         assert!(c.common.nocomp && !c.common.acknodelay);
-        assert_eq!((c.common.mtu, c.common.datashard, c.common.sndwnd, c.common.rcvwnd), (1200, 0, 128, 512));
-        let Ok(Parsed::Run(s)) = ServerConfig::from_args(&[], None) else { panic!() };
-        assert_eq!((s.common.sndwnd, s.common.rcvwnd, s.common.closewait), (1024, 1024, 30));
+        assert_eq!(
+            (
+                c.common.mtu,
+                c.common.datashard,
+                c.common.sndwnd,
+                c.common.rcvwnd
+            ),
+            (1200, 0, 128, 512)
+        );
+        let Ok(Parsed::Run(s)) = ServerConfig::from_args(&[], None) else {
+            panic!()
+        };
+        assert_eq!(
+            (s.common.sndwnd, s.common.rcvwnd, s.common.closewait),
+            (1024, 1024, 30)
+        );
         assert_eq!(s.common.qpp_count, 61);
     }
 
     #[test]
     fn key_env_is_a_default_the_flag_overrides() {
         assert_eq!(client(&[], Some("fromenv")).common.key, "fromenv");
-        assert_eq!(client(&["--key", "flag"], Some("fromenv")).common.key, "flag");
+        assert_eq!(
+            client(&["--key", "flag"], Some("fromenv")).common.key,
+            "flag"
+        );
         assert_eq!(client(&[], None).common.key, "it's a secrect");
     }
 
     #[test]
     fn bad_flags_are_errors() {
-        for bad in [&["--bogus", "1"][..], &["--mtu", "x"], &["--mtu"], &["-t", "a:1"], &["stray"], &["--quiet=maybe"]] {
-            assert!(matches!(ClientConfig::from_args(&a(bad), None), Err(TunnelError::Usage(_))), "{bad:?}");
+        for bad in [
+            &["--bogus", "1"][..],
+            &["--mtu", "x"],
+            &["--mtu"],
+            &["-t", "a:1"],
+            &["stray"],
+            &["--quiet=maybe"],
+        ] {
+            assert!(
+                matches!(
+                    ClientConfig::from_args(&a(bad), None),
+                    Err(TunnelError::Usage(_))
+                ),
+                "{bad:?}"
+            );
         }
         assert!(ServerConfig::from_args(&a(&["--conn", "2"]), None).is_err());
     }
@@ -795,9 +888,21 @@ mod tests {
             }
         }
         let c = client(&["--QPPCount", "0", "--QPP"], None);
-        assert!(matches!(c.validate(), Err(TunnelError::InvalidFlag { flag: "QPPCount", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(TunnelError::InvalidFlag {
+                flag: "QPPCount",
+                ..
+            })
+        ));
         let c = client(&["--smuxver", "3"], None);
-        assert!(matches!(c.validate(), Err(TunnelError::InvalidFlag { flag: "smuxver", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(TunnelError::InvalidFlag {
+                flag: "smuxver",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -812,11 +917,29 @@ mod tests {
                 "qpp-count": 7, "closewait": 5}"#,
         )
         .expect("json");
-        assert_eq!((s.listen.as_str(), s.common.key.as_str(), s.common.crypt.as_str()), (":4000", "k", "salsa20"));
-        assert_eq!((s.common.mtu, s.common.smuxver, s.common.qpp_count, s.common.closewait), (1200, 1, 7, 5));
+        assert_eq!(
+            (
+                s.listen.as_str(),
+                s.common.key.as_str(),
+                s.common.crypt.as_str()
+            ),
+            (":4000", "k", "salsa20")
+        );
+        assert_eq!(
+            (
+                s.common.mtu,
+                s.common.smuxver,
+                s.common.qpp_count,
+                s.common.closewait
+            ),
+            (1200, 1, 7, 5)
+        );
         assert!(s.common.nocomp && s.common.qpp);
         assert_eq!(s.common.mode, "fast2");
-        assert!(s.apply_json(r#"{"remoteaddr": "x:1"}"#).is_err(), "client key on the server");
+        assert!(
+            s.apply_json(r#"{"remoteaddr": "x:1"}"#).is_err(),
+            "client key on the server"
+        );
         assert!(s.apply_json(r#"{"mtu": "big"}"#).is_err());
         assert!(s.apply_json(r#"{"mtu": 1.5}"#).is_err());
         assert!(s.apply_json("[1]").is_err());
@@ -824,10 +947,19 @@ mod tests {
 
     #[test]
     fn unix_rule_is_go_split_host_port() {
-        assert_eq!(Endpoint::parse("127.0.0.1:22"), Endpoint::Tcp("127.0.0.1:22".into()));
+        assert_eq!(
+            Endpoint::parse("127.0.0.1:22"),
+            Endpoint::Tcp("127.0.0.1:22".into())
+        );
         assert_eq!(Endpoint::parse(":12948"), Endpoint::Tcp(":12948".into()));
-        assert_eq!(Endpoint::parse("[::1]:80"), Endpoint::Tcp("[::1]:80".into()));
-        assert_eq!(Endpoint::parse("/run/app.sock"), Endpoint::Unix("/run/app.sock".into()));
+        assert_eq!(
+            Endpoint::parse("[::1]:80"),
+            Endpoint::Tcp("[::1]:80".into())
+        );
+        assert_eq!(
+            Endpoint::parse("/run/app.sock"),
+            Endpoint::Unix("/run/app.sock".into())
+        );
         assert_eq!(Endpoint::parse("::1:80"), Endpoint::Unix("::1:80".into()));
         assert_eq!(Endpoint::parse("sock"), Endpoint::Unix("sock".into()));
     }
@@ -839,7 +971,10 @@ mod tests {
         let ports: Vec<u16> = (0..5).map(|n| m.port_for_dial(n)).collect();
         assert_eq!(ports, [3000, 3001, 3002, 3000, 3001]);
         let one = MultiPort::parse(":29900").expect("single");
-        assert_eq!((one.min, one.max, one.addr(29900).as_str()), (29900, 29900, "0.0.0.0:29900"));
+        assert_eq!(
+            (one.min, one.max, one.addr(29900).as_str()),
+            (29900, 29900, "0.0.0.0:29900")
+        );
         for bad in ["h:0", "h:5-4", "h:70000", "nohost", "h:", "h:1-x"] {
             assert!(MultiPort::parse(bad).is_err(), "{bad}");
         }

@@ -25,7 +25,9 @@ enum Sink {
 impl Log {
     /// Messages to stderr.
     pub fn stderr() -> Log {
-        Log { sink: Arc::new(Sink::Stderr) }
+        Log {
+            sink: Arc::new(Sink::Stderr),
+        }
     }
 
     /// Messages appended to `path` (kcptun's `--log`); empty means stderr.
@@ -37,8 +39,13 @@ impl Log {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| TunnelError::Io { what: format!("--log {path}"), source })?;
-        Ok(Log { sink: Arc::new(Sink::File(Mutex::new(f))) })
+            .map_err(|source| TunnelError::Io {
+                what: format!("--log {path}"),
+                source,
+            })?;
+        Ok(Log {
+            sink: Arc::new(Sink::File(Mutex::new(f))),
+        })
     }
 
     /// Writes one line, prefixed with the Unix time.
@@ -57,7 +64,10 @@ impl Log {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// kcptun's SIGUSR1 line: `KCP SNMP:` and Go's `%+v` of the counters.
@@ -69,14 +79,24 @@ pub fn snmp_dump_line(s: &Snmp) -> String {
 /// Appends one kcptun SNMP CSV row (`Unix` then kcp-go's counters, header
 /// first in an empty file) to the file `path` names at `now`: the file
 /// name part is a Go time layout (`snmp-20060102.log`), read in UTC.
-pub fn write_snmp_row(path: &str, now: SystemTime, snmp: &Snmp) -> std::io::Result<std::path::PathBuf> {
+pub fn write_snmp_row(
+    path: &str,
+    now: SystemTime,
+    snmp: &Snmp,
+) -> std::io::Result<std::path::PathBuf> {
     let (dir, file) = match path.rfind('/') {
         Some(i) => (&path[..=i], &path[i + 1..]),
         None => ("", path),
     };
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let name = format!("{dir}{}", go_time_format(file, secs));
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&name)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&name)?;
     let mut out = String::new();
     if f.metadata()?.len() == 0 {
         out.push_str("Unix");
@@ -120,10 +140,28 @@ pub fn go_time_format(layout: &str, secs: u64) -> String {
     // 1970-01-01 was a Thursday.
     let wd = ((days % 7 + 7 + 4) % 7) as usize;
     const MON: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
         "December",
     ];
-    const DAY: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    const DAY: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
     let h12 = if h % 12 == 0 { 12 } else { h % 12 };
     let yday = days - days_from_civil(y, 1, 1) + 1;
     // Longest element first where one is a prefix of another.
@@ -153,7 +191,11 @@ pub fn go_time_format(layout: &str, secs: u64) -> String {
         ("1", mo.to_string()),
         ("2", d.to_string()),
     ];
-    let singles: [(&str, String); 3] = [("3", h12.to_string()), ("4", mi.to_string()), ("5", s.to_string())];
+    let singles: [(&str, String); 3] = [
+        ("3", h12.to_string()),
+        ("4", mi.to_string()),
+        ("5", s.to_string()),
+    ];
     let mut out = String::new();
     let mut rest = layout;
     'outer: while !rest.is_empty() {
@@ -204,7 +246,10 @@ mod tests {
         // 2024-02-29 13:04:05 UTC, a Thursday.
         let t = 1_709_211_845;
         assert_eq!(go_time_format("snmp-20060102.log", t), "snmp-20240229.log");
-        assert_eq!(go_time_format("x-2006-01-02T15:04:05", t), "x-2024-02-29T13:04:05");
+        assert_eq!(
+            go_time_format("x-2006-01-02T15:04:05", t),
+            "x-2024-02-29T13:04:05"
+        );
         assert_eq!(go_time_format("Mon Jan _2 3PM 06", t), "Thu Feb 29 1PM 24");
         assert_eq!(go_time_format("plain.csv", t), "plain.csv");
         assert_eq!(go_time_format("", 0), "");
@@ -213,9 +258,15 @@ mod tests {
 
     #[test]
     fn dump_line_is_go_plus_v() {
-        let s = Snmp { bytes_sent: 7, ..Snmp::default() };
+        let s = Snmp {
+            bytes_sent: 7,
+            ..Snmp::default()
+        };
         let l = snmp_dump_line(&s);
-        assert!(l.starts_with("KCP SNMP:&{BytesSent:7 BytesReceived:0 "), "{l}");
+        assert!(
+            l.starts_with("KCP SNMP:&{BytesSent:7 BytesReceived:0 "),
+            "{l}"
+        );
         assert!(l.ends_with('}'));
         assert_eq!(l.matches(':').count(), 1 + Snmp::header().len());
     }
@@ -226,7 +277,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = format!("{}/snmp-20060102.csv", dir.display());
         let now = UNIX_EPOCH + Duration::from_secs(86_400 * 365);
-        let s = Snmp { bytes_sent: 3, ..Snmp::default() };
+        let s = Snmp {
+            bytes_sent: 3,
+            ..Snmp::default()
+        };
         let p1 = write_snmp_row(&path, now, &s).expect("row");
         let p2 = write_snmp_row(&path, now, &s).expect("row");
         assert_eq!(p1, p2);

@@ -49,7 +49,14 @@ impl Pool {
         let (tx, rx) = mpsc::channel(SCAVENGE_QUEUE);
         let now = Instant::now();
         let pool = Pool {
-            slots: (0..plan.conn).map(|_| Mutex::new(Slot { session: None, expires: now })).collect(),
+            slots: (0..plan.conn)
+                .map(|_| {
+                    Mutex::new(Slot {
+                        session: None,
+                        expires: now,
+                    })
+                })
+                .collect(),
             rr: AtomicUsize::new(0),
             dials: AtomicU64::new(0),
             plan,
@@ -70,7 +77,9 @@ impl Pool {
             Some(s) if !s.is_closed() && !expired => return s.clone(),
             Some(s) if !s.is_closed() => {
                 Counters::add(&self.shared.counters.sessions_expired, 1);
-                self.shared.log.line("session expired, replaced by a new one");
+                self.shared
+                    .log
+                    .line("session expired, replaced by a new one");
             }
             _ => {}
         }
@@ -78,7 +87,10 @@ impl Pool {
         slot.session = Some(s.clone());
         if let Some(ttl) = self.plan.autoexpire {
             slot.expires = Instant::now() + ttl;
-            let t = Timed { session: s.clone(), deadline: slot.expires + self.plan.scavenge_ttl };
+            let t = Timed {
+                session: s.clone(),
+                deadline: slot.expires + self.plan.scavenge_ttl,
+            };
             // kcptun blocks here when the scavenger lags; so do we (bounded queue).
             let _ = self.scavenger.send(t).await;
         }

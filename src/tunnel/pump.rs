@@ -78,7 +78,12 @@ impl Counters {
 
     pub(crate) fn session_on(&self, port: u16) {
         Self::add(&self.sessions_opened, 1);
-        *self.ports.lock().unwrap_or_else(|e| e.into_inner()).entry(port).or_insert(0) += 1;
+        *self
+            .ports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(port)
+            .or_insert(0) += 1;
     }
 
     pub(crate) fn add(a: &AtomicU64, n: u64) {
@@ -108,9 +113,10 @@ impl StreamWrap {
             None => Ok(StreamWrap::Plain),
             Some(QppSetting { count: _ }) => Err(TunnelError::Refused {
                 flag: "--QPP",
-                reason: "the Quantum Permutation Pad is not wired into this build yet; without it a \
+                reason:
+                    "the Quantum Permutation Pad is not wired into this build yet; without it a \
                          QPP peer would receive scrambled bytes"
-                    .into(),
+                        .into(),
             }),
         }
     }
@@ -187,12 +193,17 @@ mod tests {
         // local: we write "ping" then close our write side at once; the
         // tunnel side answers after 200 ms. With close_wait 0 the answer is
         // lost, with 2 s it arrives.
-        for (wait, want) in [(Duration::ZERO, &b""[..]), (Duration::from_secs(2), &b"pong"[..])] {
+        for (wait, want) in [
+            (Duration::ZERO, &b""[..]),
+            (Duration::from_secs(2), &b"pong"[..]),
+        ] {
             let (local, mut local_peer) = tokio::io::duplex(1024);
             let (tunnel, mut tunnel_peer) = tokio::io::duplex(1024);
             let counters = Arc::new(Counters::default());
             let c2 = counters.clone();
-            let task = tokio::spawn(async move { pipe(Box::new(local), Box::new(tunnel), wait, &c2, true).await });
+            let task = tokio::spawn(async move {
+                pipe(Box::new(local), Box::new(tunnel), wait, &c2, true).await
+            });
             local_peer.write_all(b"ping").await.expect("write");
             let mut got = [0u8; 4];
             tunnel_peer.read_exact(&mut got).await.expect("read");
@@ -202,10 +213,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let _ = tunnel_peer.write_all(b"pong").await;
             let mut back = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(5), local_peer.read_to_end(&mut back)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), local_peer.read_to_end(&mut back))
+                .await;
             assert_eq!(back, want, "close_wait {wait:?}");
             drop(tunnel_peer);
-            tokio::time::timeout(Duration::from_secs(5), task).await.expect("pipe ends").expect("join");
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("pipe ends")
+                .expect("join");
             assert_eq!(counters.snapshot().bytes_to_remote, 4);
         }
     }

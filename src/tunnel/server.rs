@@ -44,7 +44,10 @@ impl Server {
             let addr = plan.listen.addr(port);
             let l = Listener::listen(addr.as_str(), &plan.common.kcp)
                 .await
-                .map_err(|source| TunnelError::Session { what: format!("listen on {addr}"), source })?;
+                .map_err(|source| TunnelError::Session {
+                    what: format!("listen on {addr}"),
+                    source,
+                })?;
             log.line(&format!("listening on: {}/udp", l.local_addr()));
             listeners.push(l);
         }
@@ -57,7 +60,11 @@ impl Server {
             quiet: plan.common.quiet,
             log,
         };
-        Ok(Server { plan: Arc::new(plan), listeners, shared })
+        Ok(Server {
+            plan: Arc::new(plan),
+            listeners,
+            shared,
+        })
     }
 
     /// The UDP addresses listened on, one per port of the range.
@@ -85,7 +92,11 @@ impl Server {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), TunnelError> {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((path, period)) = self.plan.common.snmp_log.clone() {
-            tasks.spawn(super::log::snmp_logger(path, period, self.shared.log.clone()));
+            tasks.spawn(super::log::snmp_logger(
+                path,
+                period,
+                self.shared.log.clone(),
+            ));
         }
         let mut loops = tokio::task::JoinSet::new();
         for l in self.listeners {
@@ -105,15 +116,21 @@ impl Server {
     }
 }
 
-async fn accept_loop(l: Listener, plan: Arc<ServerPlan>, shared: Shared) -> Result<(), TunnelError> {
+async fn accept_loop(
+    l: Listener,
+    plan: Arc<ServerPlan>,
+    shared: Shared,
+) -> Result<(), TunnelError> {
     let port = l.local_addr().port();
     let mut muxes = tokio::task::JoinSet::new();
     loop {
-        let sess = l
-            .accept()
-            .await
-            .map_err(|source| TunnelError::Session { what: "accept".into(), source })?;
-        shared.log.line(&format!("remote address: {}", sess.peer_addr()));
+        let sess = l.accept().await.map_err(|source| TunnelError::Session {
+            what: "accept".into(),
+            source,
+        })?;
+        shared
+            .log
+            .line(&format!("remote address: {}", sess.peer_addr()));
         shared.counters.session_on(port);
         muxes.spawn(handle_mux(sess, plan.clone(), shared.clone()));
         while muxes.try_join_next().is_some() {}
@@ -154,19 +171,25 @@ async fn handle_mux(sess: crate::Session, plan: Arc<ServerPlan>, shared: Shared)
             let target: Box<dyn Duplex> = match connect(&plan.target).await {
                 Ok(t) => t,
                 Err(e) => {
-                    shared.log.line(&format!("dial target {:?}: {e}", plan.target));
+                    shared
+                        .log
+                        .line(&format!("dial target {:?}: {e}", plan.target));
                     return;
                 }
             };
             Counters::add(&shared.counters.streams_opened, 1);
             if !shared.quiet {
-                shared.log.line(&format!("stream opened in: ({id}) out: {:?}", plan.target));
+                shared
+                    .log
+                    .line(&format!("stream opened in: ({id}) out: {:?}", plan.target));
             }
             let tunnel = shared.wrap.wrap_stream(stream);
             pump::pipe(target, tunnel, shared.close_wait, &shared.counters, false).await;
             Counters::add(&shared.counters.streams_closed, 1);
             if !shared.quiet {
-                shared.log.line(&format!("stream closed in: ({id}) out: {:?}", plan.target));
+                shared
+                    .log
+                    .line(&format!("stream closed in: ({id}) out: {:?}", plan.target));
             }
         });
         while streams.try_join_next().is_some() {}
@@ -176,7 +199,11 @@ async fn handle_mux(sess: crate::Session, plan: Arc<ServerPlan>, shared: Shared)
 async fn connect(target: &Endpoint) -> std::io::Result<Box<dyn Duplex>> {
     match target {
         Endpoint::Tcp(a) => {
-            let a = if a.starts_with(':') { format!("127.0.0.1{a}") } else { a.clone() };
+            let a = if a.starts_with(':') {
+                format!("127.0.0.1{a}")
+            } else {
+                a.clone()
+            };
             let s = TcpStream::connect(a.as_str()).await?;
             let _ = s.set_nodelay(true);
             Ok(Box::new(s))
