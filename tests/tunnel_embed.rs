@@ -90,13 +90,16 @@ fn common(c: &mut kcp_session::tunnel::config::Common) {
 async fn server(target: &str, span: u16, tweak: impl Fn(&mut ServerConfig)) -> (Running, u16) {
     for attempt in 0..50u32 {
         let base = 20_000 + ((std::process::id() * 7 + attempt * 101) % 40_000) as u16;
-        let mut cfg = ServerConfig::default();
-        cfg.listen = if span == 1 {
+        let listen = if span == 1 {
             format!("127.0.0.1:{base}")
         } else {
             format!("127.0.0.1:{base}-{}", base + span - 1)
         };
-        cfg.target = target.into();
+        let mut cfg = ServerConfig {
+            listen,
+            target: target.into(),
+            ..Default::default()
+        };
         common(&mut cfg.common);
         tweak(&mut cfg);
         let Ok(s) = Server::bind_with_log(&cfg, quiet_log()).await else {
@@ -133,9 +136,11 @@ async fn client(
     local: &str,
     tweak: impl Fn(&mut ClientConfig),
 ) -> (Running, LocalAddr) {
-    let mut cfg = ClientConfig::default();
-    cfg.localaddr = local.into();
-    cfg.remoteaddr = remote;
+    let mut cfg = ClientConfig {
+        localaddr: local.into(),
+        remoteaddr: remote,
+        ..Default::default()
+    };
     common(&mut cfg.common);
     tweak(&mut cfg);
     let c = Client::bind_with_log(&cfg, quiet_log())
@@ -395,7 +400,7 @@ async fn snmplog_writes_kcptuns_csv() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        format!("Unix,{}", Snmp::header().join(",")),
+        kcp_session::tunnel::log::snmp_csv_header(),
         "kcptun's header, once"
     );
     let now = std::time::SystemTime::now()

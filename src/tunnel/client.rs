@@ -4,9 +4,11 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), kcp_session::tunnel::TunnelError> {
 //! use kcp_session::tunnel::{config::ClientConfig, Client};
-//! let mut cfg = ClientConfig::default();
-//! cfg.localaddr = "127.0.0.1:0".into();
-//! cfg.remoteaddr = "127.0.0.1:29900".into();
+//! let cfg = ClientConfig {
+//!     localaddr: "127.0.0.1:0".into(),
+//!     remoteaddr: "127.0.0.1:29900".into(),
+//!     ..ClientConfig::default()
+//! };
 //! let client = Client::bind(&cfg).await?;
 //! println!("listening on {}", client.local_addr());
 //! client.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await

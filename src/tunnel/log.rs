@@ -76,6 +76,55 @@ pub fn snmp_dump_line(s: &Snmp) -> String {
     format!("KCP SNMP:&{{{}}}", fields.join(" "))
 }
 
+/// kcptun's SNMP CSV columns after `Unix`: kcp-go's `Snmp.Header()` in its
+/// order and spelling, which differ from the struct (`FECFullShards` is the
+/// `FECFullShardSet` counter, and the FEC columns are reordered). Each entry
+/// is (CSV column, [`Snmp`] field name). Taken from the first line kcptun
+/// 20210922 rebuilt on kcp-go v5.6.64 and on v5.7.6 writes with
+/// `--snmplog x.csv --snmpperiod 1` (both identical).
+pub const SNMP_CSV_COLUMNS: [(&str, &str); 30] = [
+    ("BytesSent", "BytesSent"),
+    ("BytesReceived", "BytesReceived"),
+    ("MaxConn", "MaxConn"),
+    ("ActiveOpens", "ActiveOpens"),
+    ("PassiveOpens", "PassiveOpens"),
+    ("CurrEstab", "CurrEstab"),
+    ("InErrs", "InErrs"),
+    ("InCsumErrors", "InCsumErrors"),
+    ("KCPInErrors", "KCPInErrors"),
+    ("InPkts", "InPkts"),
+    ("OutPkts", "OutPkts"),
+    ("InSegs", "InSegs"),
+    ("OutSegs", "OutSegs"),
+    ("InBytes", "InBytes"),
+    ("OutBytes", "OutBytes"),
+    ("RetransSegs", "RetransSegs"),
+    ("FastRetransSegs", "FastRetransSegs"),
+    ("EarlyRetransSegs", "EarlyRetransSegs"),
+    ("LostSegs", "LostSegs"),
+    ("RepeatSegs", "RepeatSegs"),
+    ("FECFullShards", "FECFullShardSet"),
+    ("FECParityShards", "FECParityShards"),
+    ("FECErrs", "FECErrs"),
+    ("FECRecovered", "FECRecovered"),
+    ("FECShardSet", "FECShardSet"),
+    ("FECShardMin", "FECShardMin"),
+    ("RingBufferSndQueue", "RingBufferSndQueue"),
+    ("RingBufferRcvQueue", "RingBufferRcvQueue"),
+    ("RingBufferSndBuffer", "RingBufferSndBuffer"),
+    ("OOBPackets", "OOBPackets"),
+];
+
+/// kcptun's SNMP CSV header line (without the newline).
+pub fn snmp_csv_header() -> String {
+    let mut out = String::from("Unix");
+    for (col, _) in SNMP_CSV_COLUMNS {
+        out.push(',');
+        out.push_str(col);
+    }
+    out
+}
+
 /// Appends one kcptun SNMP CSV row (`Unix` then kcp-go's counters, header
 /// first in an empty file) to the file `path` names at `now`: the file
 /// name part is a Go time layout (`snmp-20060102.log`), read in UTC.
@@ -99,17 +148,13 @@ pub fn write_snmp_row(
         .open(&name)?;
     let mut out = String::new();
     if f.metadata()?.len() == 0 {
-        out.push_str("Unix");
-        for h in Snmp::header() {
-            out.push(',');
-            out.push_str(h);
-        }
+        out.push_str(&snmp_csv_header());
         out.push('\n');
     }
     out.push_str(&secs.to_string());
-    for v in snmp.to_vec() {
+    for (_, field) in SNMP_CSV_COLUMNS {
         out.push(',');
-        out.push_str(&v.to_string());
+        out.push_str(&snmp.get(field).unwrap_or(0).to_string());
     }
     out.push('\n');
     f.write_all(out.as_bytes())?;
@@ -271,6 +316,32 @@ mod tests {
         assert_eq!(l.matches(':').count(), 1 + Snmp::header().len());
     }
 
+    /// The first line of the snmplog file written by kcptun 20210922 rebuilt on
+    /// kcp-go v5.6.64 (and, identically, on v5.7.6), run as
+    /// `kcptun-server -l 127.0.0.1:29911 -t 127.0.0.1:1 --snmplog s.csv --snmpperiod 1`.
+    const KCPTUN_CSV_HEADER: &str =
+        "Unix,BytesSent,BytesReceived,MaxConn,ActiveOpens,PassiveOpens,\
+        CurrEstab,InErrs,InCsumErrors,KCPInErrors,InPkts,OutPkts,InSegs,OutSegs,InBytes,OutBytes,\
+        RetransSegs,FastRetransSegs,EarlyRetransSegs,LostSegs,RepeatSegs,FECFullShards,\
+        FECParityShards,FECErrs,FECRecovered,FECShardSet,FECShardMin,RingBufferSndQueue,\
+        RingBufferRcvQueue,RingBufferSndBuffer,OOBPackets";
+
+    #[test]
+    fn csv_columns_name_real_snmp_fields() {
+        assert_eq!(snmp_csv_header(), KCPTUN_CSV_HEADER);
+        for (col, field) in SNMP_CSV_COLUMNS {
+            assert!(
+                Snmp::default().get(field).is_some(),
+                "{col}: no field {field}"
+            );
+        }
+        let mut fields: Vec<&str> = SNMP_CSV_COLUMNS.iter().map(|(_, f)| *f).collect();
+        fields.sort_unstable();
+        let mut all = Snmp::header();
+        all.sort_unstable();
+        assert_eq!(fields, all, "every counter appears exactly once");
+    }
+
     #[test]
     fn csv_header_once_then_rows() {
         let dir = std::env::temp_dir().join(format!("kcptun-snmp-{}", std::process::id()));
@@ -279,6 +350,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(86_400 * 365);
         let s = Snmp {
             bytes_sent: 3,
+            fec_full_shard_set: 9,
             ..Snmp::default()
         };
         let p1 = write_snmp_row(&path, now, &s).expect("row");
@@ -288,8 +360,13 @@ mod tests {
         let text = std::fs::read_to_string(&p1).expect("read");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], format!("Unix,{}", Snmp::header().join(",")));
+        assert_eq!(lines[0], KCPTUN_CSV_HEADER);
         assert!(lines[1].starts_with("31536000,3,0,"), "{}", lines[1]);
+        // FECFullShardSet is kcptun's 22nd column (after Unix), not the struct's 21st field.
+        let cols: Vec<&str> = lines[1].split(',').collect();
+        assert_eq!(cols.len(), 31);
+        assert_eq!(cols[21], "9", "{}", lines[1]);
+        assert_eq!(cols[22], "0", "{}", lines[1]);
         assert_eq!(lines[1], lines[2]);
         let _ = std::fs::remove_dir_all(&dir);
     }
