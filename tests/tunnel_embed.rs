@@ -256,23 +256,34 @@ async fn concurrent_streams_are_byte_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multiport_spreads_sessions_over_the_range() {
     let target = tcp_echo().await;
-    let (srv, base) = server(&target, 3, |_| {}).await;
+    let (srv, base) = server(&target, 2, |_| {}).await;
+    const CONN: u64 = 24;
     let (cli, addr) = client(
-        format!("127.0.0.1:{base}-{}", base + 2),
+        format!("127.0.0.1:{base}-{}", base + 1),
         "127.0.0.1:0",
-        |c| c.conn = 3,
+        |c| c.conn = CONN as i64,
     )
     .await;
-    // Three connections take the three slots round-robin; each slot dials
-    // the next port of the range (kcptun: min + dials mod span).
+    // Each connection takes the next of the CONN slots, so each dials a new
+    // session, to a random port of the range (kcptun: min + r mod span).
+    // All 24 on one port has probability 2^-23.
     let mut keep = Vec::new();
-    for i in 0..3 {
+    for i in 0..CONN {
         keep.push(round_trip(connect(&addr).await, payload(i, 1000)).await);
     }
-    let want: Vec<(u16, u64)> = (0..3).map(|i| (base + i, 1)).collect();
-    assert_eq!(cli.counters.snapshot().sessions_per_port, want);
-    wait_for("server saw a session on every port", || {
-        srv.counters.snapshot().sessions_per_port == want
+    let per_port = cli.counters.snapshot().sessions_per_port;
+    assert_eq!(
+        per_port.iter().map(|(_, n)| n).sum::<u64>(),
+        CONN,
+        "{per_port:?}"
+    );
+    assert_eq!(
+        per_port.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        [base, base + 1],
+        "sessions on both ports of the range and nowhere else: {per_port:?}"
+    );
+    wait_for("the server saw the same sessions per port", || {
+        srv.counters.snapshot().sessions_per_port == per_port
     })
     .await;
     drop(keep);

@@ -778,11 +778,12 @@ impl MultiPort {
         })
     }
 
-    /// kcptun's dial rule: the `n`-th dial (from 0) goes to
-    /// `min + n mod (max - min + 1)`.
-    pub fn port_for_dial(&self, n: u64) -> u16 {
+    /// kcptun's dial rule: every new mux connection goes to
+    /// `min + r mod (max - min + 1)` for a fresh uniformly random 64-bit `r`
+    /// (kcptun reads it from `crypto/rand`).
+    pub fn port_for(&self, r: u64) -> u16 {
         let span = u64::from(self.max - self.min) + 1;
-        self.min + (n % span) as u16
+        self.min + (r % span) as u16
     }
 
     /// `host:port` for `port`, with Go's empty host meaning every interface.
@@ -968,8 +969,12 @@ mod tests {
     fn multiport_parse_and_dial_rule() {
         let m = MultiPort::parse("h:3000-3002").expect("range");
         assert_eq!((m.host.as_str(), m.min, m.max), ("h", 3000, 3002));
-        let ports: Vec<u16> = (0..5).map(|n| m.port_for_dial(n)).collect();
-        assert_eq!(ports, [3000, 3001, 3002, 3000, 3001]);
+        let ports: Vec<u16> = [0, 1, 2, 3, u64::MAX]
+            .iter()
+            .map(|r| m.port_for(*r))
+            .collect();
+        // u64::MAX = 3 * 6148914691236517205, so it maps to the first port.
+        assert_eq!(ports, [3000, 3001, 3002, 3000, 3000]);
         let one = MultiPort::parse(":29900").expect("single");
         assert_eq!(
             (one.min, one.max, one.addr(29900).as_str()),

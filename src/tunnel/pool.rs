@@ -3,7 +3,7 @@
 //! sessions `--scavengettl` seconds after they expired (kcptun's client
 //! `main.go`), and `--remoteaddr` port ranges.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +37,6 @@ pub(crate) struct Timed {
 pub(crate) struct Pool {
     slots: Vec<Mutex<Slot>>,
     rr: AtomicUsize,
-    dials: AtomicU64,
     plan: Arc<ClientPlan>,
     shared: Shared,
     scavenger: mpsc::Sender<Timed>,
@@ -58,7 +57,6 @@ impl Pool {
                 })
                 .collect(),
             rr: AtomicUsize::new(0),
-            dials: AtomicU64::new(0),
             plan,
             shared,
             scavenger: tx,
@@ -111,8 +109,7 @@ impl Pool {
     }
 
     async fn dial(&self) -> Result<Arc<smux::Session>, String> {
-        let n = self.dials.fetch_add(1, Ordering::Relaxed);
-        let port = self.plan.remote.port_for_dial(n);
+        let port = self.plan.remote.port_for(rand::random::<u64>());
         let addr = match self.plan.remote.host.as_str() {
             "" => format!("127.0.0.1:{port}"),
             h => format!("{h}:{port}"),
