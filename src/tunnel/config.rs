@@ -600,7 +600,11 @@ impl Common {
             b = b.dscp(dscp);
         }
         let kcp = b.build().map_err(|e| TunnelError::InvalidFlag {
-            flag: "crypt/mtu/window/FEC",
+            flag: match e {
+                crate::Error::UnknownCipher { .. } | crate::Error::InvalidKey { .. } => "crypt",
+                crate::Error::MtuTooLarge { .. } => "mtu",
+                _ => "mtu/sndwnd/rcvwnd/datashard/parityshard",
+            },
             reason: e.to_string(),
         })?;
         let version = u64::try_from(self.smuxver)
@@ -896,6 +900,14 @@ mod tests {
                 ..
             })
         ));
+        let c = client(&["--crypt", "bogus"], None);
+        assert!(
+            matches!(
+                c.validate(),
+                Err(TunnelError::InvalidFlag { flag: "crypt", .. })
+            ),
+            "kcptun falls back to aes silently; we name the flag"
+        );
         let c = client(&["--smuxver", "3"], None);
         assert!(matches!(
             c.validate(),
