@@ -432,11 +432,14 @@ async fn snmplog_writes_kcptuns_csv() {
         .skip(1)
         .map(|c| c.parse().expect("n"))
         .collect();
-    assert!(
-        last[0] > 20_000,
-        "BytesSent counts the transfer: {}",
-        last[0]
-    );
+    // Without the feature `snmp` every counter reads 0 (kcp-go's kcp_no_snmp).
+    if cfg!(feature = "snmp") {
+        assert!(
+            last[0] > 20_000,
+            "BytesSent counts the transfer: {}",
+            last[0]
+        );
+    }
     cli.stop().await;
     srv.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
