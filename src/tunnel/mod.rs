@@ -1,5 +1,7 @@
 //! kcptun's layers above a session: [`smux`] stream multiplexing and
-//! [`comp`] Snappy framing. They run over any byte stream.
+//! [`comp`] Snappy framing, plus kcptun's per-stream [`qpp`] Quantum
+//! Permutation Pad. They run over any byte stream.
 
 pub mod comp;
+pub mod qpp;
 pub mod smux;
