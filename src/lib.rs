@@ -112,7 +112,7 @@ pub(crate) use proto::codec;
 pub(crate) use proto::endpoint;
 pub use proto::{connection, crypt, fec, kcp, rate};
 pub use runtime::{blocking, listener, session};
-pub use tunnel::{comp, smux};
+pub use tunnel::{comp, qpp, smux};
 
 pub use config::{Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode};
 pub use error::{Error, Result};

@@ -13,6 +13,8 @@
 //! vendors) and on kcp-go v5.7.6 (the newest kcp-go), and `scripts/test`
 //! exports them. Without a peer the tests fail when `CI=true` and print
 //! `SKIPPED` otherwise.
+//! Our own Go peer (interop/tunnel: kcp-go v5.7.6, smux v1.5.58) is found
+//! through `GOTUNNEL_CLIENT` / `GOTUNNEL_SERVER` or in `target/gotunnel/`.
 //! Every child process is killed when its cell ends (kill_on_drop).
 #![cfg(feature = "tunnel")]
 
@@ -459,4 +461,75 @@ async fn rust_client_to_rust_server() {
     let ours = (PathBuf::from(OURS), PathBuf::from(OURS));
     let what = "kcptun-rs pair OursToOurs";
     run_cells(Side::OursToOurs, &ours, "rust", what, cells).await;
+}
+
+/// Our own kcptun-compatible Go peer (interop/tunnel: kcp-go v5.7.6, smux
+/// v1.5.58, kcptun's Snappy framing), from `GOTUNNEL_CLIENT` /
+/// `GOTUNNEL_SERVER` or `target/gotunnel/` (scripts/kcptun-peers builds it).
+/// Missing: SKIPPED, or a failure under `CI=true`.
+fn gotunnel_peers() -> Option<(PathBuf, PathBuf)> {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/gotunnel");
+    let pick = |env: &str, name: &str| match std::env::var_os(env) {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => Some(built.join(name)).filter(|p| p.is_file()),
+    };
+    match (
+        pick("GOTUNNEL_CLIENT", "gotunnel-client"),
+        pick("GOTUNNEL_SERVER", "gotunnel-server"),
+    ) {
+        (Some(c), Some(s)) => Some((c, s)),
+        _ => {
+            let msg = "Go tunnel peer (interop/tunnel): GOTUNNEL_CLIENT/GOTUNNEL_SERVER unset and target/gotunnel/ not built (run scripts/kcptun-peers)";
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{msg}, and CI=true");
+            }
+            eprintln!("{msg}: SKIPPED");
+            None
+        }
+    }
+}
+
+/// 32 concurrent streams, 1 B .. 1 MiB.
+fn gotunnel_sizes() -> Vec<usize> {
+    let mut v = small_sizes();
+    v.extend([3, 333, 4095, 4097, 32_768, 99_999, 200_000, MIB]);
+    assert_eq!(v.len(), 32);
+    v
+}
+
+/// smux v1 and v2, compression on and off, a few ciphers; the 64 MiB
+/// transfer once per direction (the last cell).
+fn gotunnel_cells() -> Vec<Cell> {
+    let c = |crypt, fec, comp, smuxver, mode| Cell {
+        crypt,
+        fec,
+        comp,
+        smuxver,
+        mode,
+        sizes: gotunnel_sizes(),
+    };
+    let mut big = c("aes", (10, 3), true, 2, "fast3");
+    big.sizes = vec![64 * MIB, 1, MIB];
+    vec![
+        c("aes", (10, 3), true, 2, "fast3"),
+        c("aes", (10, 3), false, 2, "fast"),
+        c("salsa20", (0, 0), true, 1, "fast2"),
+        c("aes-128-gcm", (0, 0), false, 1, "fast3"),
+        c("null", (4, 2), true, 1, "manual"),
+        big,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_client_to_gotunnel_server() {
+    let Some(go) = gotunnel_peers() else { return };
+    let what = "gotunnel (kcp-go 5.7.6, smux 1.5.58) OursToGo";
+    run_cells(Side::OursToGo, &go, "gotunnel", what, gotunnel_cells()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gotunnel_client_to_rust_server() {
+    let Some(go) = gotunnel_peers() else { return };
+    let what = "gotunnel (kcp-go 5.7.6, smux 1.5.58) GoToOurs";
+    run_cells(Side::GoToOurs, &go, "gotunnel", what, gotunnel_cells()).await;
 }

@@ -1,11 +1,13 @@
 //! kcptun's layers above a session: [`smux`] stream multiplexing and
-//! [`comp`] Snappy framing. They run over any byte stream.
+//! [`comp`] Snappy framing, plus kcptun's per-stream [`qpp`] Quantum
+//! Permutation Pad. They run over any byte stream.
 //!
 //! With the feature `tunnel`, also kcptun itself as a library: [`Client`] and
 //! [`Server`] a Rust program can embed, configured by [`config`] from
 //! kcptun's flags or JSON. The binary `kcptun-rs` is a thin shell over them.
 
 pub mod comp;
+pub mod qpp;
 pub mod smux;
 
 #[cfg(feature = "tunnel")]

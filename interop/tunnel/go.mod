@@ -1,0 +1,22 @@
+module kcpsession/tunnel
+
+go 1.26.2
+
+require (
+	github.com/golang/snappy v1.0.0
+	github.com/xtaci/kcp-go/v5 v5.7.6
+	github.com/xtaci/smux v1.5.58
+	golang.org/x/crypto v0.58.0
+)
+
+require (
+	github.com/juju/ratelimit v1.0.2 // indirect
+	github.com/klauspost/cpuid/v2 v2.4.1 // indirect
+	github.com/klauspost/reedsolomon v1.14.2 // indirect
+	github.com/kr/pretty v0.3.1 // indirect
+	github.com/pion/transport/v5 v5.1.4 // indirect
+	github.com/pkg/errors v0.9.1 // indirect
+	github.com/tjfoc/gmsm v1.4.1 // indirect
+	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
