@@ -72,7 +72,7 @@ fn usage(role: Role) -> String {
          --snmpperiod N         seconds between SNMP rows (default 60)\n  \
          --log FILE             log to FILE instead of stderr\n  \
          --quiet                no stream open/close messages\n  \
-         --QPP, --QPPCount N    kcptun's Quantum Permutation Pads: refused in this build\n  \
+         --QPP, --QPPCount N    kcptun's Quantum Permutation Pads on every stream (default count 61)\n  \
          --tcp, --pprof         refused (fake-TCP transport, Go profiler)\n  \
          -c FILE                kcptun JSON config (overrides the command line)\n  \
          -h, --help / -v, --version\n"

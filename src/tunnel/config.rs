@@ -4,7 +4,7 @@
 //! and checked into the session, smux and address settings the tunnel runs on.
 //!
 //! Every kcptun flag is known here. Those the tunnel cannot honour (`--tcp`,
-//! `--pprof`, and `--QPP` until the pad is wired in) are refused by
+//! `--pprof`) are refused by
 //! [`ClientConfig::validate`] / [`ServerConfig::validate`] with
 //! [`TunnelError::Refused`] naming the flag, never accepted and ignored.
 

@@ -5,9 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::config::{CommonPlan, QppSetting};
+use super::qpp::{QppPad, QppState, QppStream};
 use super::TunnelError;
 use crate::smux;
 
@@ -94,55 +98,91 @@ impl Counters {
 /// What is put around every smux stream before it is joined: nothing, or
 /// (kcptun's `--QPP`) the Quantum Permutation Pad keyed by `--key`.
 ///
-/// **QPP hook.** Built once at startup by [`StreamWrap::new`]; until the
-/// pad (`super::qpp::QppStream`) is wired in, `new` refuses `--QPP`. To wire
-/// it: build the shared pad from `plan.key` and `count` in `new`, store it in
-/// a `Qpp` variant, and return `Box::new(QppStream::new(stream, ...))` for it
-/// in [`wrap_stream`](Self::wrap_stream). Both roles wrap the smux side, as
-/// kcptun does.
+/// The pad set is built once at startup (it costs a few thousand PBKDF2 and
+/// AES rounds) and shared; every stream starts both directions from the same
+/// state, as kcptun's `QPPPort` does. Both roles wrap the smux side.
 #[derive(Debug, Clone)]
 pub enum StreamWrap {
     /// Streams are joined as they are.
     Plain,
+    /// Every stream goes through QPP.
+    Qpp {
+        /// The shared pads (`--QPPCount` of them).
+        pad: Arc<QppPad>,
+        /// Each stream's starting state in both directions.
+        start: QppState,
+    },
 }
 
 impl StreamWrap {
-    /// The wrap `plan` asks for; `--QPP` is refused until the pad is wired in.
+    /// The wrap `plan` asks for.
     pub fn new(plan: &CommonPlan) -> Result<StreamWrap, TunnelError> {
         match plan.qpp {
             None => Ok(StreamWrap::Plain),
-            Some(QppSetting { count: _ }) => Err(TunnelError::Refused {
-                flag: "--QPP",
-                reason:
-                    "the Quantum Permutation Pad is not wired into this build yet; without it a \
-                         QPP peer would receive scrambled bytes"
-                        .into(),
-            }),
+            Some(QppSetting { count }) => {
+                let seed = plan.key.as_bytes();
+                let pad =
+                    QppPad::new(seed, u64::from(count)).map_err(|e| TunnelError::InvalidFlag {
+                        flag: "QPPCount",
+                        reason: e.to_string(),
+                    })?;
+                Ok(StreamWrap::Qpp {
+                    pad: Arc::new(pad),
+                    start: QppState::new(seed),
+                })
+            }
         }
     }
 
-    /// Wraps one smux stream (the QPP hook's per-stream half).
+    /// Wraps one smux stream.
     pub fn wrap_stream(&self, stream: smux::Stream) -> Box<dyn Duplex> {
         match self {
             StreamWrap::Plain => Box::new(stream),
+            StreamWrap::Qpp { pad, start } => Box::new(QppStream::with_state(
+                stream,
+                Arc::clone(pad),
+                start.clone(),
+            )),
         }
     }
 }
 
 /// Copies `r` to `w` until EOF or an error, counting into `count`.
+///
+/// As `tokio::io::copy`, `w` is flushed whenever `r` has nothing to give:
+/// a writer that buffers (QPP's encrypted chunk, smux's frame queue) then
+/// never holds bytes back while the other end waits for them.
 async fn copy<R, W>(mut r: R, mut w: W, count: &AtomicU64) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; COPY_BUF];
+    let mut unflushed = false;
     loop {
-        let n = r.read(&mut buf).await?;
+        let n = std::future::poll_fn(|cx| {
+            let mut rb = ReadBuf::new(&mut buf);
+            match Pin::new(&mut r).poll_read(cx, &mut rb) {
+                Poll::Ready(res) => Poll::Ready(res.map(|()| rb.filled().len())),
+                Poll::Pending => {
+                    if unflushed {
+                        match Pin::new(&mut w).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => unflushed = false,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending => {}
+                        }
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await?;
         if n == 0 {
             let _ = w.flush().await;
             return Ok(());
         }
         w.write_all(&buf[..n]).await?;
+        unflushed = true;
         Counters::add(count, n as u64);
     }
 }
@@ -187,6 +227,7 @@ pub(crate) struct Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn closewait_lets_the_other_direction_finish() {
