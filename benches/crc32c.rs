@@ -2,7 +2,7 @@
 //! slicing-by-8 table code it replaced (tests/support/crc32c_slice8.rs).
 //!
 //! Run: `cargo bench --bench crc32c`. The crate was adopted because it was
-//! not slower; see the figures in CHANGELOG.md / the commit that switched.
+//! not slower (2x to 13x faster here); the figures are in CHANGELOG.md.
 
 #[allow(dead_code)]
 #[path = "../tests/support/crc32c_slice8.rs"]
