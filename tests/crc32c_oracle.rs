@@ -26,7 +26,11 @@ fn crate_matches_the_old_table_code_on_random_inputs() {
     for start in 0..16 {
         for len in 0..300 {
             let d = &buf[start..start + len];
-            assert_eq!(crc32c(d), oracle::crc32c_slice8(d), "start {start} len {len}");
+            assert_eq!(
+                crc32c(d),
+                oracle::crc32c_slice8(d),
+                "start {start} len {len}"
+            );
         }
     }
     // Random slices up to a whole framing chunk (64 KiB) and a bit more.
