@@ -512,14 +512,16 @@ async fn echo_server(a: &Args, cfg: &Config, deadline: Instant) -> Outcome {
             }
         }
     };
+    // SIGTERM exists only on unix; elsewhere Ctrl-C and stdin end the run.
+    #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sigterm = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
+        #[cfg(unix)]
+        if let Some(t) = term.as_mut() {
+            t.recv().await;
+            return;
         }
+        std::future::pending::<()>().await
     };
     let (why, ok) = tokio::select! {
         _ = stdin_closed => ("stdin-closed", true),

@@ -492,9 +492,14 @@ mod linux {
         pub(super) fn result(&self, i: usize) -> (usize, Option<SocketAddr>) {
             let h = &self.hdrs[i];
             let len = (h.msg_len as usize).min(MTU_LIMIT);
-            // SAFETY: the kernel wrote a valid address of `msg_namelen` bytes
-            // into the storage; SockAddr only reads within that length.
-            let addr = unsafe { SockAddr::new(self.names[i], h.msg_hdr.msg_namelen) };
+            let mut storage = socket2::SockAddrStorage::zeroed();
+            // SAFETY: SockAddrStorage is a sockaddr_storage (socket2's own
+            // contract for `view_as`); the kernel wrote a valid address of
+            // `msg_namelen` bytes into ours; SockAddr only reads within it.
+            let addr = unsafe {
+                *storage.view_as::<libc::sockaddr_storage>() = self.names[i];
+                SockAddr::new(storage, h.msg_hdr.msg_namelen)
+            };
             (len, addr.as_socket())
         }
     }

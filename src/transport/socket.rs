@@ -82,7 +82,7 @@ pub fn set_dscp(socket: &UdpSocket, dscp: u8) -> io::Result<()> {
 }
 
 fn dscp_ref(sock: SockRef<'_>, dscp: u8) -> io::Result<()> {
-    let v4 = sock.set_tos(u32::from(dscp) << 2);
+    let v4 = sock.set_tos_v4(u32::from(dscp) << 2);
     #[cfg(any(
         target_os = "linux",
         target_os = "android",
@@ -112,7 +112,7 @@ mod tests {
     async fn dscp_is_the_upper_six_bits_of_tos_and_traffic_class() {
         let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         set_dscp(&v4, 46).unwrap();
-        assert_eq!(SockRef::from(&v4).tos().unwrap(), 46 << 2);
+        assert_eq!(SockRef::from(&v4).tos_v4().unwrap(), 46 << 2);
         // IPv6 may be unavailable on the machine; then there is nothing to check.
         if let Ok(v6) = UdpSocket::bind("[::1]:0").await {
             set_dscp(&v6, 46).unwrap();
