@@ -13,6 +13,7 @@ import kcp_session as k
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GO_KEY = "it's a secrect"  # interop/peer DefaultKey
+TOTAL = 2 << 20
 CASES = [("aes", 10, 3), ("salsa20", 0, 0)]
 
 
@@ -70,16 +71,22 @@ def test_go_client_to_python_server(gopeer, crypt, ds, ps):
             try:
                 s, _ = lst.accept()
                 s.settimeout(30)
-                while True:
+                got = 0
+                while got < TOTAL:
                     d = s.recv(65536)
                     if not d:
                         break
+                    got += len(d)
                     s.sendall(d)
             except Exception as e:  # noqa: BLE001 -- reported below
                 errors.put(e)
 
-        t = threading.Thread(target=serve, daemon=True)
+        # Not a daemon: one killed at interpreter exit inside the extension aborts the process.
+        t = threading.Thread(target=serve)
         t.start()
-        r = subprocess.run([gopeer, "--role", "echo-client", "--addr", f"{host}:{port}", "--bytes", str(2 << 20),
+        r = subprocess.run([gopeer, "--role", "echo-client", "--addr", f"{host}:{port}", "--bytes", str(TOTAL),
                             *go_args(crypt, ds, ps)], capture_output=True, text=True, timeout=90)
+        t.join(30)
+        assert not t.is_alive()
+        assert errors.empty(), errors.get()
         assert "ok=true" in r.stdout, r.stdout + r.stderr
