@@ -1,0 +1,26 @@
+"""kcp-go-compatible KCP sessions for Python (bindings of the Rust crate kcp-session).
+
+Two APIs over the same wire (kcp-go v5 / kcptun: every cipher, FEC, modes):
+
+* asyncio, shaped like :func:`asyncio.open_connection` / :func:`asyncio.start_server`:
+  :func:`open_connection`, :func:`start_server`;
+* blocking, socket-like: :func:`connect`, :func:`listen`.
+"""
+
+from ._kcp_session import CIPHERS, Config, Listener, Socket, connect, kcptun_key, listen
+from ._aio import Server, StreamReader, StreamWriter, open_connection, start_server
+
+__all__ = [
+    "CIPHERS",
+    "Config",
+    "Listener",
+    "Server",
+    "Socket",
+    "StreamReader",
+    "StreamWriter",
+    "connect",
+    "kcptun_key",
+    "listen",
+    "open_connection",
+    "start_server",
+]

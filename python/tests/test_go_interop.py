@@ -1,0 +1,92 @@
+"""Python <-> kcp-go sessions: the Go peer of interop/ (cmd/gopeer) built with `go build`."""
+
+import os
+import pathlib
+import queue
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+import kcp_session as k
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GO_KEY = "it's a secrect"  # interop/peer DefaultKey
+TOTAL = 2 << 20
+CASES = [("aes", 10, 3), ("salsa20", 0, 0)]
+
+
+@pytest.fixture(scope="session")
+def gopeer(tmp_path_factory):
+    if shutil.which("go") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("go is not installed and CI must run the interop tests")
+        pytest.skip("go is not installed")
+    out = tmp_path_factory.mktemp("gopeer") / "gopeer"
+    subprocess.run(["go", "build", "-o", str(out), "./cmd/gopeer"], cwd=ROOT / "interop", check=True, timeout=300)
+    return str(out)
+
+
+def go_args(crypt, ds, ps):
+    return ["--crypt", crypt, "--key", GO_KEY, "--datashard", str(ds), "--parityshard", str(ps), "--mode", "fast", "--timeout", "60"]
+
+
+@pytest.mark.parametrize("crypt,ds,ps", CASES)
+@pytest.mark.parametrize("size", [1, 70_000, 3 << 20])
+def test_python_client_to_go_server(gopeer, crypt, ds, ps, size):
+    srv = subprocess.Popen([gopeer, "--role", "echo-server", "--addr", "127.0.0.1:0", *go_args(crypt, ds, ps)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = srv.stdout.readline().split()
+        assert line and line[0] == "LISTENING", line
+        host, port = line[1].rsplit(":", 1)
+        cfg = k.Config(crypt=crypt, key=GO_KEY, data_shards=ds, parity_shards=ps, mode="fast", stream=True)
+        payload = os.urandom(size)
+        with k.connect((host, int(port)), config=cfg, timeout=30) as c:
+            c.settimeout(30)
+            sender = threading.Thread(target=c.sendall, args=(payload,))
+            sender.start()
+            out = bytearray()
+            while len(out) < size:
+                d = c.recv(65536)
+                assert d, "EOF before the whole echo"
+                out += d
+            sender.join(30)
+            assert bytes(out) == payload
+    finally:
+        srv.stdin.close()
+        srv.wait(30)
+
+
+@pytest.mark.parametrize("crypt,ds,ps", CASES)
+def test_go_client_to_python_server(gopeer, crypt, ds, ps):
+    cfg = k.Config(crypt=crypt, key=GO_KEY, data_shards=ds, parity_shards=ps, mode="fast", stream=True)
+    with k.listen(("127.0.0.1", 0), config=cfg) as lst:
+        lst.settimeout(30)
+        host, port = lst.getsockname()[:2]
+        errors = queue.Queue()
+
+        def serve():
+            try:
+                s, _ = lst.accept()
+                s.settimeout(30)
+                got = 0
+                while got < TOTAL:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    got += len(d)
+                    s.sendall(d)
+            except Exception as e:  # noqa: BLE001 -- reported below
+                errors.put(e)
+
+        # Not a daemon: one killed at interpreter exit inside the extension aborts the process.
+        t = threading.Thread(target=serve)
+        t.start()
+        r = subprocess.run([gopeer, "--role", "echo-client", "--addr", f"{host}:{port}", "--bytes", str(TOTAL),
+                            *go_args(crypt, ds, ps)], capture_output=True, text=True, timeout=90)
+        t.join(30)
+        assert not t.is_alive()
+        assert errors.empty(), errors.get()
+        assert "ok=true" in r.stdout, r.stdout + r.stderr
