@@ -7,8 +7,15 @@ Two APIs over the same wire (kcp-go v5 / kcptun: every cipher, FEC, modes):
 * blocking, socket-like: :func:`connect`, :func:`listen`.
 """
 
+import atexit
+
+from . import _kcp_session
 from ._kcp_session import CIPHERS, Config, Listener, Socket, connect, kcptun_key, listen
 from ._aio import Server, StreamReader, StreamWriter, open_connection, start_server
+
+# The Rust runtime thread must stop before the interpreter finalizes
+# (see `_shutdown` in python/src/lib.rs).
+atexit.register(_kcp_session._shutdown)
 
 __all__ = [
     "CIPHERS",

@@ -7,6 +7,7 @@ _Buf = Union[bytes, bytearray, memoryview]
 CIPHERS: List[str]
 
 def kcptun_key(passphrase: str) -> bytes: ...
+def _shutdown() -> None: ...
 
 class Config:
     def __init__(

@@ -16,7 +16,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kcp_session as kcp;
@@ -592,20 +592,48 @@ fn listen(py: Python<'_>, address: (String, u16), config: Option<&Config>) -> Py
 
 // ----------------------------------------------------------------- asyncio
 
-fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
-    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RT.get_or_init(|| {
+/// The runtime every asyncio session runs on; `None` before the first use
+/// and after [`_shutdown`].
+static RT: Mutex<Option<tokio::runtime::Runtime>> = Mutex::new(None);
+/// Set by [`_shutdown`]: no new runtime, and no more calls into Python.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+
+fn runtime() -> PyResult<tokio::runtime::Handle> {
+    let mut rt = RT.lock().unwrap_or_else(|e| e.into_inner());
+    if STOPPED.load(Ordering::Acquire) {
+        return Err(PyOSError::new_err(
+            "kcp_session: the interpreter is shutting down",
+        ));
+    }
+    if rt.is_none() {
         // One worker runs every session's driver and the operations Python
         // asked for; Python threads never block on it.
-        tokio::runtime::Builder::new_multi_thread()
+        let built = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("kcp-session-py")
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())
-    })
-    .as_ref()
-    .map_err(|e| PyOSError::new_err(format!("cannot start the tokio runtime: {e}")))
+            .map_err(|e| PyOSError::new_err(format!("cannot start the tokio runtime: {e}")))?;
+        *rt = Some(built);
+    }
+    Ok(rt.as_ref().expect("just set").handle().clone())
+}
+
+/// Stops the asyncio runtime; registered with `atexit` by the package.
+///
+/// Python runs `atexit` callbacks while threads may still take the GIL.
+/// After that, a non-Python thread that asks for the GIL is ended by
+/// `pthread_exit`, whose forced unwind through Rust frames aborts the whole
+/// process ("FATAL: exception not rethrown"). So the runtime's worker must
+/// be gone before finalization: stop replying, then shut it down with the
+/// GIL released so a worker already waiting for the GIL can finish.
+#[pyfunction]
+fn _shutdown(py: Python<'_>) {
+    STOPPED.store(true, Ordering::Release);
+    let rt = RT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(rt) = rt {
+        py.allow_threads(|| rt.shutdown_timeout(Duration::from_secs(2)));
+    }
 }
 
 /// Where an asyncio operation's result goes: `loop.call_soon_threadsafe(cb, value, exc)`.
@@ -616,6 +644,10 @@ struct Reply {
 
 impl Reply {
     fn send(self, r: PyResult<PyObject>) {
+        if STOPPED.load(Ordering::Acquire) {
+            // Finalizing: nobody will run the loop again (see `_shutdown`).
+            return;
+        }
         Python::with_gil(|py| {
             let (value, exc) = match r {
                 Ok(v) => (v, py.None()),
@@ -628,6 +660,9 @@ impl Reply {
         });
     }
     fn send_with(self, f: impl FnOnce(Python<'_>) -> PyResult<PyObject>) {
+        if STOPPED.load(Ordering::Acquire) {
+            return;
+        }
         let r = Python::with_gil(f);
         self.send(r);
     }
@@ -876,6 +911,7 @@ fn _kcp_session(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_dial, m)?)?;
     m.add_function(wrap_pyfunction!(_listen, m)?)?;
     m.add_function(wrap_pyfunction!(kcptun_key, m)?)?;
+    m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
     let ciphers: Vec<&str> = CipherKind::ALL.iter().map(|k| k.name()).collect();
     m.add("CIPHERS", ciphers)?;
     Ok(())
