@@ -16,7 +16,7 @@
 use std::process::ExitCode;
 
 use kcp_session::tunnel::config::{ClientConfig, Parsed, ServerConfig, KEY_ENV};
-use kcp_session::tunnel::log::{snmp_dump_line, Log};
+use kcp_session::tunnel::log::Log;
 use kcp_session::tunnel::{Client, Server, TunnelError};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -80,6 +80,7 @@ fn usage(role: Role) -> String {
 }
 
 /// Writes the SNMP counters to `log` on every SIGUSR1, as kcptun does.
+#[cfg(unix)]
 fn dump_on_sigusr1(log: Log) -> Result<(), TunnelError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sig = signal(SignalKind::user_defined1()).map_err(|source| TunnelError::Io {
@@ -88,13 +89,28 @@ fn dump_on_sigusr1(log: Log) -> Result<(), TunnelError> {
     })?;
     tokio::spawn(async move {
         while sig.recv().await.is_some() {
-            log.line(&snmp_dump_line(&kcp_session::stats::global()));
+            log.line(&kcp_session::tunnel::log::snmp_dump_line(
+                &kcp_session::stats::global(),
+            ));
         }
     });
     Ok(())
 }
 
+/// No SIGUSR1 outside unix.
+#[cfg(not(unix))]
+fn dump_on_sigusr1(_log: Log) -> Result<(), TunnelError> {
+    Ok(())
+}
+
+/// Completes on Ctrl-C (there is no SIGTERM outside unix).
+#[cfg(not(unix))]
+async fn terminated() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Completes on SIGINT or SIGTERM, so unix sockets are removed on the way out.
+#[cfg(unix)]
 async fn terminated() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {

@@ -20,7 +20,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
+#[cfg(unix)]
+use tokio::net::UnixListener;
 
 use super::config::{ClientConfig, ClientPlan, Endpoint};
 use super::log::Log;
@@ -48,6 +50,7 @@ impl std::fmt::Display for LocalAddr {
 
 enum Local {
     Tcp(TcpListener),
+    #[cfg(unix)]
     Unix {
         listener: UnixListener,
         /// Held for its `Drop`.
@@ -56,8 +59,10 @@ enum Local {
 }
 
 /// Removes a unix socket file when the listener goes, as Go's does.
+#[cfg(unix)]
 struct UnlinkOnDrop(PathBuf);
 
+#[cfg(unix)]
 impl Drop for UnlinkOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
@@ -108,6 +113,14 @@ impl Client {
                 })?;
                 (Local::Tcp(l), LocalAddr::Tcp(addr))
             }
+            #[cfg(not(unix))]
+            Endpoint::Unix(_) => {
+                return Err(TunnelError::Refused {
+                    flag: "--localaddr",
+                    reason: "a unix socket path needs a unix platform".into(),
+                });
+            }
+            #[cfg(unix)]
             Endpoint::Unix(p) => {
                 let l = UnixListener::bind(p).map_err(|source| TunnelError::Io {
                     what: format!("listen on unix socket --localaddr {}", p.display()),
@@ -242,6 +255,7 @@ async fn accept(local: &Local) -> std::io::Result<(Box<dyn Duplex>, String)> {
             let _ = s.set_nodelay(true);
             Ok((Box::new(s), peer.to_string()))
         }
+        #[cfg(unix)]
         Local::Unix { listener: l, .. } => {
             let (s, _) = l.accept().await?;
             Ok((Box::new(s), "@".into()))

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+#[cfg(unix)]
+use tokio::net::UnixStream;
 
 use super::config::{Endpoint, ServerConfig, ServerPlan};
 use super::log::Log;
@@ -208,6 +210,12 @@ async fn connect(target: &Endpoint) -> std::io::Result<Box<dyn Duplex>> {
             let _ = s.set_nodelay(true);
             Ok(Box::new(s))
         }
+        #[cfg(unix)]
         Endpoint::Unix(p) => Ok(Box::new(UnixStream::connect(p).await?)),
+        #[cfg(not(unix))]
+        Endpoint::Unix(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "a unix socket --target needs a unix platform",
+        )),
     }
 }
