@@ -90,3 +90,72 @@ def test_go_client_to_python_server(gopeer, crypt, ds, ps):
         assert not t.is_alive()
         assert errors.empty(), errors.get()
         assert "ok=true" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("crypt,ds,ps", CASES)
+@pytest.mark.parametrize("size", [1, 1 << 20])
+def test_asyncio_client_to_go_server(gopeer, crypt, ds, ps, size):
+    import asyncio
+
+    srv = subprocess.Popen([gopeer, "--role", "echo-server", "--addr", "127.0.0.1:0", *go_args(crypt, ds, ps)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = srv.stdout.readline().split()
+        assert line and line[0] == "LISTENING", line
+        host, port = line[1].rsplit(":", 1)
+        cfg = k.Config(crypt=crypt, key=GO_KEY, data_shards=ds, parity_shards=ps, mode="fast", stream=True)
+        payload = os.urandom(size)
+
+        async def run():
+            reader, writer = await k.open_connection(host, int(port), config=cfg)
+
+            async def send():
+                for i in range(0, size, 32768):
+                    writer.write(payload[i:i + 32768])
+                    await writer.drain()
+
+            sender = asyncio.ensure_future(send())
+            got = await asyncio.wait_for(reader.readexactly(size), 30)
+            await sender
+            writer.close()
+            await writer.wait_closed()
+            return got
+
+        assert asyncio.run(run()) == payload
+    finally:
+        srv.stdin.close()
+        srv.wait(30)
+
+
+@pytest.mark.parametrize("crypt,ds,ps", CASES)
+def test_go_client_to_asyncio_server(gopeer, crypt, ds, ps):
+    import asyncio
+
+    cfg = k.Config(crypt=crypt, key=GO_KEY, data_shards=ds, parity_shards=ps, mode="fast", stream=True)
+
+    async def run():
+        echoed = 0
+
+        async def handler(reader, writer):
+            nonlocal echoed
+            while echoed < TOTAL:
+                d = await reader.read(65536)
+                if not d:
+                    break
+                echoed += len(d)
+                writer.write(d)
+                await writer.drain()
+
+        server = await k.start_server(handler, "127.0.0.1", 0, config=cfg)
+        host, port = server.address[:2]
+        proc = await asyncio.create_subprocess_exec(
+            gopeer, "--role", "echo-client", "--addr", f"{host}:{port}", "--bytes", str(TOTAL),
+            *go_args(crypt, ds, ps), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        server.close()
+        await server.wait_closed()
+        return out.decode() + err.decode(), echoed
+
+    text, echoed = asyncio.run(run())
+    assert "ok=true" in text, text
+    assert echoed == TOTAL
