@@ -49,6 +49,18 @@ fn to_py(e: kcp::Error) -> PyErr {
     }
 }
 
+/// A failed send as Python sees it: a full window is `BlockingIOError` in
+/// non-blocking mode and `TimeoutError` after a timeout.
+fn send_error(e: io::Error, wait: Wait) -> PyErr {
+    match e.kind() {
+        io::ErrorKind::TimedOut if wait == Wait::Never => {
+            PyBlockingIOError::new_err("send window full")
+        }
+        io::ErrorKind::TimedOut => PyTimeoutError::new_err("timed out"),
+        _ => io_to_py(e),
+    }
+}
+
 fn io_to_py(e: io::Error) -> PyErr {
     PyErr::from(e)
 }
@@ -374,16 +386,7 @@ impl Socket {
         self.check_open()?;
         let wait = self.wait();
         let r = py.allow_threads(|| (&self.s).write(data));
-        match r {
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut && wait == Wait::Never => {
-                Err(PyBlockingIOError::new_err("send window full"))
-            }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                Err(PyTimeoutError::new_err("timed out"))
-            }
-            Err(e) => Err(io_to_py(e)),
-        }
+        r.map_err(|e| send_error(e, wait))
     }
 
     /// Sends all of `data`, waiting for window space (timeout applies to
@@ -392,16 +395,7 @@ impl Socket {
         self.check_open()?;
         let wait = self.wait();
         let r = py.allow_threads(|| (&self.s).write_all(data));
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut && wait == Wait::Never => {
-                Err(PyBlockingIOError::new_err("send window full"))
-            }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                Err(PyTimeoutError::new_err("timed out"))
-            }
-            Err(e) => Err(io_to_py(e)),
-        }
+        r.map_err(|e| send_error(e, wait))
     }
 
     /// Message mode: sends `data` as one message.
