@@ -312,10 +312,24 @@ func (c *cell) peerArgs(role, addr string, f fecCfg, mtu int, wnd [2]int) []stri
 	return a
 }
 
+// loopback is the cell's own IPv4 loopback address, for its server and its
+// relay. On a shared 127.0.0.1 a server or relay can be handed a port that
+// another cell's socket had moments before, and whatever that cell still sends
+// there (sealed with its own key) fails our peer's check: InCsumErrors with no
+// fault in either peer (suspected for one refused datagram in a CI run, cell
+// 191; the relay's check now tells such a datagram from a peer's). Nobody
+// outside the cell knows this address, so nothing foreign reaches its
+// listeners; clients need no such care, as both implementations drop
+// datagrams from anyone but their server. IPv6 cells stay on ::1.
+func (c *cell) loopback() string {
+	return fmt.Sprintf("127.%d.%d.%d", 100+os.Getpid()%100, 1+c.id/250, 1+c.id%250)
+}
+
 func (c *cell) seed(i int) int64 { return int64(c.id)*1000 + int64(i) + 1 }
 
 // cellResult is what a cell measured, for the summary.
 type cellResult struct {
+	goInvalid                              uint64 // kcp-go datagrams that failed kcp-go's own check
 	fecRecoveredClient, fecRecoveredServer uint64
 	retransClient, retransServer           uint64
 	relayUp, relayDown                     relay.Counters
@@ -363,7 +377,7 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 	if c.pattern == bulk {
 		serverRole = peer.RoleSink
 	}
-	listen := "127.0.0.1:0"
+	listen := c.loopback() + ":0"
 	if c.ipv6 {
 		listen = "[::1]:0"
 	}
@@ -390,7 +404,11 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 		if err != nil {
 			return fail(0, fmt.Sprintf("server printed LISTENING %q: %v", addr, err), server)
 		}
-		cfg := relay.Config{Upstream: up, Seed: int64(c.id) + 1}
+		check, err := wireCheck(c.cipher, c.key)
+		if err != nil {
+			return fail(0, err.Error(), server)
+		}
+		cfg := relay.Config{Upstream: up, Seed: int64(c.id) + 1, Check: check}
 		if c.loss != nil {
 			cfg.Up, cfg.Down = c.loss.imp, c.loss.imp
 		}
@@ -409,9 +427,10 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 		defer rel.Close()
 		target = rel.Addr().String()
 	}
+	started := 0
 	relayInfo := func() string {
-		return fmt.Sprintf("relay client->server: %v; server->client: %v",
-			rel.Stats(relay.ClientToServer), rel.Stats(relay.ServerToClient))
+		return fmt.Sprintf("relay client->server: %v; server->client: %v; client addresses seen: %d (clients started: %d)",
+			rel.Stats(relay.ClientToServer), rel.Stats(relay.ServerToClient), rel.Flows(), started)
 	}
 	failR := func(size int64, reason string, procs ...*proc) (cellResult, error) {
 		return res, &cellError{cell: c, size: size, reason: reason, procs: procs, extra: relayInfo()}
@@ -432,6 +451,7 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 		if err != nil {
 			return failR(size, err.Error(), server)
 		}
+		started++
 		if err := client.wait(c.timeout + slack); err != nil {
 			return failR(size, err.Error(), client, server)
 		}
@@ -457,7 +477,7 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 		}
 		clientReports = append(clientReports, rep)
 		serverParts = append(serverParts, [2]int64{c.seed(i), size})
-		if err := checkSNMP(c, rep, true, size); err != nil {
+		if err := checkSNMP(c, rep, true, size, rel.Stats(relay.ServerToClient)); err != nil {
 			return failR(size, fmt.Sprintf("%s: %v", client.label, err), client, server)
 		}
 	}
@@ -489,9 +509,19 @@ func runCell(t testing.TB, c *cell, goImpl, rustImpl impl) (cellResult, error) {
 	case srep.crc != want:
 		return failR(0, fmt.Sprintf("%s reported crc32 %08x over what it received, the clients' payloads give %08x", server.label, srep.crc, want), server)
 	}
-	if err := checkSNMP(c, srep, false, total); err != nil {
+	if err := checkSNMP(c, srep, false, total, rel.Stats(relay.ClientToServer)); err != nil {
 		return failR(0, fmt.Sprintf("%s: %v", server.label, err), server)
 	}
+	// Every datagram the Rust side sends must pass kcp-go's own check, as
+	// seen on the wire before any impairment.
+	fromRust, fromGo := rel.Stats(relay.ServerToClient), rel.Stats(relay.ClientToServer)
+	if c.dir == rustToGo {
+		fromRust, fromGo = fromGo, fromRust
+	}
+	if fromRust.Invalid != 0 {
+		return failR(0, fmt.Sprintf("the Rust side sent %d datagrams that fail kcp-go's own CRC/AEAD check", fromRust.Invalid), server)
+	}
+	res.goInvalid = fromGo.Invalid
 	if up, down := rel.Stats(relay.ClientToServer), rel.Stats(relay.ServerToClient); !c.corrupt {
 		if lim := sendLimit(clientImpl, c.mtuClient); up.MaxSize > uint64(lim) {
 			return failR(0, fmt.Sprintf("the %s client sent a %d-byte datagram, above its limit %d (--mtu %d; kcp-go v5.7 reads at most %d)",
@@ -527,25 +557,36 @@ func sendLimit(im impl, mtu int) int {
 	return min(mtu, maxPacketSize)
 }
 
-// sm4 is exempt from InCsumErrors == 0: kcp-go encrypts (sender goroutine)
-// and decrypts (reader goroutine) with one tjfoc/gmsm Sm4Cipher whose
-// Encrypt and Decrypt share scratch buffers (gmsm v1.4.1 sm4.go block1/block2),
-// so kcp-go itself now and then emits or accepts a garbled SM4 datagram; that
-// shows up as InCsumErrors on either side even between two kcp-go peers and
-// is repaired by retransmission. The transfer must still be byte-exact.
+// sm4: kcp-go encrypts (sender goroutine) and decrypts (reader goroutine)
+// with one tjfoc/gmsm Sm4Cipher whose Encrypt and Decrypt share scratch
+// buffers (gmsm v1.4.1 sm4.go block1/block2), so kcp-go itself now and then
+// emits or accepts a garbled SM4 datagram, even between two kcp-go peers,
+// repaired by retransmission. A garbled send is on the wire, where the
+// relay's check counts it; a garbled receive is not, so a Go receiver of SM4
+// may show more InCsumErrors than the wire explains. The transfer must still
+// be byte-exact.
 //
 // checkSNMP holds every peer to the counters a clean transfer must show. A
 // peer that, say, sends parity packets with a bad CRC would still complete
 // on a lossless link; InCsumErrors and FECParityShards expose it.
-func checkSNMP(c *cell, r *report, isClient bool, size int64) error {
+//
+// wire is the relay's count of the datagrams arriving at this side: a
+// receiver may refuse (InCsumErrors) only datagrams that kcp-go's own cipher
+// also refuses there (a garbled kcp-go send, or one that was never the
+// cell's), and never more of them than were forwarded.
+func checkSNMP(c *cell, r *report, isClient bool, size int64, wire relay.Counters) error {
 	s := r.snmp
 	// OutPkts is not checked: kcp-go counts it after the batch send returns,
 	// which can be after the answer arrived and the role finished.
 	if s["InPkts"] == 0 {
 		return fmt.Errorf("SNMP InPkts=0 after a completed transfer")
 	}
-	if s["InCsumErrors"] != 0 && !c.corrupt && c.cipher != "sm4" {
-		return fmt.Errorf("SNMP InCsumErrors=%d: the peer's datagrams failed CRC/AEAD checks", s["InCsumErrors"])
+	rustSide := (isClient && c.dir == rustToGo) || (!isClient && c.dir == goToRust)
+	// The relay counts per direction, a client's report is its own: the
+	// bound is the direction's total so far.
+	if bad := s["InCsumErrors"]; bad > wire.InvalidForwarded && !c.corrupt && (rustSide || c.cipher != "sm4") {
+		return fmt.Errorf("SNMP InCsumErrors=%d: datagrams refused that pass kcp-go's own check at the relay (%d of those forwarded here fail it)",
+			bad, wire.InvalidForwarded)
 	}
 	if s["FECErrs"] != 0 {
 		return fmt.Errorf("SNMP FECErrs=%d: FEC recovered malformed packets", s["FECErrs"])
@@ -581,7 +622,6 @@ func checkSNMP(c *cell, r *report, isClient bool, size int64) error {
 	// pulse (issue 12 item 2), which a 256 KiB transfer at 20% loss may never
 	// show; for the Rust side the matrix requires recovery in aggregate over
 	// the lossy cells instead (TestInteropMatrix).
-	rustSide := (isClient && c.dir == rustToGo) || (!isClient && c.dir == goToRust)
 	if c.expectFECRecovery && !rustSide && sender.on() && sender == local && size >= 128<<10 && s["FECRecovered"] == 0 {
 		return fmt.Errorf("SNMP FECRecovered=0 at %s loss although the peer sends FEC %v", c.lossName(), sender)
 	}
@@ -616,6 +656,7 @@ func TestInteropMatrix(t *testing.T) {
 	var failures []string
 	var lossy []string
 	var fecGo, fecRust atomic.Uint64
+	var goInvalid []string // cells where kcp-go sent datagrams its own check refuses
 	var slowMu sync.Mutex
 	slowest, slowestName := time.Duration(0), ""
 	start := time.Now()
@@ -638,6 +679,11 @@ func TestInteropMatrix(t *testing.T) {
 					return
 				}
 				passed.Add(1)
+				if res.goInvalid != 0 {
+					mu.Lock()
+					goInvalid = append(goInvalid, fmt.Sprintf("%s (%d)", c.name(), res.goInvalid))
+					mu.Unlock()
+				}
 				took := time.Since(began)
 				slowMu.Lock()
 				if took > slowest {
@@ -675,6 +721,11 @@ func TestInteropMatrix(t *testing.T) {
 		fecGo.Load(), fecRust.Load(), slowestName, slowest.Round(time.Millisecond))
 	if len(failures) > 0 {
 		fmt.Printf("interop matrix failed cells: %s\n", strings.Join(failures, " "))
+	}
+	// Not a failure of ours: the Rust side refused exactly those (checkSNMP).
+	if len(goInvalid) > 0 {
+		fmt.Printf("interop matrix: the Go side sent datagrams that fail kcp-go's own CRC/AEAD check (at the relay) in %d passing cells: %s\n",
+			len(goInvalid), strings.Join(goInvalid, " "))
 	}
 	if passed.Load()+failed.Load() != int64(len(cells)) {
 		t.Errorf("only %d of %d cells reported", passed.Load()+failed.Load(), len(cells))

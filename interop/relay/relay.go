@@ -52,26 +52,38 @@ type Config struct {
 	Seed     int64        // seeds every random decision
 	Up       Impairment   // client -> server
 	Down     Impairment   // server -> client
+	// Check, if set, tells whether a datagram as received passes the
+	// session's CRC/AEAD check; the relay counts those that do not. It is an
+	// opinion on every datagram independent of either peer's own code, and
+	// it runs before any impairment (so Corrupt does not count). Called from
+	// several goroutines at once.
+	Check func(pkt []byte) bool
 }
 
 // Counters of one direction.
 type Counters struct {
 	Received, Forwarded, Dropped, Duplicated, Reordered, Corrupted uint64
 	MaxSize                                                        uint64 // largest datagram received, in bytes
+	// Invalid datagrams (Config.Check failed) received, and the copies of
+	// them forwarded (what the receiver can have counted).
+	Invalid, InvalidForwarded uint64
 }
 
 func (c Counters) String() string {
-	return fmt.Sprintf("recv=%d fwd=%d drop=%d dup=%d reorder=%d corrupt=%d maxsize=%d",
-		c.Received, c.Forwarded, c.Dropped, c.Duplicated, c.Reordered, c.Corrupted, c.MaxSize)
+	return fmt.Sprintf("recv=%d fwd=%d drop=%d dup=%d reorder=%d corrupt=%d maxsize=%d invalid=%d invalid_fwd=%d",
+		c.Received, c.Forwarded, c.Dropped, c.Duplicated, c.Reordered, c.Corrupted, c.MaxSize,
+		c.Invalid, c.InvalidForwarded)
 }
 
 type counters struct {
 	received, forwarded, dropped, duplicated, reordered, corrupted, maxSize atomic.Uint64
+	invalid, invalidForwarded                                               atomic.Uint64
 }
 
 func (c *counters) snapshot() Counters {
 	return Counters{c.received.Load(), c.forwarded.Load(), c.dropped.Load(),
-		c.duplicated.Load(), c.reordered.Load(), c.corrupted.Load(), c.maxSize.Load()}
+		c.duplicated.Load(), c.reordered.Load(), c.corrupted.Load(), c.maxSize.Load(),
+		c.invalid.Load(), c.invalidForwarded.Load()}
 }
 
 // way is one direction: its impairment, its own seeded RNG and counters.
@@ -94,8 +106,10 @@ type Relay struct {
 	timers sync.WaitGroup // delayed sends still pending
 }
 
-// New starts a relay listening on loopback (127.0.0.1, or ::1 for an IPv6
-// upstream), on an ephemeral port.
+// New starts a relay listening on loopback, on an ephemeral port: on the
+// upstream's own address when that is a loopback address (so a harness that
+// gives every cell its own 127.x.y.z keeps each cell's traffic apart), else
+// on 127.0.0.1 or ::1 of the upstream's family.
 func New(cfg Config) (*Relay, error) {
 	if cfg.Upstream == nil {
 		return nil, errors.New("relay: no upstream address")
@@ -122,6 +136,9 @@ func New(cfg Config) (*Relay, error) {
 // loopbackFor is the loopback address of the upstream's family: the relay
 // never leaves the host.
 func loopbackFor(upstream *net.UDPAddr) net.IP {
+	if upstream.IP.IsLoopback() {
+		return upstream.IP
+	}
 	if upstream.IP.To4() == nil {
 		return net.IPv6loopback
 	}
@@ -130,6 +147,15 @@ func loopbackFor(upstream *net.UDPAddr) net.IP {
 
 // Addr is where clients must send.
 func (r *Relay) Addr() *net.UDPAddr { return r.front.LocalAddr().(*net.UDPAddr) }
+
+// Flows is how many client addresses have sent to the relay: one per client
+// session (every session has its own socket), more if something foreign
+// reached the relay's port.
+func (r *Relay) Flows() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.flows)
+}
 
 // Stats returns the counters of one direction.
 func (r *Relay) Stats(d Direction) Counters { return r.ways[d].stats.snapshot() }
@@ -222,6 +248,10 @@ func (r *Relay) pass(w *way, pkt []byte, send func([]byte)) {
 			break
 		}
 	}
+	invalid := r.cfg.Check != nil && !r.cfg.Check(pkt)
+	if invalid {
+		w.stats.invalid.Add(1)
+	}
 	w.mu.Lock()
 	drop := w.rng.Float64() < w.imp.Loss
 	dup := w.rng.Float64() < w.imp.Dup
@@ -255,6 +285,9 @@ func (r *Relay) pass(w *way, pkt []byte, send func([]byte)) {
 			}
 			for i := 0; i < copies; i++ {
 				w.stats.forwarded.Add(1)
+				if invalid {
+					w.stats.invalidForwarded.Add(1)
+				}
 				send(b)
 			}
 		})
@@ -264,6 +297,9 @@ func (r *Relay) pass(w *way, pkt []byte, send func([]byte)) {
 	// back and a reader of the counters must already see it forwarded.
 	for i := 0; i < copies; i++ {
 		w.stats.forwarded.Add(1)
+		if invalid {
+			w.stats.invalidForwarded.Add(1)
+		}
 		send(b)
 	}
 }

@@ -72,6 +72,13 @@ func TestRelayForwardsBothWaysAndCounts(t *testing.T) {
 // sendMany pushes n datagrams through a relay with the given impairment into
 // a sink that only counts, and returns the relay's client->server counters.
 func sendMany(t *testing.T, imp Impairment, seed int64, n int) (Counters, int) {
+	st, got, _ := sendChecked(t, Config{Seed: seed, Up: imp}, n, nil)
+	return st, got
+}
+
+// sendChecked is sendMany with a whole config; it also returns how many of
+// the datagrams the sink got satisfy bad (nil: none).
+func sendChecked(t *testing.T, cfg Config, n int, bad func([]byte) bool) (Counters, int, int) {
 	t.Helper()
 	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -79,7 +86,8 @@ func sendMany(t *testing.T, imp Impairment, seed int64, n int) (Counters, int) {
 	}
 	defer sink.Close()
 	_ = sink.SetReadBuffer(4 << 20)
-	r, err := New(Config{Upstream: sink.LocalAddr().(*net.UDPAddr), Seed: seed, Up: imp})
+	cfg.Upstream = sink.LocalAddr().(*net.UDPAddr)
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,16 +114,20 @@ func sendMany(t *testing.T, imp Impairment, seed int64, n int) (Counters, int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	r.Close() // waits for delayed sends
-	got := 0
+	got, gotBad := 0, 0
 	buf := make([]byte, 64)
 	for {
 		_ = sink.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if _, err := sink.Read(buf); err != nil {
+		m, err := sink.Read(buf)
+		if err != nil {
 			break
 		}
 		got++
+		if bad != nil && bad(buf[:m]) {
+			gotBad++
+		}
 	}
-	return r.Stats(ClientToServer), got
+	return r.Stats(ClientToServer), got, gotBad
 }
 
 func TestRelayImpairmentRatesAndSeed(t *testing.T) {
@@ -146,5 +158,29 @@ func TestRelayImpairmentRatesAndSeed(t *testing.T) {
 	c, _ := sendMany(t, imp, 43, 2000)
 	if c == a {
 		t.Errorf("different seeds gave identical decisions: %v", c)
+	}
+}
+
+// Check's verdicts are counted once per datagram received and once per copy
+// forwarded, whatever the impairment does to it afterwards.
+func TestRelayCountsInvalidDatagrams(t *testing.T) {
+	bad := func(b []byte) bool { return b[0]%7 == 0 }
+	imp := Impairment{Loss: 0.3, Dup: 0.2, Reorder: 0.1, MaxDelay: 5 * time.Millisecond, Corrupt: 0.1}
+	cfg := Config{Seed: 7, Up: imp, Check: func(b []byte) bool { return !bad(b) }}
+	s, got, gotBad := sendChecked(t, cfg, 2000, bad)
+	wantInvalid := 0
+	for i := 0; i < 2000; i++ {
+		if byte(i)%7 == 0 {
+			wantInvalid++
+		}
+	}
+	if s.Invalid != uint64(wantInvalid) {
+		t.Errorf("invalid=%d, want %d (every datagram whose first byte is a multiple of 7)", s.Invalid, wantInvalid)
+	}
+	if s.InvalidForwarded != uint64(gotBad) || gotBad == 0 {
+		t.Errorf("invalid_fwd=%d, the sink got %d such datagrams", s.InvalidForwarded, gotBad)
+	}
+	if uint64(got) != s.Forwarded || s.InvalidForwarded >= s.Invalid+s.Duplicated {
+		t.Errorf("counters do not add up: %v, sink got %d", s, got)
 	}
 }
