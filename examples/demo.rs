@@ -4,6 +4,12 @@
 //!
 //! `cargo run --release --example demo -- [--bytes N] [--loss 0.02] [--seed S] [--direct]`
 //! (`--direct` skips the relay, to see what the relay itself costs).
+//!
+//! With `--features tracing` the library's events go to stderr: sessions
+//! opening and closing in their spans, and a rate-limited warning for the
+//! garbage a stray sender throws at the listener first. `RUST_LOG` picks
+//! the levels (default `kcp_session=info`; `kcp_session=trace` logs every
+//! datagram and segment, so use it with a small `--bytes`).
 
 #[path = "../tests/support/relay.rs"]
 mod relay;
@@ -23,8 +29,29 @@ fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Sends the library's `tracing` events to stderr, filtered by `RUST_LOG`.
+#[cfg(feature = "tracing")]
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| "kcp_session=info".parse().expect("a valid filter"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let subscriber = tracing_subscriber::registry().with(fmt).with(filter);
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+}
+
+#[cfg(not(feature = "tracing"))]
+fn init_logging() {
+    eprintln!("(run with --features tracing to see the library's events)");
+}
+
 #[tokio::main]
 async fn main() -> kcp_session::Result<()> {
+    init_logging();
     let total: usize = arg("--bytes", 64 << 20);
     let loss: f64 = arg("--loss", 0.02);
     let seed: u64 = arg("--seed", 1);
@@ -48,6 +75,13 @@ async fn main() -> kcp_session::Result<()> {
         loss * 100.0,
         total >> 20
     );
+
+    // A stray sender: its datagrams fail the CRC and are dropped, counted
+    // (InCsumErrors) and, with tracing, warned of once, not 100 times.
+    let stray = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    for i in 0..100u8 {
+        stray.send_to(&[i; 64], listen_addr).await?;
+    }
 
     let receiver = tokio::spawn(async move {
         let mut s = listener.accept().await?;

@@ -80,6 +80,15 @@
 //! | `PacketPusher` (feed datagrams from elsewhere) | implement [`transport::Transport`] (any datagram source and sink) and use [`Session::with_transport`] / [`Listener::with_transport`]; see `examples/custom_transport.rs` |
 //!
 //! Empty writes complete with `Ok(0)` and flush nothing, as in v5.7.
+//!
+//! ## Observability
+//!
+//! Counters: [`Snmp`] (kcp-go's SNMP, process-wide, per session and per
+//! listener). Logs: the cargo feature `tracing` gives each session and
+//! listener a span and reports opens, closes with their [`CloseReason`](connection::CloseReason),
+//! dead links, idle timeouts, evictions, FEC retunes and (rate-limited)
+//! dropped datagrams, with per-datagram and per-segment events at `trace`
+//! level; without the feature none of it is compiled.
 // `unsafe` lives only in the small modules that allow it (crypt::aesni,
 // crypt::gcm, crypt::salsa, fec::gf, transport::batch); each unsafe fn documents
 // its contract in a `# Safety` section (clippy.toml makes clippy check
@@ -102,6 +111,7 @@ mod runtime;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod trace;
 pub mod transport;
 pub mod tunnel;
 

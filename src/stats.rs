@@ -333,6 +333,39 @@ pub(crate) fn session_closed() {
         });
 }
 
+/// The SNMP counter a dropped datagram is counted in (each refusal maps to
+/// one, see `endpoint::DropReason::counter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropCounter {
+    /// `InErrs`.
+    InErrs,
+    /// `KCPInErrors`.
+    KcpInErrors,
+    /// `InCsumErrors`.
+    InCsumErrors,
+}
+
+impl DropCounter {
+    /// kcp-go's name for the counter.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            DropCounter::InErrs => "InErrs",
+            DropCounter::KcpInErrors => "KCPInErrors",
+            DropCounter::InCsumErrors => "InCsumErrors",
+        }
+    }
+
+    /// Increments the counter in `c`.
+    pub(crate) fn count(self, c: &mut Counters) {
+        match self {
+            DropCounter::InErrs => c.in_errs += 1,
+            DropCounter::KcpInErrors => c.kcp_in_errors += 1,
+            DropCounter::InCsumErrors => c.in_csum_errors += 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

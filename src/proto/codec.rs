@@ -122,6 +122,17 @@ pub enum OpenError {
     Integrity,
 }
 
+impl OpenError {
+    /// The refusal's name in drop warnings (the listener's `DropReason`
+    /// names, so both read alike).
+    pub fn name(self) -> &'static str {
+        match self {
+            OpenError::Short => "Truncated",
+            OpenError::Integrity => "Integrity",
+        }
+    }
+}
+
 /// Decrypts and verifies `dgram` in place; returns the plaintext range
 /// (after the crypto header, before any AEAD tag).
 pub fn open(crypt: &Crypt, dgram: &mut [u8]) -> std::result::Result<Range<usize>, OpenError> {
@@ -134,6 +145,7 @@ pub fn open(crypt: &Crypt, dgram: &mut [u8]) -> std::result::Result<Range<usize>
 
 /// [`open`] plus the counting of every refusal into `c`: `InCsumErrors`
 /// for a failed check (§3), `InErrs` for a datagram too short to check.
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub fn open_counted(crypt: &Crypt, dgram: &mut [u8], c: &mut Counters) -> Option<Range<usize>> {
     match open(crypt, dgram) {
         Ok(r) => Some(r),
@@ -311,6 +323,7 @@ impl Sealer {
             (None, _) => payload_len,
         };
         if self.seal_one(&mut p, plain_len) {
+            crate::trace::trace!(len = p.len(), kind = ?item.kind, "datagram out");
             out.push_packet(p);
         } else {
             pool.put(p);
@@ -322,7 +335,10 @@ impl Sealer {
                 None => break,
             };
             match r {
-                Ok(len) if self.seal_one(&mut q, len) => out.push_packet(q),
+                Ok(len) if self.seal_one(&mut q, len) => {
+                    crate::trace::trace!(len = q.len(), "datagram out: FEC parity");
+                    out.push_packet(q)
+                }
                 Ok(_) => pool.put(q),
                 Err(_) => {
                     c.fec_errs += 1;

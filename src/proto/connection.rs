@@ -40,7 +40,8 @@ use crate::proto::packet::{Packet, PacketPool};
 use crate::rate::RateLimiter;
 #[cfg(feature = "snmp")]
 use crate::stats::Publisher;
-use crate::stats::{Counters, Snmp};
+use crate::stats::{Counters, DropCounter, Snmp};
+use crate::trace::{self, DropWarnings, Span};
 
 /// Idle buffers a connection keeps for itself.
 const CONNECTION_POOL: usize = 32;
@@ -143,6 +144,9 @@ pub struct Connection {
     needs_drive: bool,
     oob_handler: Option<OobHandler>,
     events: Pending,
+    /// This session's `tracing` span (zero-sized without the feature).
+    span: Span,
+    warnings: DropWarnings,
 }
 
 impl std::fmt::Debug for Connection {
@@ -210,6 +214,8 @@ impl Connection {
             needs_drive: false,
             oob_handler: None,
             events: Pending::default(),
+            span: trace::session_span(conv),
+            warnings: DropWarnings::default(),
         };
         // kcp-go runs the first update when it creates a session. Besides
         // starting the timer, it opens the congestion window (cwnd 0 -> 1),
@@ -221,6 +227,46 @@ impl Connection {
     /// The conversation id.
     pub fn conv(&self) -> u32 {
         self.conv
+    }
+
+    /// This session's `tracing` span, for shells that work for it outside
+    /// the connection's own methods (sealing, sending).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Names the peer and origin in the session's span and logs the
+    /// opening (the shells call it once the session is established: a
+    /// listener builds candidates it may still discard).
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn trace_opened(&self, peer: std::net::SocketAddr, origin: &'static str) {
+        #[cfg(feature = "tracing")]
+        {
+            trace::record_peer(&self.span, peer, origin);
+            let _g = self.span.enter();
+            trace::info!("session opened");
+        }
+    }
+
+    /// Warns (rate-limited) of a datagram the shell dropped and counted
+    /// itself (a dialed session's driver opens outside the lock).
+    #[inline(always)]
+    pub(crate) fn warn_drop(
+        &mut self,
+        now: Instant,
+        counter: DropCounter,
+        reason: &'static str,
+        peer: Option<std::net::SocketAddr>,
+    ) {
+        let _g = self.span.enter();
+        self.warnings.note(now, counter, &reason, peer);
+    }
+
+    /// Counts a dropped datagram and warns (rate-limited).
+    fn refuse(&mut self, now: Instant, counter: DropCounter, reason: &'static str) {
+        counter.count(&mut self.c);
+        self.warnings.note(now, counter, &reason, None);
     }
 
     /// The latest time passed in, on the KCP millisecond clock.
@@ -240,13 +286,23 @@ impl Connection {
     /// it through FEC into KCP. A datagram that fails is dropped and counted
     /// (`InCsumErrors`, `KCPInErrors`, ...), never an error.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &mut [u8]) -> InputReport {
-        let Some(range) = codec::open_counted(&self.crypt, datagram, &mut self.c) else {
-            return InputReport::default();
+        let span = self.span.clone();
+        let _g = span.enter();
+        let range = match codec::open(&self.crypt, datagram) {
+            Ok(r) => r,
+            Err(e) => {
+                let counter = match e {
+                    codec::OpenError::Integrity => DropCounter::InCsumErrors,
+                    codec::OpenError::Short => DropCounter::InErrs,
+                };
+                self.refuse(now, counter, e.name());
+                return InputReport::default();
+            }
         };
         match datagram.get(range) {
-            Some(plain) => self.handle_plain(now, plain),
+            Some(plain) => self.input_plain(now, plain),
             None => {
-                self.c.in_errs += 1;
+                self.refuse(now, DropCounter::InErrs, "BadRange");
                 InputReport::default()
             }
         }
@@ -255,9 +311,17 @@ impl Connection {
     /// Feeds one already opened plaintext into FEC/KCP (the listener opens
     /// once, before demultiplexing). KCP's answers (ACKs) are queued.
     pub(crate) fn handle_plain(&mut self, now: Instant, plain: &[u8]) -> InputReport {
+        let span = self.span.clone();
+        let _g = span.enter();
+        self.input_plain(now, plain)
+    }
+
+    /// [`handle_plain`](Self::handle_plain) inside the span.
+    fn input_plain(&mut self, now: Instant, plain: &[u8]) -> InputReport {
+        trace::trace!(len = plain.len(), "datagram in");
         if self.fate.is_some() {
             // Arrived after the session ended.
-            self.c.in_errs += 1;
+            self.refuse(now, DropCounter::InErrs, "SessionClosed");
             return InputReport::default();
         }
         let now_ms = self.ms(now);
@@ -285,6 +349,13 @@ impl Connection {
         let rep = rx.input(plain, kcp, *ack_nodelay, now_ms, &mut sink, c, &mut oob);
         if rep.kcp_errors == 0 {
             self.last_recv = now;
+        } else {
+            // Already counted (KCPInErrors) by the receiver.
+            #[cfg(feature = "tracing")]
+            for _ in 0..rep.kcp_errors {
+                self.warnings
+                    .note(now, DropCounter::KcpInErrors, &"KcpRejected", None);
+            }
         }
         self.note_progress();
         rep
@@ -305,6 +376,8 @@ impl Connection {
     /// window probes), a delayed flush, and the dead-link and idle rules,
     /// which may end the session.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let span = self.span.clone();
+        let _g = span.enter();
         self.needs_drive = false;
         if self.fate.is_some() {
             return;
@@ -324,12 +397,20 @@ impl Connection {
             // Dead once a segment sent `limit` times is due for yet another
             // transmission (that one is not sent).
             if self.kcp.max_xmit() > limit {
+                trace::warn!(
+                    transmissions = limit,
+                    "dead link: a segment sent that many times is due again"
+                );
                 self.end(now, CloseReason::DeadLink(limit));
                 return;
             }
         }
         if let Some(idle) = self.idle_timeout {
             if now.saturating_duration_since(self.last_recv) >= idle {
+                trace::warn!(
+                    idle_ms = idle.as_millis() as u64,
+                    "idle timeout: nothing valid heard from the peer"
+                );
                 self.end(now, CloseReason::IdleTimeout);
                 return;
             }
@@ -460,6 +541,10 @@ impl Connection {
         if self.fate.is_some() {
             return false;
         }
+        {
+            let _g = self.span.enter();
+            trace::info!(?reason, "session closed");
+        }
         if reason == CloseReason::Closed {
             let now_ms = self.ms(now);
             self.flush_with(now_ms, false);
@@ -517,6 +602,8 @@ impl Connection {
     /// otherwise. The tail of a message that does not fit stays for the next
     /// read.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let span = self.span.clone();
+        let _g = span.enter();
         if self.leftover_pos < self.leftover.len() {
             let rest = &self.leftover[self.leftover_pos..];
             let n = rest.len().min(buf.len());
@@ -557,6 +644,8 @@ impl Connection {
     /// none is ready, the session's error once it has ended and nothing is
     /// left.
     pub fn recv_msg(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let span = self.span.clone();
+        let _g = span.enter();
         if self.leftover_pos < self.leftover.len() {
             // The tail of a message a byte-stream read cut short.
             let rest = &self.leftover[self.leftover_pos..];
@@ -632,6 +721,8 @@ impl Connection {
     /// full ([`Event::Writable`] follows) or the limiter is empty
     /// ([`pace_until`](Self::pace_until) says when to retry).
     pub fn write(&mut self, now: Instant, data: &[u8]) -> Result<usize> {
+        let span = self.span.clone();
+        let _g = span.enter();
         self.pace_until = None;
         if let Some(f) = &self.fate {
             return Err(f.error());
@@ -664,6 +755,8 @@ impl Connection {
     /// or the peer's window is being asked (a dialed session that has heard
     /// nothing yet).
     pub fn send_msg(&mut self, now: Instant, msg: &[u8]) -> Result<()> {
+        let span = self.span.clone();
+        let _g = span.enter();
         self.pace_until = None;
         if msg.is_empty() {
             return Err(Error::EmptyMessage);
@@ -716,6 +809,8 @@ impl Connection {
     /// Asks for the queued data to be flushed at the next timer pass (with
     /// write delay on, writes wait for it).
     pub fn flush(&mut self) {
+        let span = self.span.clone();
+        let _g = span.enter();
         if self.write_delay && self.fate.is_none() {
             self.flush_now = true;
             self.needs_drive = true;
@@ -724,6 +819,8 @@ impl Connection {
 
     /// Sends an unreliable out-of-band datagram (kcp-go `SendOOB`, §4.6).
     pub fn send_oob(&mut self, data: &[u8]) -> Result<()> {
+        let span = self.span.clone();
+        let _g = span.enter();
         if let Some(f) = &self.fate {
             return Err(f.error());
         }

@@ -33,7 +33,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::codec::{self, Demux, InputReport, OpenError, PacketType, MIN_PLAINTEXT};
-use crate::stats::Counters;
+use crate::stats::{Counters, DropCounter};
+use crate::trace::{self, DropWarnings, Span};
 
 /// A proven connection may be evicted for a newcomer only after this long
 /// without a datagram from its peer. kcp-go has no close on the wire: a
@@ -115,17 +116,6 @@ pub(crate) enum DropReason {
     /// The first datagram had no segment KCP accepted and is not OOB
     /// (`KCPInErrors`).
     KcpRejected,
-}
-
-/// The SNMP counter a [`DropReason`] is counted in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DropCounter {
-    /// `InErrs`.
-    InErrs,
-    /// `KCPInErrors`.
-    KcpInErrors,
-    /// `InCsumErrors`.
-    InCsumErrors,
 }
 
 impl DropReason {
@@ -270,6 +260,9 @@ pub(crate) struct Endpoint {
     accepting: Accepting,
     evictor: Evictor,
     c: Counters,
+    /// The listener's `tracing` span (zero-sized without the feature).
+    span: Span,
+    warnings: DropWarnings,
 }
 
 impl Endpoint {
@@ -285,7 +278,22 @@ impl Endpoint {
             accepting: Accepting::Open,
             evictor: Evictor::default(),
             c: Counters::default(),
+            span: trace::listener_span(),
+            warnings: DropWarnings::default(),
         }
+    }
+
+    /// Names the local address in the listener's span.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn set_local(&mut self, local: SocketAddr) {
+        #[cfg(feature = "tracing")]
+        trace::record_local(&self.span, local);
+    }
+
+    /// The listener's span; the shells enter it around their receive
+    /// work, so drops, evictions and the sessions' own events nest in it.
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
     }
 
     /// Live connections.
@@ -364,13 +372,12 @@ impl Endpoint {
         true
     }
 
-    /// Counts a refusal: the one place every dropped datagram is counted.
-    pub(crate) fn refuse(&mut self, reason: DropReason) {
-        match reason.counter() {
-            DropCounter::InErrs => self.c.in_errs += 1,
-            DropCounter::KcpInErrors => self.c.kcp_in_errors += 1,
-            DropCounter::InCsumErrors => self.c.in_csum_errors += 1,
-        }
+    /// Counts a refusal of a datagram from `from` at `now`: the one place
+    /// every dropped datagram is counted (and warned of, rate-limited).
+    pub(crate) fn refuse(&mut self, now: Instant, from: SocketAddr, reason: DropReason) {
+        let counter = reason.counter();
+        counter.count(&mut self.c);
+        self.warnings.note(now, counter, &reason, Some(from));
     }
 
     /// Moves the counts so far into `into`.
@@ -384,8 +391,14 @@ impl Endpoint {
         &self.c
     }
 
-    fn drop_with(&mut self, reason: DropReason, replaced: Option<ConnId>) -> Event {
-        self.refuse(reason);
+    fn drop_with(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        reason: DropReason,
+        replaced: Option<ConnId>,
+    ) -> Event {
+        self.refuse(now, from, reason);
         Event::Drop { reason, replaced }
     }
 
@@ -401,12 +414,12 @@ impl Endpoint {
         backlog: Backlog,
     ) -> Event {
         if plain.len() < MIN_PLAINTEXT {
-            return self.drop_with(DropReason::ShortPlaintext, None);
+            return self.drop_with(now, from, DropReason::ShortPlaintext, None);
         }
         let dm = codec::demux(plain);
         let mut replaced = None;
         match dm {
-            Demux::Drop => return self.drop_with(DropReason::NotKcp, None),
+            Demux::Drop => return self.drop_with(now, from, DropReason::NotKcp, None),
             _ => {
                 if let Some(id) = self.lookup(from) {
                     let conv = self.conn(id).map(|c| c.conv);
@@ -414,7 +427,7 @@ impl Endpoint {
                         Demux::Conv(ci) if Some(ci.conv) != conv => {
                             if ci.sn != 0 {
                                 // Not a restart (§6.2): a segment of another conv.
-                                return self.drop_with(DropReason::ForeignConv, None);
+                                return self.drop_with(now, from, DropReason::ForeignConv, None);
                             }
                             // The peer restarted with a new conv (§6.2).
                             self.remove(id);
@@ -427,13 +440,13 @@ impl Endpoint {
         }
         let Demux::Conv(ci) = dm else {
             // Parity or short FEC data from an unknown address (§6.2).
-            return self.drop_with(DropReason::NoConv, replaced);
+            return self.drop_with(now, from, DropReason::NoConv, replaced);
         };
         if self.accepting == Accepting::Closed {
-            return self.drop_with(DropReason::NotAccepting, replaced);
+            return self.drop_with(now, from, DropReason::NotAccepting, replaced);
         }
         if backlog == Backlog::Full {
-            return self.drop_with(DropReason::BacklogFull, replaced);
+            return self.drop_with(now, from, DropReason::BacklogFull, replaced);
         }
         let mut retire = replaced.map(|id| (id, Retire::Replaced));
         if self.max.is_some_and(|max| self.len >= max) {
@@ -443,8 +456,17 @@ impl Endpoint {
                 Some(_) => None,
             };
             let Some(victim) = victim else {
-                return self.drop_with(DropReason::TableFull, replaced);
+                return self.drop_with(now, from, DropReason::TableFull, replaced);
             };
+            #[cfg(feature = "tracing")]
+            if let Some(v) = self.conn(victim) {
+                trace::info!(
+                    peer = %v.addr,
+                    conv = v.conv,
+                    newcomer = %from,
+                    "evicting a session for a newcomer"
+                );
+            }
             self.remove(victim);
             retire = Some((victim, Retire::Evicted));
         }
@@ -467,7 +489,7 @@ impl Endpoint {
         first: &InputReport,
     ) -> Option<ConnId> {
         if first.kcp_ok == 0 && adm.kind != PacketType::Oob {
-            self.refuse(DropReason::KcpRejected);
+            self.refuse(now, adm.from, DropReason::KcpRejected);
             return None;
         }
         debug_assert!(!self.by_addr.contains_key(&adm.from));
@@ -499,9 +521,8 @@ impl Endpoint {
 
     /// Drops the admitted newcomer for `reason` (the caller could not build
     /// or queue its session).
-    pub(crate) fn reject(&mut self, adm: Admission, reason: DropReason) {
-        let _ = adm;
-        self.refuse(reason);
+    pub(crate) fn reject(&mut self, now: Instant, adm: Admission, reason: DropReason) {
+        self.refuse(now, adm.from, reason);
     }
 
     /// The next eviction victim at `now`, by the rule in the module doc.
@@ -869,24 +890,25 @@ mod tests {
         assert_eq!(counts(&ep), expect(0, 1, 0, 0));
         // The caller's own refusals, counted here too.
         let adm = admitted(ep.handle(t0, addr(1), &oob(10), Backlog::Room), None);
-        ep.reject(adm, DropReason::BuildFailed);
+        ep.reject(t0, adm, DropReason::BuildFailed);
         let adm = admitted(
             ep.handle(t0, addr(1), &fec_data(10, 0), Backlog::Room),
             None,
         );
-        ep.reject(adm, DropReason::BacklogFull);
-        ep.refuse(DropReason::SessionClosed);
+        ep.reject(t0, adm, DropReason::BacklogFull);
+        ep.refuse(t0, addr(1), DropReason::SessionClosed);
         assert!(ep.is_empty());
         assert_eq!(counts(&ep), expect(3, 1, 0, 0));
     }
 
     #[test]
     fn open_failures_map_to_the_counters_they_always_had() {
+        let t0 = Instant::now();
         let mut ep = Endpoint::new(None);
-        ep.refuse(OpenError::Integrity.into());
-        ep.refuse(OpenError::Integrity.into());
-        ep.refuse(OpenError::Short.into());
-        ep.refuse(DropReason::BadRange);
+        ep.refuse(t0, addr(1), OpenError::Integrity.into());
+        ep.refuse(t0, addr(1), OpenError::Integrity.into());
+        ep.refuse(t0, addr(1), OpenError::Short.into());
+        ep.refuse(t0, addr(1), DropReason::BadRange);
         assert_eq!(counts(&ep), expect(2, 0, 2, 0));
         let mut into = Counters::default();
         ep.drain_counters(&mut into);

@@ -371,6 +371,7 @@ impl Shared {
         if !st.opened {
             st.opened = true;
             stats::session_opened();
+            st.conn.trace_opened(self.peer, self.origin.name());
             if self.origin == Origin::Dialed {
                 st.conn.count_active_open();
             }
@@ -695,6 +696,8 @@ impl Write for Session {
 
 /// The receive loop and timers of a dialed session.
 fn dialed_thread(shared: &Shared, stop: &AtomicBool) {
+    let span = shared.lock().conn.span().clone();
+    let _g = span.enter();
     let mut buf = vec![0u8; MTU_LIMIT];
     loop {
         let wait = {
@@ -809,7 +812,11 @@ impl Listener {
             local,
             config: config.clone(),
             inner: Mutex::new(ListenerState {
-                ep: Endpoint::new(config.max_sessions()),
+                ep: {
+                    let mut ep = Endpoint::new(config.max_sessions());
+                    ep.set_local(local);
+                    ep
+                },
                 sessions: HashMap::new(),
                 backlog: VecDeque::new(),
                 error: None,
@@ -950,6 +957,8 @@ struct ListenThread {
 
 impl ListenThread {
     fn run(mut self) {
+        let span = lock(&self.shared.inner).ep.span().clone();
+        let _g = span.enter();
         let mut buf = vec![0u8; MTU_LIMIT];
         let mut next_sweep = Instant::now();
         loop {
@@ -1048,12 +1057,12 @@ impl ListenThread {
         let range = match opened {
             Ok(r) => r,
             Err(e) => {
-                inner.ep.refuse(e.into());
+                inner.ep.refuse(now, from, e.into());
                 return None;
             }
         };
         let Some(plain) = d.get(range) else {
-            inner.ep.refuse(DropReason::BadRange);
+            inner.ep.refuse(now, from, DropReason::BadRange);
             return None;
         };
         let backlog = if inner.backlog.len() < self.shared.config.accept_backlog() {
@@ -1064,13 +1073,13 @@ impl ListenThread {
         match inner.ep.handle(now, from, plain, backlog) {
             Event::Route(id) => {
                 let Some(s) = inner.sessions.get(&id).cloned() else {
-                    inner.ep.refuse(DropReason::SessionClosed);
+                    inner.ep.refuse(now, from, DropReason::SessionClosed);
                     return None;
                 };
                 let mut st = s.lock();
                 if st.conn.is_closed() {
                     // Closed but not yet swept out of the table.
-                    inner.ep.refuse(DropReason::SessionClosed);
+                    inner.ep.refuse(now, from, DropReason::SessionClosed);
                     return None;
                 }
                 let rep = st.conn.handle_plain(now, plain);
@@ -1094,11 +1103,11 @@ impl ListenThread {
                     self.retire(inner, id, why, now);
                 }
                 let Some(joiner) = self.joiner.upgrade() else {
-                    inner.ep.reject(adm, DropReason::NotAccepting);
+                    inner.ep.reject(now, adm, DropReason::NotAccepting);
                     return None;
                 };
                 let Ok(conn) = Connection::new(adm.conv(), &self.shared.config, now) else {
-                    inner.ep.reject(adm, DropReason::BuildFailed);
+                    inner.ep.reject(now, adm, DropReason::BuildFailed);
                     return None;
                 };
                 let shared = Arc::new(Shared::new(

@@ -23,6 +23,7 @@
 //! creates no session; and closing the listener stops accepting but keeps
 //! the socket serving already accepted sessions until the last one closes.
 
+use crate::trace::Span;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -187,12 +188,15 @@ impl Listener {
         let runtime = runtime_handle()?;
         let local = transport.local_addr()?;
         let (tx, rx) = mpsc::channel(config.accept_backlog());
+        let mut ep = Endpoint::new(config.max_sessions());
+        ep.set_local(local);
+        let span = ep.span().clone();
         let shared = Arc::new(ListenerShared {
             transport,
             local,
             config: config.clone(),
             table: Mutex::new(Table {
-                ep: Endpoint::new(config.max_sessions()),
+                ep,
                 conns: Vec::new(),
             }),
             evictions: AtomicU64::new(0),
@@ -201,6 +205,7 @@ impl Listener {
             error: Mutex::new(None),
         });
         let task = ListenTask {
+            span,
             rx: RecvBatch::new(LISTENER_RECV_BATCH),
             glue: Glue {
                 shared: shared.clone(),
@@ -320,6 +325,8 @@ fn flush_counters(local: &mut Counters, shared: &ListenerShared, publisher: &mut
 struct ListenTask {
     rx: RecvBatch,
     glue: Glue,
+    /// The endpoint's span, entered on every poll.
+    span: Span,
 }
 
 /// What a routed datagram taught about its connection, told to the endpoint
@@ -374,15 +381,15 @@ impl Glue {
         let mut t = table(&self.shared, &mut self.note);
         let range = match opened {
             Ok(r) => r,
-            Err(e) => return t.ep.refuse(e.into()),
+            Err(e) => return t.ep.refuse(now, from, e.into()),
         };
         let Some(plain) = d.get(range) else {
-            return t.ep.refuse(DropReason::BadRange);
+            return t.ep.refuse(now, from, DropReason::BadRange);
         };
         match t.ep.handle(now, from, plain, backlog) {
             Event::Route(id) => {
                 let Some(s) = t.session(id).cloned() else {
-                    return t.ep.refuse(DropReason::SessionClosed);
+                    return t.ep.refuse(now, from, DropReason::SessionClosed);
                 };
                 let proven = t.ep.is_proven(id);
                 drop(t);
@@ -425,9 +432,11 @@ impl Glue {
             if st.is_closed() {
                 // Closed but not yet out of the table.
                 drop(st);
-                return table(&self.shared, &mut self.note)
-                    .ep
-                    .refuse(DropReason::SessionClosed);
+                return table(&self.shared, &mut self.note).ep.refuse(
+                    now,
+                    s.peer,
+                    DropReason::SessionClosed,
+                );
             }
             let rep = st.input(plain, now);
             st.wake_io();
@@ -444,9 +453,11 @@ impl Glue {
 
     fn open(&mut self, adm: Admission, plain: &[u8], now: Instant) {
         let Ok(permit) = self.accept_tx.try_reserve() else {
-            return table(&self.shared, &mut self.note)
-                .ep
-                .reject(adm, DropReason::BacklogFull);
+            return table(&self.shared, &mut self.note).ep.reject(
+                now,
+                adm,
+                DropReason::BacklogFull,
+            );
         };
         let Ok((session, driver)) = Session::build(
             adm.conv(),
@@ -457,9 +468,11 @@ impl Glue {
             Some(Arc::downgrade(&(self.shared.clone() as Arc<dyn Registry>))),
             &self.shared.config,
         ) else {
-            return table(&self.shared, &mut self.note)
-                .ep
-                .reject(adm, DropReason::BuildFailed);
+            return table(&self.shared, &mut self.note).ep.reject(
+                now,
+                adm,
+                DropReason::BuildFailed,
+            );
         };
         let shared = session.shared().clone();
         let first = shared.lock().input(plain, now);
@@ -510,7 +523,8 @@ impl std::future::Future for ListenTask {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let ListenTask { rx, glue } = this;
+        let ListenTask { rx, glue, span } = this;
+        let _g = span.enter();
         *lock(&glue.shared.task_waker) = Some(cx.waker().clone());
         for _ in 0..LISTENER_BUDGET {
             let done = {

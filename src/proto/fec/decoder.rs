@@ -440,6 +440,13 @@ impl FecDecoder {
         if ds > 0 && ps > 0 && ds + ps <= MAX_TOTAL_SHARDS as i32 {
             let (ds, ps) = (ds as usize, ps as usize);
             if ds != self.data_shards || ps != self.parity_shards {
+                crate::trace::info!(
+                    data_shards = ds,
+                    parity_shards = ps,
+                    was_data = self.data_shards,
+                    was_parity = self.parity_shards,
+                    "FEC layout retuned to the peer's"
+                );
                 for slot in 0..SET_SLOTS {
                     if self.sets[slot].active && self.sets[slot].pending {
                         self.withhold(slot);

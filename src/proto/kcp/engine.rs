@@ -505,6 +505,7 @@ impl Kcp {
         if data.is_empty() {
             return Err(Error::EmptyMessage);
         }
+        crate::trace::trace!(len = data.len(), stream = self.stream, "send");
         let mss = self.mss;
         let mut rest = data;
         if self.stream {
@@ -600,6 +601,7 @@ impl Kcp {
             }
         }
         self.move_rcv_buf();
+        crate::trace::trace!(len = n, "recv");
         if self.rcv_queue.len() < self.rcv_wnd as usize && fast_recover {
             // §5.4 fast recover: tell the peer our window has reopened.
             self.probe |= IKCP_ASK_TELL;
@@ -665,6 +667,17 @@ impl Kcp {
             if !(IKCP_CMD_PUSH..=IKCP_CMD_WINS).contains(&h.cmd) {
                 break Err(Error::Malformed("unknown KCP command"));
             }
+            crate::trace::trace!(
+                cmd = cmd_name(h.cmd),
+                sn = h.sn,
+                una = h.una,
+                ts = h.ts,
+                wnd = h.wnd,
+                frg = h.frg,
+                len = h.len,
+                rebuilt = kind != PacketKind::Regular,
+                "segment in"
+            );
             // §4.4: only packets that came off the wire carry a fresh window.
             if kind == PacketKind::Regular {
                 self.rmt_wnd = u32::from(h.wnd);
@@ -1544,6 +1557,18 @@ impl Kcp {
 /// Writes a header (and reserves room for `data_len` bytes that the caller
 /// appends), first emitting the buffer as a datagram if it would overflow
 /// `mtu` (kcp-go's `makeSpace`).
+/// A command's name in segment traces, as in the KCP spec.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+fn cmd_name(cmd: u8) -> &'static str {
+    match cmd {
+        IKCP_CMD_PUSH => "PUSH",
+        IKCP_CMD_ACK => "ACK",
+        IKCP_CMD_WASK => "WASK",
+        IKCP_CMD_WINS => "WINS",
+        _ => "?",
+    }
+}
+
 fn put_header(
     buf: &mut Vec<u8>,
     h: &SegmentHeader,
@@ -1556,6 +1581,16 @@ fn put_header(
         out.output(buf);
         buf.clear();
     }
+    crate::trace::trace!(
+        cmd = cmd_name(h.cmd),
+        sn = h.sn,
+        una = h.una,
+        ts = h.ts,
+        wnd = h.wnd,
+        frg = h.frg,
+        len = h.len,
+        "segment out"
+    );
     h.encode_to(buf);
     stats.out_segs += 1;
 }

@@ -16,7 +16,8 @@ use tokio::time::{Instant as TokioInstant, Sleep};
 use crate::codec::{self, Outgoing, Sealer};
 use crate::crypt::Crypt;
 use crate::proto::packet::PacketPool;
-use crate::stats::Counters;
+use crate::stats::{Counters, DropCounter};
+use crate::trace::Span;
 use crate::transport::{RecvBatch, SendBatch};
 
 use super::shared::{now, Fate, Shared};
@@ -29,8 +30,16 @@ const SESSION_POOL: usize = 32;
 /// Driver loop iterations before yielding to the scheduler.
 const DRIVER_BUDGET: usize = 32;
 
+/// Why the driver refused a datagram it read: the counter (already counted)
+/// and the reason's name, for the session's drop warnings.
+type Refused = (DropCounter, &'static str);
+
 /// A dialed session's own receive path: cipher, buffers, opened ranges.
-type Opener = (Crypt, RecvBatch, Vec<Option<Range<usize>>>);
+type Opener = (
+    Crypt,
+    RecvBatch,
+    Vec<std::result::Result<Range<usize>, Refused>>,
+);
 
 fn transient(e: &io::Error) -> bool {
     matches!(
@@ -57,6 +66,8 @@ pub(crate) struct Driver {
     timer_at: Option<TokioInstant>,
     writable: Option<WritableFuture>,
     c: Counters,
+    /// The session's span, entered on every poll.
+    span: Span,
 }
 
 impl Driver {
@@ -65,7 +76,9 @@ impl Driver {
             Origin::Dialed => Some((crypt, RecvBatch::new(SESSION_RECV_BATCH), Vec::new())),
             Origin::Accepted => None,
         };
+        let span = shared.lock().conn.span().clone();
         Driver {
+            span,
             shared,
             sealer,
             opener,
@@ -95,15 +108,22 @@ impl Driver {
                     plains.clear();
                     for i in 0..n {
                         let Some((d, from)) = rx.get_mut(i) else {
-                            plains.push(None);
+                            plains.push(Err((DropCounter::InErrs, "BadRange")));
                             continue;
                         };
                         if from != self.shared.peer {
                             self.c.in_errs += 1;
-                            plains.push(None);
+                            plains.push(Err((DropCounter::InErrs, "ForeignSource")));
                             continue;
                         }
-                        plains.push(codec::open_counted(crypt, d, &mut self.c));
+                        plains.push(codec::open(crypt, d).map_err(|e| {
+                            let counter = match e {
+                                codec::OpenError::Integrity => DropCounter::InCsumErrors,
+                                codec::OpenError::Short => DropCounter::InErrs,
+                            };
+                            counter.count(&mut self.c);
+                            (counter, e.name())
+                        }));
                     }
                     return Ok(n);
                 }
@@ -160,13 +180,24 @@ impl Driver {
                 st.conn.counters().absorb(&mut self.c);
                 if got > 0 {
                     if let Some((_, rx, plains)) = self.opener.as_mut() {
-                        for (i, range) in plains.iter().enumerate().take(got) {
-                            let Some(range) = range.clone() else { continue };
+                        for (i, opened) in plains.iter().enumerate().take(got) {
+                            let range = match opened {
+                                Ok(r) => r.clone(),
+                                Err((counter, reason)) => {
+                                    let from = rx.get_mut(i).map(|(_, from)| from);
+                                    st.conn.warn_drop(now, *counter, reason, from);
+                                    continue;
+                                }
+                            };
                             match rx.get_mut(i).and_then(|(d, _)| d.get(range)) {
                                 Some(plain) => {
                                     st.conn.handle_plain(now, plain);
                                 }
-                                None => st.conn.counters().in_errs += 1,
+                                None => {
+                                    st.conn.counters().in_errs += 1;
+                                    st.conn
+                                        .warn_drop(now, DropCounter::InErrs, "BadRange", None);
+                                }
                             }
                         }
                     }
@@ -253,6 +284,9 @@ impl Driver {
 impl Future for Driver {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.get_mut().poll_drive(cx)
+        let this = self.get_mut();
+        let span = this.span.clone();
+        let _g = span.enter();
+        this.poll_drive(cx)
     }
 }

@@ -52,6 +52,16 @@ pub enum Origin {
     Accepted,
 }
 
+impl Origin {
+    /// Lower-case name, as in trace spans.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Origin::Dialed => "dialed",
+            Origin::Accepted => "accepted",
+        }
+    }
+}
+
 /// A KCP session over UDP, wire-compatible with kcp-go's `UDPSession`.
 ///
 /// Implements [`AsyncRead`] and [`AsyncWrite`]; [`into_split`](Self::into_split)
@@ -178,9 +188,12 @@ impl Session {
     pub(crate) fn mark_opened(&self) {
         if !self.read.shared.opened.swap(true, Ordering::AcqRel) {
             stats::session_opened();
+            let shared = &self.read.shared;
+            let mut st = shared.lock();
+            st.conn.trace_opened(shared.peer, shared.origin.name());
             // PassiveOpens is the listener's counter (Listener::stats).
-            if self.read.shared.origin == Origin::Dialed {
-                self.read.shared.lock().conn.count_active_open();
+            if shared.origin == Origin::Dialed {
+                st.conn.count_active_open();
             }
         }
     }
