@@ -17,14 +17,21 @@ TOTAL = 2 << 20
 CASES = [("aes", 10, 3), ("salsa20", 0, 0)]
 
 
-@pytest.fixture(scope="session")
-def gopeer(tmp_path_factory):
+# The oldest and the newest kcp-go the project supports (interop/ modfiles):
+# v5.7 changed the datagram limit (1472 bytes) and the FEC auto-tune.
+GO_VERSIONS = [("v5.6.72", "go.mod"), ("v5.7.6", "go.v576.mod")]
+
+
+@pytest.fixture(scope="session", params=GO_VERSIONS, ids=[v for v, _ in GO_VERSIONS])
+def gopeer(request, tmp_path_factory):
     if shutil.which("go") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("go is not installed and CI must run the interop tests")
         pytest.skip("go is not installed")
-    out = tmp_path_factory.mktemp("gopeer") / "gopeer"
-    subprocess.run(["go", "build", "-o", str(out), "./cmd/gopeer"], cwd=ROOT / "interop", check=True, timeout=300)
+    version, modfile = request.param
+    out = tmp_path_factory.mktemp("gopeer") / f"gopeer-{version}"
+    subprocess.run(["go", "build", f"-modfile={modfile}", "-o", str(out), "./cmd/gopeer"],
+                   cwd=ROOT / "interop", check=True, timeout=300)
     return str(out)
 
 
