@@ -301,7 +301,7 @@ enum Wait {
 fn wait_of(t: Option<f64>) -> PyResult<Wait> {
     match t {
         None => Ok(Wait::Forever),
-        Some(s) if s == 0.0 => Ok(Wait::Never),
+        Some(0.0) => Ok(Wait::Never),
         Some(s) => Ok(Wait::Upto(duration(s, "timeout")?)),
     }
 }
