@@ -175,12 +175,14 @@ async fn sessions_open_and_close_in_their_spans_with_per_packet_traces() {
     let all = cap.all();
     let seg_in = all
         .iter()
-        .filter(|r| r.message == "segment in" && r.level == Level::TRACE)
+        .filter(|r| r.message == "segment" && r.field("dir") == Some("in"))
+        .filter(|r| r.level == Level::TRACE)
         .filter(|r| r.span("session").is_some_and(|f| f["conv"] == conv))
         .count();
     let pushes_out = all
         .iter()
-        .filter(|r| r.message == "segment out" && r.field("cmd") == Some("PUSH"))
+        .filter(|r| r.message == "segment" && r.field("dir") == Some("out"))
+        .filter(|r| r.field("cmd") == Some("PUSH"))
         .filter(|r| r.span("session").is_some_and(|f| f["origin"] == "dialed"))
         .count();
     let datagrams_out = all.iter().filter(|r| r.message == "datagram out").count();

@@ -667,17 +667,7 @@ impl Kcp {
             if !(IKCP_CMD_PUSH..=IKCP_CMD_WINS).contains(&h.cmd) {
                 break Err(Error::Malformed("unknown KCP command"));
             }
-            crate::trace::trace!(
-                cmd = cmd_name(h.cmd),
-                sn = h.sn,
-                una = h.una,
-                ts = h.ts,
-                wnd = h.wnd,
-                frg = h.frg,
-                len = h.len,
-                rebuilt = kind != PacketKind::Regular,
-                "segment in"
-            );
+            trace_segment("in", &h, kind != PacketKind::Regular);
             // §4.4: only packets that came off the wire carry a fresh window.
             if kind == PacketKind::Regular {
                 self.rmt_wnd = u32::from(h.wnd);
@@ -1557,16 +1547,29 @@ impl Kcp {
 /// Writes a header (and reserves room for `data_len` bytes that the caller
 /// appends), first emitting the buffer as a datagram if it would overflow
 /// `mtu` (kcp-go's `makeSpace`).
-/// A command's name in segment traces, as in the KCP spec.
-#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-fn cmd_name(cmd: u8) -> &'static str {
-    match cmd {
-        IKCP_CMD_PUSH => "PUSH",
-        IKCP_CMD_ACK => "ACK",
-        IKCP_CMD_WASK => "WASK",
-        IKCP_CMD_WINS => "WINS",
-        _ => "?",
-    }
+/// The per-segment trace (kcp-go's `IKCP_LOG_INPUT`/`OUT_*` points): `dir`
+/// is "in" or "out", `rebuilt` marks segments FEC recovered.
+#[inline(always)]
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+fn trace_segment(dir: &'static str, h: &SegmentHeader, rebuilt: bool) {
+    crate::trace::trace!(
+        dir,
+        cmd = match h.cmd {
+            IKCP_CMD_PUSH => "PUSH",
+            IKCP_CMD_ACK => "ACK",
+            IKCP_CMD_WASK => "WASK",
+            IKCP_CMD_WINS => "WINS",
+            _ => "?",
+        },
+        sn = h.sn,
+        una = h.una,
+        ts = h.ts,
+        wnd = h.wnd,
+        frg = h.frg,
+        len = h.len,
+        rebuilt,
+        "segment"
+    );
 }
 
 fn put_header(
@@ -1581,16 +1584,7 @@ fn put_header(
         out.output(buf);
         buf.clear();
     }
-    crate::trace::trace!(
-        cmd = cmd_name(h.cmd),
-        sn = h.sn,
-        una = h.una,
-        ts = h.ts,
-        wnd = h.wnd,
-        frg = h.frg,
-        len = h.len,
-        "segment out"
-    );
+    trace_segment("out", h, false);
     h.encode_to(buf);
     stats.out_segs += 1;
 }
