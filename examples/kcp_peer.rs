@@ -30,6 +30,9 @@
 //! `kcp_session::blocking` (std threads, no tokio runtime); the other roles
 //! stay on tokio (with a note on stderr).
 //!
+//! `--shards N` (or `KCP_PEER_SHARDS=N`) gives the tokio listener N receive
+//! shards on one port (`ConfigBuilder::listener_shards`).
+//!
 //! Servers print `LISTENING <addr>` once bound. Every role prints
 //! `RESULT role=.. bytes=N crc32=HEX ok=true|false ...` and `SNMP Name=value ...`
 //! at exit. Exit status: 0 ok, 1 transfer failed, 2 bad arguments or setup.
@@ -76,6 +79,9 @@ struct Args {
     count: usize,
     session_timeout: Duration,
     threads: usize,
+    /// Listener receive shards (`ConfigBuilder::listener_shards`); from
+    /// --shards, else the environment variable KCP_PEER_SHARDS, else 1.
+    shards: usize,
     /// `tokio` (default) or `blocking` (`kcp_session::blocking`); from
     /// --api, else the environment variable KCP_PEER_API.
     api: String,
@@ -103,6 +109,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         count: 1000,
         session_timeout: Duration::from_secs(5),
         threads: 2,
+        shards: std::env::var("KCP_PEER_SHARDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
         api: std::env::var("KCP_PEER_API").unwrap_or_else(|_| "tokio".into()),
     };
     let (mut saw_stream, mut saw_message) = (false, false);
@@ -171,6 +181,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "acknodelay" => a.acknodelay = flag(&value)?,
             "count" => a.count = num(&value)? as usize,
             "threads" => a.threads = num(&value)? as usize,
+            "shards" => a.shards = num(&value)? as usize,
             "api" => a.api = value,
             other => return Err(format!("unknown flag --{other}")),
         }
@@ -264,6 +275,7 @@ fn build_config(a: &Args) -> Result<Config, String> {
         .idle_timeout(None)
         .dead_link(None)
         .max_sessions(None)
+        .listener_shards(a.shards)
         .build()
         .map_err(|e| e.to_string())
 }

@@ -108,6 +108,10 @@ func rustPeer(t testing.TB, summary string) impl {
 		if api := os.Getenv("KCP_PEER_API"); api != "" && rustErr == nil {
 			rustImpl.desc += " (KCP_PEER_API=" + api + ")"
 		}
+		// and KCP_PEER_SHARDS (listener receive shards, 1 by default).
+		if n := os.Getenv("KCP_PEER_SHARDS"); n != "" && rustErr == nil {
+			rustImpl.desc += " (KCP_PEER_SHARDS=" + n + ")"
+		}
 	})
 	if rustErr != nil {
 		fmt.Printf("%s (kcp-go %s): FAILED, no Rust peer to test\n", summary, kcpGoVersion())

@@ -31,6 +31,10 @@ use crate::rate::RateLimiter;
 /// receive buffers and of what a v5.6 peer at mtu 1500 sends (§1.9). Our
 /// receive buffers are this long so such peers are still heard.
 pub const MTU_LIMIT: usize = 1500;
+
+/// Most receive shards a listener may run
+/// ([`ConfigBuilder::listener_shards`]).
+pub const MAX_LISTENER_SHARDS: usize = 64;
 /// Largest UDP payload we send and the largest mtu accepted: kcp-go v5.7's
 /// `maxPacketSize` (§12). v5.7 reads into 1472-byte buffers, so a longer
 /// datagram reaches it truncated and fails its CRC/AEAD check; 1472 is also
@@ -244,6 +248,7 @@ struct Settings {
     write_timeout: Option<Duration>,
     accept_backlog: usize,
     max_sessions: Option<usize>,
+    listener_shards: usize,
 }
 
 /// Everything a [`Session`](crate::session::Session) or
@@ -297,6 +302,7 @@ impl Config {
                 write_timeout: None,
                 accept_backlog: DEFAULT_ACCEPT_BACKLOG,
                 max_sessions: Some(DEFAULT_MAX_SESSIONS),
+                listener_shards: 1,
             },
         }
     }
@@ -438,6 +444,11 @@ impl Config {
     /// Listener cap on concurrent sessions.
     pub fn max_sessions(&self) -> Option<usize> {
         self.s.max_sessions
+    }
+    /// Receive shards a [`Listener::listen`](crate::listener::Listener::listen)
+    /// asks for (see [`ConfigBuilder::listener_shards`]).
+    pub fn listener_shards(&self) -> usize {
+        self.s.listener_shards
     }
 }
 
@@ -643,6 +654,27 @@ impl ConfigBuilder {
         self
     }
 
+    /// How many receive shards [`Listener::listen`](crate::listener::Listener::listen)
+    /// runs (default 1; at most [`MAX_LISTENER_SHARDS`]). With `n > 1` on
+    /// Linux it binds `n` sockets to the one address with `SO_REUSEPORT`; the
+    /// kernel hashes each peer's address onto one of them, and each shard
+    /// owns its socket, its receive task and the sessions of its peers, with
+    /// no lock shared between shards on the datagram path, so a
+    /// multi-thread runtime decrypts and drives them on several cores. The
+    /// wire is unchanged (kcp-go routes by address too). The session cap
+    /// ([`max_sessions`](Self::max_sessions)) is split evenly, rounded up,
+    /// over the shards; the accept backlog is shared. Elsewhere than Linux,
+    /// and for [`Listener::from_socket`](crate::listener::Listener::from_socket)
+    /// and [`Listener::with_transport`](crate::listener::Listener::with_transport),
+    /// and for the [blocking](crate::blocking) listener, a listener has one
+    /// shard whatever this says. Another process of the same user that
+    /// binds the port with `SO_REUSEPORT` too would get a share of the
+    /// peers, as with any `SO_REUSEPORT` server.
+    pub fn listener_shards(mut self, n: usize) -> Self {
+        self.s.listener_shards = n;
+        self
+    }
+
     /// Checks every value and builds the cipher.
     ///
     /// Errors ([`Error::InvalidConfig`] unless the cipher says otherwise):
@@ -703,6 +735,12 @@ impl ConfigBuilder {
         }
         if self.s.max_sessions == Some(0) {
             return bad("max_sessions must be at least 1".into());
+        }
+        if !(1..=MAX_LISTENER_SHARDS).contains(&self.s.listener_shards) {
+            return bad(format!(
+                "listener_shards {} is outside 1..={MAX_LISTENER_SHARDS}",
+                self.s.listener_shards
+            ));
         }
         if let Some(dscp) = self.s.dscp {
             if dscp > 63 {

@@ -1,4 +1,6 @@
-//! The listener: one shared UDP socket, one receive task, many sessions.
+//! The listener: one shared UDP socket, one receive task, many sessions
+//! (or, with `ConfigBuilder::listener_shards`, several such shards on one
+//! port, each with its own socket, task, table and sessions).
 //!
 //! The receive task drains the socket in batches, decrypts every datagram
 //! once, and hands it straight to the session found by the sender's address
@@ -142,16 +144,18 @@ impl ListenerShared {
     }
 }
 
-/// Accepts KCP sessions on one UDP socket (kcp-go `Listener`).
+/// Accepts KCP sessions on one UDP port (kcp-go `Listener`).
 pub struct Listener {
-    shared: Arc<ListenerShared>,
+    /// One per receive shard (at least one); all on the same local address.
+    shards: Vec<Arc<ListenerShared>>,
     accept_rx: Mutex<mpsc::Receiver<Session>>,
 }
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
-            .field("local", &self.shared.local)
+            .field("local", &self.local_addr())
+            .field("shards", &self.shards.len())
             .finish()
     }
 }
@@ -166,8 +170,17 @@ impl Listener {
                 "address resolved to nothing",
             ))
         })?;
-        let socket = uio::bind(addr, &socket_options(config))?;
-        Listener::from_socket(socket, config)
+        let shards = if cfg!(target_os = "linux") {
+            config.listener_shards()
+        } else {
+            1
+        };
+        let sockets = uio::bind_shards(addr, shards, &socket_options(config))?;
+        let transports = sockets
+            .into_iter()
+            .map(|s| Arc::new(UdpTransport::new(s)) as Arc<dyn Transport>)
+            .collect();
+        Listener::start(transports, config)
     }
 
     /// Serves on a caller-supplied socket (kcp-go `ServeConn`). Socket
@@ -185,40 +198,60 @@ impl Listener {
     /// Outside a tokio runtime this fails with [`Error::Io`].
     pub fn with_transport(transport: Arc<dyn Transport>, config: &Config) -> Result<Listener> {
         config.validate()?;
+        Listener::start(vec![transport], config)
+    }
+
+    /// Starts one shard per transport (all bound to one address), sharing
+    /// the accept backlog and splitting the session cap.
+    fn start(transports: Vec<Arc<dyn Transport>>, config: &Config) -> Result<Listener> {
         let runtime = runtime_handle()?;
-        let local = transport.local_addr()?;
         let (tx, rx) = mpsc::channel(config.accept_backlog());
-        let mut ep = Endpoint::new(config.max_sessions());
-        ep.set_local(local);
-        let span = ep.span().clone();
-        let shared = Arc::new(ListenerShared {
-            transport,
-            local,
-            config: config.clone(),
-            table: Mutex::new(Table {
-                ep,
-                conns: Vec::new(),
-            }),
-            evictions: AtomicU64::new(0),
-            task_waker: Mutex::new(None),
-            c: Mutex::new(Counters::default()),
-            error: Mutex::new(None),
-        });
-        let task = ListenTask {
-            span,
-            rx: RecvBatch::new(LISTENER_RECV_BATCH),
-            glue: Glue {
-                shared: shared.clone(),
-                accept_tx: tx,
-                touched: Vec::new(),
-                note: None,
-                c: Counters::default(),
-                publisher: Publisher::default(),
-            },
-        };
-        runtime.spawn(task);
+        let n = transports.len().max(1);
+        let cap = config.max_sessions().map(|m| m.div_ceil(n));
+        // Every task keeps every shard's socket open until the last task
+        // ends: a socket closing early would make the kernel rehash the
+        // peers of the shards still serving onto other sockets.
+        let group: Arc<[Arc<dyn Transport>]> = transports.iter().cloned().collect();
+        let mut shards = Vec::with_capacity(n);
+        let mut tasks = Vec::with_capacity(n);
+        for transport in transports {
+            let local = transport.local_addr()?;
+            let mut ep = Endpoint::new(cap);
+            ep.set_local(local);
+            let span = ep.span().clone();
+            let shared = Arc::new(ListenerShared {
+                transport,
+                local,
+                config: config.clone(),
+                table: Mutex::new(Table {
+                    ep,
+                    conns: Vec::new(),
+                }),
+                evictions: AtomicU64::new(0),
+                task_waker: Mutex::new(None),
+                c: Mutex::new(Counters::default()),
+                error: Mutex::new(None),
+            });
+            tasks.push(ListenTask {
+                span,
+                rx: RecvBatch::new(LISTENER_RECV_BATCH),
+                glue: Glue {
+                    shared: shared.clone(),
+                    accept_tx: tx.clone(),
+                    touched: Vec::new(),
+                    note: None,
+                    c: Counters::default(),
+                    publisher: Publisher::default(),
+                },
+                _group: group.clone(),
+            });
+            shards.push(shared);
+        }
+        for task in tasks {
+            runtime.spawn(task);
+        }
         Ok(Listener {
-            shared,
+            shards,
             accept_rx: Mutex::new(rx),
         })
     }
@@ -243,26 +276,44 @@ impl Listener {
     }
 
     fn terminal_error(&self) -> Error {
-        match &*lock(&self.shared.error) {
-            Some((kind, msg)) => Error::Io(io::Error::new(*kind, msg.clone())),
-            None => Error::Closed,
+        for shard in &self.shards {
+            if let Some((kind, msg)) = &*lock(&shard.error) {
+                return Error::Io(io::Error::new(*kind, msg.clone()));
+            }
         }
+        Error::Closed
     }
 
     /// The bound address (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
+        self.shards[0].local
+    }
+
+    /// Receive shards (see [`ConfigBuilder::listener_shards`](crate::ConfigBuilder::listener_shards)).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Live sessions (accepted or waiting in the backlog), per shard.
+    pub fn shard_session_counts(&self) -> Vec<usize> {
+        self.shards
+            .iter()
+            .map(|s| lock(&s.table).ep.len())
+            .collect()
     }
 
     /// Live sessions (accepted or waiting in the backlog).
     pub fn session_count(&self) -> usize {
-        lock(&self.shared.table).ep.len()
+        self.shard_session_counts().into_iter().sum()
     }
 
     /// Sessions closed so far to make room for new peers when the table was
     /// full (see [`ConfigBuilder::max_sessions`](crate::ConfigBuilder::max_sessions)).
     pub fn evictions(&self) -> u64 {
-        self.shared.evictions.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|s| s.evictions.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The listener's own counters: datagrams it dropped before any session
@@ -270,7 +321,12 @@ impl Listener {
     /// counters are in [`Session::stats`]; everything is in
     /// [`stats::global`](crate::stats::global).
     pub fn stats(&self) -> Snmp {
-        lock(&self.shared.c).snapshot()
+        let mut total = Counters::default();
+        for shard in &self.shards {
+            let mut c = *lock(&shard.c);
+            total.absorb(&mut c);
+        }
+        total.snapshot()
     }
 
     /// Stops accepting: new addresses are ignored and sessions still in the
@@ -278,30 +334,43 @@ impl Listener {
     /// released when the last of them closes.
     pub fn close(&self) {
         // Not held below: dropping backlogged sessions removes them.
-        lock(&self.shared.table).ep.close();
+        for shard in &self.shards {
+            lock(&shard.table).ep.close();
+        }
         let mut rx = lock(&self.accept_rx);
         rx.close();
         while let Ok(s) = rx.try_recv() {
             drop(s);
         }
         drop(rx);
-        self.shared.wake_task();
+        for shard in &self.shards {
+            shard.wake_task();
+        }
     }
 
-    /// kcp-go `Listener.SetDSCP` on the shared socket.
+    /// kcp-go `Listener.SetDSCP` on the shared socket (every shard's).
     pub fn set_dscp(&self, dscp: u8) -> Result<()> {
         if dscp > 63 {
             return Err(Error::InvalidConfig(format!("DSCP {dscp} exceeds 63")));
         }
-        Ok(self.shared.transport.set_dscp(dscp)?)
+        for shard in &self.shards {
+            shard.transport.set_dscp(dscp)?;
+        }
+        Ok(())
     }
-    /// kcp-go `Listener.SetReadBuffer`.
+    /// kcp-go `Listener.SetReadBuffer` (every shard's socket).
     pub fn set_recv_buffer(&self, bytes: usize) -> Result<()> {
-        Ok(self.shared.transport.set_recv_buffer(bytes)?)
+        for shard in &self.shards {
+            shard.transport.set_recv_buffer(bytes)?;
+        }
+        Ok(())
     }
-    /// kcp-go `Listener.SetWriteBuffer`.
+    /// kcp-go `Listener.SetWriteBuffer` (every shard's socket).
     pub fn set_send_buffer(&self, bytes: usize) -> Result<()> {
-        Ok(self.shared.transport.set_send_buffer(bytes)?)
+        for shard in &self.shards {
+            shard.transport.set_send_buffer(bytes)?;
+        }
+        Ok(())
     }
 }
 
@@ -327,6 +396,8 @@ struct ListenTask {
     glue: Glue,
     /// The endpoint's span, entered on every poll.
     span: Span,
+    /// Every shard's transport (see `Listener::start`).
+    _group: Arc<[Arc<dyn Transport>]>,
 }
 
 /// What a routed datagram taught about its connection, told to the endpoint
@@ -523,7 +594,7 @@ impl std::future::Future for ListenTask {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let ListenTask { rx, glue, span } = this;
+        let ListenTask { rx, glue, span, .. } = this;
         let _g = span.enter();
         *lock(&glue.shared.task_waker) = Some(cx.waker().clone());
         for _ in 0..LISTENER_BUDGET {

@@ -36,13 +36,56 @@ pub(crate) fn bind_std(addr: SocketAddr, opts: &SocketOptions) -> io::Result<std
 }
 
 fn bind_socket2(addr: SocketAddr) -> io::Result<Socket> {
+    bind_socket2_with(addr, false)
+}
+
+fn bind_socket2_with(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         // Dual-stack where the OS allows it, like Go's "udp" network on "[::]".
         let _ = socket.set_only_v6(false);
     }
+    #[cfg(target_os = "linux")]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = reuse_port;
     socket.bind(&addr.into())?;
     Ok(socket)
+}
+
+/// Binds `n` non-blocking UDP sockets to one address with `SO_REUSEPORT`
+/// (Linux: the kernel spreads peers over them by a hash of their address,
+/// so each peer keeps to one socket while the set is unchanged) and applies
+/// `opts` to each. A port of 0 is resolved by the first bind and reused by
+/// the others. Only on Linux; elsewhere `n` must be 1.
+pub(crate) fn bind_shards(
+    addr: SocketAddr,
+    n: usize,
+    opts: &SocketOptions,
+) -> io::Result<Vec<UdpSocket>> {
+    if n <= 1 {
+        return Ok(vec![bind(addr, opts)?]);
+    }
+    if !cfg!(target_os = "linux") {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "listener shards need SO_REUSEPORT load balancing (Linux)",
+        ));
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let socket = bind_socket2_with(at, true)?;
+        socket.set_nonblocking(true)?;
+        let std: std::net::UdpSocket = socket.into();
+        let socket = UdpSocket::from_std(std)?;
+        apply(&socket, opts)?;
+        at = socket.local_addr()?;
+        out.push(socket);
+    }
+    Ok(out)
 }
 
 /// Applies `opts` to an existing socket.
