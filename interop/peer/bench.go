@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kcp "github.com/xtaci/kcp-go/v5"
@@ -130,5 +131,85 @@ func (p *runner) idleClient() result {
 	case <-time.After(time.Until(p.deadline)):
 		r.reason = "timeout while idling"
 	}
+	return r
+}
+
+// manyClient opens --count sessions at once; each writes --bytes of its own
+// payload (seed --seed + index) in --chunk writes while reading the echo
+// back and checking it. The RESULT line carries sessions, failures,
+// elapsed_ms (first dial to last echo byte) and max_stall_ms: the longest
+// any session waited for its next echo bytes (from its start to the first
+// read included). ok only when every session echoed every byte exactly.
+func (p *runner) manyClient() result {
+	n, size := p.cfg.Count, p.cfg.Bytes
+	var failures, stallNs atomic.Int64
+	var mu sync.Mutex
+	firstErr := ""
+	fail := func(i int, err error) {
+		failures.Add(1)
+		mu.Lock()
+		if firstErr == "" {
+			firstErr = fmt.Sprintf("session %d: %v", i, err)
+		}
+		mu.Unlock()
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s, err := p.dial()
+			if err != nil {
+				fail(i, err)
+				return
+			}
+			defer s.Close()
+			data := Bytes(p.cfg.Seed+uint64(i), int(size))
+			go func() {
+				for off := 0; off < len(data); off += p.cfg.Chunk {
+					if _, err := s.Write(data[off:min(off+p.cfg.Chunk, len(data))]); err != nil {
+						return
+					}
+				}
+			}()
+			buf := make([]byte, 64<<10)
+			got := 0
+			last := time.Now()
+			var worst time.Duration
+			for got < len(data) {
+				k, err := s.Read(buf)
+				if err != nil {
+					fail(i, fmt.Errorf("after %d of %d bytes: %w", got, len(data), err))
+					return
+				}
+				if now := time.Now(); now.Sub(last) > worst {
+					worst = now.Sub(last)
+				}
+				last = time.Now()
+				if got+k > len(data) || !bytes.Equal(buf[:k], data[got:got+k]) {
+					fail(i, fmt.Errorf("echo differs at byte %d", got))
+					return
+				}
+				got += k
+			}
+			for {
+				cur := stallNs.Load()
+				if int64(worst) <= cur || stallNs.CompareAndSwap(cur, int64(worst)) {
+					break
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	r := result{bytes: int64(n) * size,
+		extra: fmt.Sprintf("sessions=%d failures=%d elapsed_ms=%d max_stall_ms=%d",
+			n, failures.Load(), elapsed.Milliseconds(), time.Duration(stallNs.Load()).Milliseconds())}
+	if failures.Load() > 0 {
+		r.reason = firstErr
+		return r
+	}
+	r.ok = true
 	return r
 }

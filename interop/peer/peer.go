@@ -39,6 +39,9 @@ const (
 	// request/response latency, and many idle sessions on one listener.
 	RoleRRClient   = "rr-client"
 	RoleIdleClient = "idle-client"
+	// RoleManyClient runs --count sessions at once, each echoing --bytes
+	// (interop/bench: many sessions on one listener).
+	RoleManyClient = "many-client"
 )
 
 // byeByte is what the source sends after it has read the sink's CRC ack, so
@@ -121,7 +124,7 @@ func ParseArgs(args []string, stderr io.Writer) (*Config, error) {
 	c.Timeout = time.Duration(*timeout * float64(time.Second))
 	c.SessionTimeout = time.Duration(*sessionTimeout * float64(time.Second))
 	switch c.Role {
-	case RoleEchoServer, RoleSink, RoleEchoClient, RoleSource, RoleRRClient, RoleIdleClient,
+	case RoleEchoServer, RoleSink, RoleEchoClient, RoleSource, RoleRRClient, RoleIdleClient, RoleManyClient,
 		RoleWriteCloseServer, RoleWriteCloseClient, RoleReadServer, RoleReadClient:
 	default:
 		return nil, fmt.Errorf("unknown --role %q", c.Role)
@@ -178,6 +181,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			done <- p.rrClient()
 		case RoleIdleClient:
 			done <- p.idleClient()
+		case RoleManyClient:
+			done <- p.manyClient()
 		case RoleWriteCloseServer:
 			done <- p.writeCloseServer()
 		case RoleWriteCloseClient:
