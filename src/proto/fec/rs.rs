@@ -40,6 +40,10 @@ pub struct ReedSolomon {
     parity: usize,
     /// `parity x data` coefficients, row-major.
     parity_rows: Vec<u8>,
+    /// The same, column-major: data shard `i`'s coefficients for every
+    /// parity shard, contiguous (for [`Self::accumulate_data_shard`]).
+    parity_cols: Vec<u8>,
+    /// Empty until the first reconstruction: an encoder never needs it.
     cache: Vec<CacheEntry>,
     // Scratch, reused between calls.
     sub: Vec<u8>,
@@ -65,11 +69,15 @@ impl ReedSolomon {
         super::checked_layout("Reed-Solomon", data, parity)?;
         let parity_rows = build_parity_rows(data, parity)
             .ok_or_else(|| Error::InvalidConfig("singular Vandermonde matrix".into()))?;
+        let parity_cols = (0..data * parity)
+            .map(|k| parity_rows[(k % parity) * data + k / parity])
+            .collect();
         Ok(ReedSolomon {
             data,
             parity,
             parity_rows,
-            cache: vec![CacheEntry::default(); DECODE_CACHE_SLOTS],
+            parity_cols,
+            cache: Vec::new(),
             sub: Vec::new(),
             inv: Vec::new(),
             inv_scratch: InvertScratch::default(),
@@ -141,20 +149,34 @@ impl ReedSolomon {
         .map_err(|_| Error::InvalidConfig("inconsistent shard layout".into()))
     }
 
-    /// Parity for shards given by offsets (the encoder's hot path): `src_offs`
-    /// has one offset per data shard, `dst_offs` one per parity shard.
-    pub(crate) fn encode_offsets(
+    /// Adds data shard `i` (`src[src_off..][..len]`), times its column of
+    /// the encoding matrix, into every parity shard (`dst` at `dst_offs`,
+    /// one offset per parity shard). The encoder's hot path: parity is
+    /// linear in the data, so summing this over a group's data shards
+    /// (starting from zeroed parity, shorter shards counting as zero padded)
+    /// gives exactly what [`encode`](Self::encode) computes, without keeping
+    /// the data shards until the group is complete.
+    pub(crate) fn accumulate_data_shard(
         &self,
+        i: usize,
         src: &[u8],
-        src_offs: &[usize],
+        src_off: usize,
         dst: &mut [u8],
         dst_offs: &[usize],
         len: usize,
     ) -> std::result::Result<(), KernelArgsError> {
-        if src_offs.len() != self.data || dst_offs.len() != self.parity {
+        let p = self.parity;
+        if i >= self.data || dst_offs.len() != p {
             return Err(KernelArgsError);
         }
-        gf::matmul(&self.parity_rows, src, src_offs, dst, dst_offs, len)
+        gf::matmul_acc(
+            &self.parity_cols[i * p..(i + 1) * p],
+            src,
+            &[src_off],
+            dst,
+            dst_offs,
+            len,
+        )
     }
 
     /// Rebuilds missing data shards like klauspost's `ReconstructData`.
@@ -254,6 +276,9 @@ impl ReedSolomon {
         }
         if self.missing.is_empty() {
             return Ok(());
+        }
+        if self.cache.is_empty() {
+            self.cache = vec![CacheEntry::default(); DECODE_CACHE_SLOTS];
         }
         let slot = cache_slot(&key);
         if !(self.cache[slot].used && self.cache[slot].key == key) {
@@ -416,6 +441,29 @@ mod tests {
         for r in 1..4 {
             assert_eq!(rs.matrix_coefficient(r, 0), 1);
         }
+    }
+
+    #[test]
+    fn accumulated_parity_matches_encode() {
+        let (d, p, len) = (5, 3, 41);
+        let mut rs = ReedSolomon::new(d, p).unwrap();
+        let mut shards: Vec<u8> = (0..(d + p) * len).map(|i| (i * 13 + 1) as u8).collect();
+        // Shorter shards are zero padded, as the FEC encoder pads them.
+        let lens = [41, 7, 0, 41, 30];
+        for (i, &l) in lens.iter().enumerate() {
+            shards[i * len + l..(i + 1) * len].fill(0);
+        }
+        rs.encode(&mut shards, len).unwrap();
+        let mut acc = vec![0u8; p * len];
+        let offs: Vec<usize> = (0..p).map(|j| j * len).collect();
+        for (i, &l) in lens.iter().enumerate() {
+            rs.accumulate_data_shard(i, &shards, i * len, &mut acc, &offs, l)
+                .unwrap();
+        }
+        assert_eq!(acc, shards[d * len..]);
+        assert!(rs
+            .accumulate_data_shard(d, &shards, 0, &mut acc, &offs, 1)
+            .is_err());
     }
 
     #[test]
