@@ -20,12 +20,20 @@ const DECODE_CACHE_SLOTS: usize = 64;
 /// Bit set of up to 256 shard positions.
 type Mask = [u64; 4];
 
+/// Inverted matrices of recent loss patterns, in flat buffers: every
+/// decoder that ever recovers keeps one, so its size counts per session.
+/// Direct mapped: slot `cache_slot(key)` holds the last pattern hashed there.
 #[derive(Debug, Clone, Default)]
-struct CacheEntry {
-    used: bool,
-    key: Mask,
-    /// Rows of the inverted sub-matrix for the missing data shards, in
-    /// ascending position order, `data` bytes each.
+struct DecodeCache {
+    /// Per slot: 1 + index of its row block in `rows`, 0 while unused
+    /// (blocks are appended in order of first use, so a code that sees few
+    /// patterns keeps few blocks).
+    block_of: Vec<u8>,
+    /// Per slot: its key, `words` u64s (the key's upper words are zero).
+    keys: Vec<u64>,
+    /// Row blocks of `block` bytes: the rows of the inverted sub-matrix for
+    /// the missing data shards, in ascending position order, `data` bytes
+    /// each.
     rows: Vec<u8>,
 }
 
@@ -44,7 +52,7 @@ pub struct ReedSolomon {
     /// parity shard, contiguous (for [`Self::accumulate_data_shard`]).
     parity_cols: Vec<u8>,
     /// Empty until the first reconstruction: an encoder never needs it.
-    cache: Vec<CacheEntry>,
+    cache: DecodeCache,
     // Scratch, reused between calls.
     sub: Vec<u8>,
     inv: Vec<u8>,
@@ -77,7 +85,7 @@ impl ReedSolomon {
             parity,
             parity_rows,
             parity_cols,
-            cache: Vec::new(),
+            cache: DecodeCache::default(),
             sub: Vec::new(),
             inv: Vec::new(),
             inv_scratch: InvertScratch::default(),
@@ -277,14 +285,19 @@ impl ReedSolomon {
         if self.missing.is_empty() {
             return Ok(());
         }
-        if self.cache.is_empty() {
-            self.cache = vec![CacheEntry::default(); DECODE_CACHE_SLOTS];
+        let words = self.key_words();
+        if self.cache.block_of.is_empty() {
+            self.cache.block_of = vec![0; DECODE_CACHE_SLOTS];
+            self.cache.keys = vec![0; DECODE_CACHE_SLOTS * words];
         }
         let slot = cache_slot(&key);
-        if !(self.cache[slot].used && self.cache[slot].key == key) {
+        let hit = self.cache.block_of[slot] != 0
+            && self.cache.keys[slot * words..(slot + 1) * words] == key[..words];
+        if !hit {
             self.fill_cache_slot(slot, key, valid)?;
         }
-        let rows = &self.cache[slot].rows;
+        let at = (self.cache.block_of[slot] as usize - 1) * self.block_len();
+        let rows = &self.cache.rows[at..at + self.missing.len() * d];
         gf::matmul(rows, src, &src_offs[..d], dst, dst_offs, len)
     }
 
@@ -309,17 +322,32 @@ impl ReedSolomon {
         if !invert(&self.sub, &mut self.inv, d, &mut self.inv_scratch) {
             return Err(KernelArgsError);
         }
-        let entry = &mut self.cache[slot];
-        entry.rows.clear();
-        // Size each slot once for the most rows any pattern needs, so a new
-        // loss pattern later reuses the slot without allocating.
-        entry.rows.reserve_exact(self.parity.min(d) * d);
-        for &m in &self.missing {
-            entry.rows.extend_from_slice(&self.inv[m * d..(m + 1) * d]);
+        let block = self.block_len();
+        let words = self.key_words();
+        let cache = &mut self.cache;
+        if cache.block_of[slot] == 0 {
+            // A new block, allocated once per slot: at most
+            // DECODE_CACHE_SLOTS small allocations over the code's life.
+            cache.rows.reserve_exact(block);
+            cache.rows.resize(cache.rows.len() + block, 0);
+            cache.block_of[slot] = (cache.rows.len() / block) as u8;
         }
-        entry.key = key;
-        entry.used = true;
+        let at = (cache.block_of[slot] as usize - 1) * block;
+        for (k, &m) in self.missing.iter().enumerate() {
+            cache.rows[at + k * d..at + (k + 1) * d].copy_from_slice(&self.inv[m * d..(m + 1) * d]);
+        }
+        cache.keys[slot * words..(slot + 1) * words].copy_from_slice(&key[..words]);
         Ok(())
+    }
+
+    /// Bytes of one cached row block: the most rows any pattern needs.
+    fn block_len(&self) -> usize {
+        self.parity.min(self.data) * self.data
+    }
+
+    /// u64 words that can be non-zero in a key.
+    fn key_words(&self) -> usize {
+        (self.data + self.parity).div_ceil(64)
     }
 }
 
