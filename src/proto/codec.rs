@@ -224,8 +224,8 @@ impl PacketSink for std::collections::VecDeque<Packet> {
 /// The send direction: FEC encoding and sealing.
 pub struct Sealer {
     crypt: Crypt,
-    /// Created on the first datagram: an encoder holds tens of KB of shard
-    /// buffers, which a session that never sends should not pay for.
+    /// Created on the first datagram: an encoder holds its parity buffers
+    /// (a few KB), which a session that never sends should not pay for.
     fec: Option<FecEncoder>,
     /// `(data, parity)` when FEC is on.
     shards: Option<(usize, usize)>,

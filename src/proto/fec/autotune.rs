@@ -9,15 +9,26 @@
 //! gap or duplicate in seqid order, so one lost packet early in the window
 //! kept it blind until that packet left the ring.
 
+use std::cell::Cell;
+
 /// Samples kept: 256 + 2 so a full pulse of up to 256 shards plus both edges fits.
 pub const AUTO_TUNE_SAMPLES: usize = 258;
 
+/// One sample. Its arrival number is not stored: samples enter the ring in
+/// arrival order, so it follows from the ring position (this keeps the two
+/// 258-sample arrays, held by every decoder, at 8 bytes a sample).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Pulse {
     data: bool,
     seq: u32,
-    /// Arrival number of the sample (never wraps in practice).
-    arrival: u64,
+}
+
+thread_local! {
+    /// Sort buffer of the period finder and the layout check, shared by
+    /// every sampler on the thread: it is scratch for one call, and the
+    /// decoders of idle or settled sessions would otherwise each keep one.
+    /// Taken out while in use, so a nested use gets a fresh one.
+    static SORTED: Cell<Vec<Pulse>> = const { Cell::new(Vec::new()) };
 }
 
 /// Ring of the last [`AUTO_TUNE_SAMPLES`] (is-data, seqid) samples and the
@@ -25,7 +36,6 @@ struct Pulse {
 #[derive(Clone)]
 pub struct AutoTune {
     pulses: [Pulse; AUTO_TUNE_SAMPLES],
-    sorted: [Pulse; AUTO_TUNE_SAMPLES],
     /// Next write position.
     tail: usize,
     count: usize,
@@ -52,7 +62,6 @@ impl AutoTune {
     pub fn new() -> AutoTune {
         AutoTune {
             pulses: [Pulse::default(); AUTO_TUNE_SAMPLES],
-            sorted: [Pulse::default(); AUTO_TUNE_SAMPLES],
             tail: 0,
             count: 0,
             arrivals: 0,
@@ -61,11 +70,7 @@ impl AutoTune {
 
     /// Records one received FEC packet: `data` is true for type 0xF1.
     pub fn sample(&mut self, data: bool, seq: u32) {
-        self.pulses[self.tail] = Pulse {
-            data,
-            seq,
-            arrival: self.arrivals,
-        };
+        self.pulses[self.tail] = Pulse { data, seq };
         self.arrivals += 1;
         self.tail = (self.tail + 1) % AUTO_TUNE_SAMPLES;
         if self.count < AUTO_TUNE_SAMPLES {
@@ -95,8 +100,7 @@ impl AutoTune {
         if self.count < 3 {
             return -1;
         }
-        let n = self.prepare(0);
-        period(&self.sorted[..n], data)
+        self.with_sorted(0, |s| period(s, data))
     }
 
     /// `(FindPeriod(true), FindPeriod(false))` with a single sort.
@@ -104,9 +108,7 @@ impl AutoTune {
         if self.count < 3 {
             return (-1, -1);
         }
-        let n = self.prepare(0);
-        let s = &self.sorted[..n];
-        (period(s, true), period(s, false))
+        self.with_sorted(0, |s| (period(s, true), period(s, false)))
     }
 
     /// Whether the samples that arrived at or after arrival number `since`
@@ -124,17 +126,30 @@ impl AutoTune {
     /// contiguity requirement keeps a lost or skipped packet from hiding a
     /// transition.
     pub(crate) fn confirms(&mut self, data: usize, parity: usize, paws: u32, since: u64) -> bool {
-        let n = self.prepare(since);
-        let sorted = &self.sorted[..n];
         let s = (data + parity) as u32;
         let (d, p) = (data as u32, parity as u32);
         // (first position, samples): the data pulse with both edges, then
         // the parity pulse with both edges.
-        has_run(sorted, d, s, paws, s - 1, d + 2) && has_run(sorted, d, s, paws, d - 1, p + 2)
+        self.with_sorted(since, |sorted| {
+            has_run(sorted, d, s, paws, s - 1, d + 2) && has_run(sorted, d, s, paws, d - 1, p + 2)
+        })
+    }
+
+    /// Runs `f` on the samples that arrived at or after `since`, prepared as
+    /// by [`Self::prepare`], in the thread's sort buffer.
+    fn with_sorted<R>(&self, since: u64, f: impl FnOnce(&[Pulse]) -> R) -> R {
+        let mut buf = SORTED.take();
+        if buf.len() < AUTO_TUNE_SAMPLES {
+            buf.resize(AUTO_TUNE_SAMPLES, Pulse::default());
+        }
+        let n = self.prepare(since, &mut buf);
+        let r = f(&buf[..n]);
+        SORTED.set(buf);
+        r
     }
 
     /// Copies the samples that arrived at or after `since` (oldest first)
-    /// into `sorted`, sorts them by seqid in wrap-aware order and collapses
+    /// into `sorted` (at least [`AUTO_TUNE_SAMPLES`] long), sorts them by seqid in wrap-aware order and collapses
     /// duplicate seqids, dropping every seqid seen with both types (kcp-go
     /// v5.7). Returns the number of samples left.
     ///
@@ -144,13 +159,15 @@ impl AutoTune {
     /// order otherwise (Rust's sort may panic on an inconsistent comparator).
     /// After the collapse equal seqids carry equal samples, so stability
     /// cannot matter.
-    fn prepare(&mut self, since: u64) -> usize {
+    fn prepare(&self, since: u64, sorted: &mut [Pulse]) -> usize {
         let head = (self.tail + AUTO_TUNE_SAMPLES - self.count) % AUTO_TUNE_SAMPLES;
+        // The oldest sample held arrived as number `arrivals - count`.
+        let oldest = self.arrivals - self.count as u64;
         let mut n = 0;
         for i in 0..self.count {
             let p = self.pulses[(head + i) % AUTO_TUNE_SAMPLES];
-            if p.arrival >= since {
-                self.sorted[n] = p;
+            if oldest + i as u64 >= since {
+                sorted[n] = p;
                 n += 1;
             }
         }
@@ -158,7 +175,7 @@ impl AutoTune {
             return 0;
         }
         let newest = self.pulses[(self.tail + AUTO_TUNE_SAMPLES - 1) % AUTO_TUNE_SAMPLES].seq;
-        let sorted = &mut self.sorted[..n];
+        let sorted = &mut sorted[..n];
         sorted.sort_unstable_by_key(|p| p.seq.wrapping_sub(newest) as i32);
         let mut unique = 0;
         let mut i = 0;

@@ -43,9 +43,12 @@
 //!   is unaffected: seqids still run up to `paws - 1` and wrap to 0, which
 //!   the wrap-aware comparisons treat as moving forward.
 
+use std::cell::Cell;
+
 use super::autotune::{AutoTune, AUTO_TUNE_SAMPLES};
 use super::encoder::SHARD_STRIDE;
 use super::rs::ReedSolomon;
+use super::slots::Slots;
 use super::{
     checked_layout, get_u16, get_u32, paws, FecStats, FEC_HEADER_SIZE, FEC_HEADER_SIZE_PLUS2,
     MAX_SHARD_SETS, MAX_TOTAL_SHARDS, MTU_LIMIT, TYPE_DATA, TYPE_PARITY,
@@ -57,6 +60,16 @@ use crate::kcp::PacketKind;
 const MAX_LIVE_SETS: usize = MAX_SHARD_SETS as usize + 1;
 /// Slots: the live sets plus one for the packet being processed.
 const SET_SLOTS: usize = MAX_LIVE_SETS + 1;
+
+thread_local! {
+    /// Rebuilt data shards of the recovery in progress. Shared by every
+    /// decoder on the thread: a recovery is over before `rebuild` returns, so
+    /// a per-decoder buffer (up to `parity` full shards) would sit unused
+    /// between recoveries in every session. Taken out while in use, so a
+    /// decoder driven from inside another's output callback just gets a
+    /// fresh one.
+    static RECOVERED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Held {
@@ -89,7 +102,8 @@ pub struct FecMemory {
     pub live_sets: usize,
     /// Shards stored in those sets.
     pub held_shards: usize,
-    /// Bytes of shard storage allocated (arena plus recovery buffer).
+    /// Bytes of shard storage allocated: the arena, grown as shards are held
+    /// (the buffer for rebuilt shards is shared per thread, not counted).
     pub buffer_bytes: usize,
 }
 
@@ -100,7 +114,9 @@ pub struct FecMemory {
 /// Memory is bounded whatever the peer sends: packets over 1500 bytes are
 /// rejected, at most 4 shard sets live at once, each holds at most
 /// `data_shards` shards (exactly that many only while waiting for the layout
-/// to be confirmed), and shard storage is a reused arena.
+/// to be confirmed), and shard storage is a reused arena that grows only as
+/// far as shards are actually held at once, at the stride of the longest
+/// shard seen.
 #[derive(Clone)]
 pub struct FecDecoder {
     data_shards: usize,
@@ -121,11 +137,9 @@ pub struct FecDecoder {
     /// Auto-tune arrival number from which evidence counts: the sample after
     /// the last layout mismatch.
     since: u64,
-    /// Shard storage: chunks of SHARD_STRIDE bytes.
-    arena: Vec<u8>,
+    /// Shard storage: one chunk per held shard, at most `SET_SLOTS * data`.
+    arena: Slots,
     free: Vec<u32>,
-    /// Rebuilt data shards, SHARD_STRIDE apart.
-    recovered: Vec<u8>,
     positions: Vec<usize>,
     src_offs: Vec<usize>,
     dst_offs: Vec<usize>,
@@ -167,9 +181,8 @@ impl FecDecoder {
             should_tune: false,
             confirmed: false,
             since: 0,
-            arena: Vec::new(),
+            arena: Slots::default(),
             free: Vec::new(),
-            recovered: Vec::new(),
             positions: Vec::new(),
             src_offs: Vec::new(),
             dst_offs: Vec::new(),
@@ -180,10 +193,12 @@ impl FecDecoder {
         Ok(dec)
     }
 
-    /// Sizes the per-recovery scratch for the current layout up front, so
-    /// the first occurrence of a bigger loss pattern does not allocate.
+    /// Sizes the small per-recovery scratch (offsets, positions) for the
+    /// current layout up front, so the first occurrence of a bigger loss
+    /// pattern does not allocate. Shard storage is not reserved: it grows
+    /// in `alloc_chunk`.
     fn reserve_scratch(&mut self) {
-        let (d, p) = (self.data_shards, self.parity_shards);
+        let d = self.data_shards;
         for v in [
             &mut self.positions,
             &mut self.src_offs,
@@ -193,20 +208,10 @@ impl FecDecoder {
             v.clear();
             v.reserve_exact(d);
         }
-        // Address space for the most shards ever held at once (fewer than d
-        // in each of 4 live sets, plus the packet being added); pages are
-        // only touched as chunks get used.
-        let arena = SET_SLOTS * d * SHARD_STRIDE;
-        self.arena
-            .reserve_exact(arena.saturating_sub(self.arena.len()));
         self.free
             .reserve_exact((SET_SLOTS * d).saturating_sub(self.free.len()));
         for set in &mut self.sets {
             set.held.reserve_exact(d.saturating_sub(set.held.len()));
-        }
-        let rec = d.min(p) * SHARD_STRIDE;
-        if self.recovered.len() < rec {
-            self.recovered.resize(rec, 0);
         }
     }
 
@@ -231,7 +236,7 @@ impl FecDecoder {
         FecMemory {
             live_sets: live.clone().count(),
             held_shards: live.map(|s| s.held.len()).sum(),
-            buffer_bytes: self.arena.capacity() + self.recovered.capacity(),
+            buffer_bytes: self.arena.capacity(),
         }
     }
 
@@ -318,10 +323,10 @@ impl FecDecoder {
             self.stats.fec_parity_shards += 1;
         }
 
-        let chunk = self.alloc_chunk();
         let shard = &pkt[FEC_HEADER_SIZE..];
-        let at = chunk as usize * SHARD_STRIDE;
-        self.arena[at..at + shard.len()].copy_from_slice(shard);
+        let chunk = self.alloc_chunk(shard.len());
+        let at = self.arena.offset(chunk as usize);
+        self.arena.bytes_mut()[at..at + shard.len()].copy_from_slice(shard);
         let set = &mut self.sets[slot];
         set.marks[pos as usize / 64] |= bit;
         set.held.push(Held {
@@ -463,13 +468,10 @@ impl FecDecoder {
                     set.pending = false;
                     set.held.clear();
                 }
-                // Every chunk is free now; drop storage sized for the old
-                // layout.
+                // Every chunk is free now; drop storage grown for the old
+                // layout (it grows again as the new one needs).
                 self.free.clear();
-                self.arena.clear();
-                self.arena.shrink_to(SET_SLOTS * ds * SHARD_STRIDE);
-                self.recovered.clear();
-                self.recovered.shrink_to(ds.min(ps) * SHARD_STRIDE);
+                self.arena.release();
                 self.reserve_scratch();
                 self.newest = seqid / self.shard_size;
                 self.newest_known = true;
@@ -479,13 +481,20 @@ impl FecDecoder {
         }
     }
 
-    fn alloc_chunk(&mut self) -> u32 {
+    /// A chunk for a shard of `len` bytes. The arena grows by one chunk when
+    /// every chunk is in use, and its stride only when a longer shard than
+    /// ever before arrives: it ends up exactly as large as the most shards
+    /// held at once, and allocates only when that high-water mark rises (at
+    /// most `SET_SLOTS * data` times per layout), never in steady traffic.
+    /// It never holds more than `SET_SLOTS * data` chunks of at most
+    /// `SHARD_STRIDE` bytes: chunks go back to `free` whenever a set is
+    /// consumed or dropped, and a set holds at most `data` shards.
+    fn alloc_chunk(&mut self, len: usize) -> u32 {
+        self.arena.fit_len(len);
         if let Some(c) = self.free.pop() {
             return c;
         }
-        let c = (self.arena.len() / SHARD_STRIDE) as u32;
-        self.arena.resize(self.arena.len() + SHARD_STRIDE, 0);
-        c
+        self.arena.push(1) as u32
     }
 
     /// The full set lacks data shards and its layout is confirmed: rebuild
@@ -500,21 +509,25 @@ impl FecDecoder {
             self.positions.clear();
             self.src_offs.clear();
             for h in &set.held {
-                let at = h.chunk as usize * SHARD_STRIDE;
-                self.arena[at + h.len as usize..at + max_len].fill(0);
+                let at = self.arena.offset(h.chunk as usize);
+                self.arena.bytes_mut()[at + h.len as usize..at + max_len].fill(0);
                 self.positions.push(h.pos as usize);
                 self.src_offs.push(at);
             }
             self.missing.clear();
             self.missing
                 .extend((0..d).filter(|&i| set.marks[i / 64] & (1 << (i % 64)) == 0));
-            let need = self.missing.len() * SHARD_STRIDE;
-            if self.recovered.len() < need {
-                self.recovered.resize(need, 0);
+            let mut recovered = RECOVERED.take();
+            let need = self.missing.len() * max_len;
+            if recovered.len() < need {
+                // Sized once for the worst case of this layout, so varying
+                // loss patterns and lengths do not grow it step by step.
+                let most = d.min(self.parity_shards) * SHARD_STRIDE;
+                recovered.resize(need.max(most), 0);
             }
             self.dst_offs.clear();
             self.dst_offs
-                .extend((0..self.missing.len()).map(|k| k * SHARD_STRIDE));
+                .extend((0..self.missing.len()).map(|k| k * max_len));
             let rs = match &mut self.rs {
                 Some(rs) => Ok(rs),
                 None => ReedSolomon::new(d, self.parity_shards).map(|rs| self.rs.insert(rs)),
@@ -522,9 +535,9 @@ impl FecDecoder {
             let ok = rs.is_ok_and(|rs| {
                 rs.reconstruct_offsets(
                     &self.positions,
-                    &self.arena,
+                    self.arena.bytes(),
                     &self.src_offs,
-                    &mut self.recovered,
+                    &mut recovered,
                     &self.dst_offs,
                     max_len,
                 )
@@ -532,7 +545,7 @@ impl FecDecoder {
             });
             if ok {
                 for k in 0..self.missing.len() {
-                    let r = &self.recovered[k * SHARD_STRIDE..k * SHARD_STRIDE + max_len];
+                    let r = &recovered[k * max_len..(k + 1) * max_len];
                     if let Some(size) = get_u16(r, 0) {
                         let size = size as usize;
                         if (2..=r.len()).contains(&size) {
@@ -544,6 +557,7 @@ impl FecDecoder {
             } else {
                 self.stats.fec_errs += 1;
             }
+            RECOVERED.set(recovered);
         }
         self.clear_set(slot);
     }

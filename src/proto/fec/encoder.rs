@@ -1,14 +1,16 @@
 //! The sending side: data shards and parity packets (§4.2).
 
 use super::rs::ReedSolomon;
+use super::slots::Slots;
 use super::{
     encode_oob, paws, put_u16, put_u32, FecStats, FEC_HEADER_SIZE, FEC_HEADER_SIZE_PLUS2,
     MAX_FEC_ENCODE_LATENCY_MS, MAX_SHARD_LEN, TYPE_DATA, TYPE_PARITY,
 };
 use crate::error::{Error, Result};
 
-/// Distance between shard buffers in the encoder's arenas (>= MAX_SHARD_LEN,
-/// a multiple of 64 so vector loads of different shards stay apart).
+/// Largest distance between shard buffers (>= MAX_SHARD_LEN, a multiple of
+/// 64 so vector loads of different shards stay apart); buffers use less
+/// when no shard that long was seen (see `slots`).
 pub(super) const SHARD_STRIDE: usize = 1536;
 
 /// kcp-go's `fecEncoder`: numbers every outgoing KCP datagram as a data shard
@@ -43,13 +45,15 @@ pub struct FecEncoder {
     /// epoch clock.
     last_ms: Option<u32>,
     rs: ReedSolomon,
-    /// `data_shards` shard buffers of SHARD_STRIDE bytes.
-    data: Vec<u8>,
-    /// `parity_shards` shard buffers of SHARD_STRIDE bytes.
-    parity: Vec<u8>,
-    lens: Vec<usize>,
-    src_offs: Vec<usize>,
+    /// `parity_shards` parity accumulators: each data shard is added in as
+    /// it is sent, so data shards are not kept (memory: parity only, at the
+    /// stride of the longest shard seen). Bytes `0..max_len` are valid.
+    parity: Slots,
+    /// Offset of each parity buffer in `parity` (follows its stride).
     dst_offs: Vec<usize>,
+    /// A kernel call failed for the current group (a bug, never peer data):
+    /// its parity is not sent.
+    failed: bool,
     /// Parity packets of the last completed group, valid until the next
     /// `encode`.
     ready: usize,
@@ -72,7 +76,8 @@ impl std::fmt::Debug for FecEncoder {
 
 impl FecEncoder {
     /// An encoder for `data_shards` + `parity_shards` (both >= 1, total <= 256;
-    /// `Error::InvalidConfig` otherwise). Shard buffers are allocated here.
+    /// `Error::InvalidConfig` otherwise). Parity buffers are allocated on
+    /// first use and grow with the longest shard sent (a few times at most).
     pub fn new(data_shards: usize, parity_shards: usize) -> Result<FecEncoder> {
         let shard_size = super::checked_layout("FEC encoder", data_shards, parity_shards)? as u32;
         let rs = ReedSolomon::new(data_shards, parity_shards)?;
@@ -85,11 +90,9 @@ impl FecEncoder {
             max_len: 0,
             last_ms: None,
             rs,
-            data: vec![0; data_shards * SHARD_STRIDE],
-            parity: vec![0; parity_shards * SHARD_STRIDE],
-            lens: vec![0; data_shards],
-            src_offs: (0..data_shards).map(|i| i * SHARD_STRIDE).collect(),
-            dst_offs: (0..parity_shards).map(|j| j * SHARD_STRIDE).collect(),
+            parity: Slots::default(),
+            dst_offs: vec![0; parity_shards],
+            failed: false,
             ready: 0,
             parity_seqid: 0,
             parity_len: 0,
@@ -154,11 +157,8 @@ impl FecEncoder {
         put_u16(pkt, 6, shard_len as u16);
         self.next = (self.next + 1) % self.paws;
 
-        let at = self.count * SHARD_STRIDE;
-        self.data[at..at + shard_len].copy_from_slice(&pkt[FEC_HEADER_SIZE..need]);
-        self.lens[self.count] = shard_len;
+        self.accumulate(pkt, shard_len);
         self.count += 1;
-        self.max_len = self.max_len.max(shard_len);
 
         if self.count == self.data_shards {
             // Only the gap between the last two data packets decides (§4.2);
@@ -169,7 +169,11 @@ impl FecEncoder {
             // Parity seqids are used up whether or not parity went out. kcp-go
             // steps one seqid per sealed parity packet, but skips with one u32
             // addition; the two differ only for a misaligned `next` near 2^32.
-            if continuous && self.make_parity() {
+            let made = continuous && !self.failed;
+            if continuous && self.failed {
+                self.stats.fec_errs += 1;
+            }
+            if made {
                 self.parity_seqid = self.next;
                 self.parity_len = self.max_len;
                 self.ready = self.parity_shards;
@@ -180,29 +184,49 @@ impl FecEncoder {
             }
             self.count = 0;
             self.max_len = 0;
+            self.failed = false;
         }
         self.last_ms = Some(now_ms);
         Ok(self.ready)
     }
 
-    fn make_parity(&mut self) -> bool {
-        let max = self.max_len;
-        // Shards shorter than the group's longest are zero padded (§4.2).
-        for (i, &len) in self.lens.iter().enumerate() {
-            self.data[i * SHARD_STRIDE + len..i * SHARD_STRIDE + max].fill(0);
+    /// Adds the data shard `pkt[FEC_HEADER_SIZE..][..shard_len]` into the
+    /// parity accumulators. Parity bytes past the group's longest shard so
+    /// far are zeroed before a longer shard is added: shorter shards count as
+    /// zero padded (§4.2), exactly as if the group were encoded at once.
+    fn accumulate(&mut self, pkt: &[u8], shard_len: usize) {
+        if self.parity.count() == 0 {
+            self.parity.fit_len(shard_len);
+            self.parity.set_count(self.parity_shards);
+            self.update_offsets();
+        } else if self.parity.fit_len(shard_len) {
+            self.update_offsets();
         }
-        match self.rs.encode_offsets(
-            &self.data,
-            &self.src_offs,
-            &mut self.parity,
-            &self.dst_offs,
-            max,
-        ) {
-            Ok(()) => true,
-            Err(_) => {
-                self.stats.fec_errs += 1;
-                false
+        if shard_len > self.max_len {
+            for &o in &self.dst_offs {
+                self.parity.bytes_mut()[o + self.max_len..o + shard_len].fill(0);
             }
+            self.max_len = shard_len;
+        }
+        if self
+            .rs
+            .accumulate_data_shard(
+                self.count,
+                pkt,
+                FEC_HEADER_SIZE,
+                self.parity.bytes_mut(),
+                &self.dst_offs,
+                shard_len,
+            )
+            .is_err()
+        {
+            self.failed = true;
+        }
+    }
+
+    fn update_offsets(&mut self) {
+        for (j, o) in self.dst_offs.iter_mut().enumerate() {
+            *o = self.parity.offset(j);
         }
     }
 
@@ -236,8 +260,8 @@ impl FecEncoder {
         let seqid = ((self.parity_seqid as u64 + i as u64) % self.paws as u64) as u32;
         put_u32(out, 0, seqid);
         put_u16(out, 4, TYPE_PARITY);
-        out[FEC_HEADER_SIZE..len]
-            .copy_from_slice(&self.parity[i * SHARD_STRIDE..i * SHARD_STRIDE + self.parity_len]);
+        let at = self.parity.offset(i);
+        out[FEC_HEADER_SIZE..len].copy_from_slice(&self.parity.bytes()[at..at + self.parity_len]);
         Ok(len)
     }
 

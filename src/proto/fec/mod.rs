@@ -41,6 +41,7 @@ mod encoder;
 #[allow(unsafe_code)]
 mod gf;
 mod rs;
+mod slots;
 
 pub use autotune::{AutoTune, AUTO_TUNE_SAMPLES};
 pub use decoder::{FecDecoder, FecMemory};

@@ -20,12 +20,20 @@ const DECODE_CACHE_SLOTS: usize = 64;
 /// Bit set of up to 256 shard positions.
 type Mask = [u64; 4];
 
+/// Inverted matrices of recent loss patterns, in flat buffers: every
+/// decoder that ever recovers keeps one, so its size counts per session.
+/// Direct mapped: slot `cache_slot(key)` holds the last pattern hashed there.
 #[derive(Debug, Clone, Default)]
-struct CacheEntry {
-    used: bool,
-    key: Mask,
-    /// Rows of the inverted sub-matrix for the missing data shards, in
-    /// ascending position order, `data` bytes each.
+struct DecodeCache {
+    /// Per slot: 1 + index of its row block in `rows`, 0 while unused
+    /// (blocks are appended in order of first use, so a code that sees few
+    /// patterns keeps few blocks).
+    block_of: Vec<u8>,
+    /// Per slot: its key, `words` u64s (the key's upper words are zero).
+    keys: Vec<u64>,
+    /// Row blocks of `block` bytes: the rows of the inverted sub-matrix for
+    /// the missing data shards, in ascending position order, `data` bytes
+    /// each.
     rows: Vec<u8>,
 }
 
@@ -40,7 +48,11 @@ pub struct ReedSolomon {
     parity: usize,
     /// `parity x data` coefficients, row-major.
     parity_rows: Vec<u8>,
-    cache: Vec<CacheEntry>,
+    /// The same, column-major: data shard `i`'s coefficients for every
+    /// parity shard, contiguous (for [`Self::accumulate_data_shard`]).
+    parity_cols: Vec<u8>,
+    /// Empty until the first reconstruction: an encoder never needs it.
+    cache: DecodeCache,
     // Scratch, reused between calls.
     sub: Vec<u8>,
     inv: Vec<u8>,
@@ -65,11 +77,15 @@ impl ReedSolomon {
         super::checked_layout("Reed-Solomon", data, parity)?;
         let parity_rows = build_parity_rows(data, parity)
             .ok_or_else(|| Error::InvalidConfig("singular Vandermonde matrix".into()))?;
+        let parity_cols = (0..data * parity)
+            .map(|k| parity_rows[(k % parity) * data + k / parity])
+            .collect();
         Ok(ReedSolomon {
             data,
             parity,
             parity_rows,
-            cache: vec![CacheEntry::default(); DECODE_CACHE_SLOTS],
+            parity_cols,
+            cache: DecodeCache::default(),
             sub: Vec::new(),
             inv: Vec::new(),
             inv_scratch: InvertScratch::default(),
@@ -141,20 +157,34 @@ impl ReedSolomon {
         .map_err(|_| Error::InvalidConfig("inconsistent shard layout".into()))
     }
 
-    /// Parity for shards given by offsets (the encoder's hot path): `src_offs`
-    /// has one offset per data shard, `dst_offs` one per parity shard.
-    pub(crate) fn encode_offsets(
+    /// Adds data shard `i` (`src[src_off..][..len]`), times its column of
+    /// the encoding matrix, into every parity shard (`dst` at `dst_offs`,
+    /// one offset per parity shard). The encoder's hot path: parity is
+    /// linear in the data, so summing this over a group's data shards
+    /// (starting from zeroed parity, shorter shards counting as zero padded)
+    /// gives exactly what [`encode`](Self::encode) computes, without keeping
+    /// the data shards until the group is complete.
+    pub(crate) fn accumulate_data_shard(
         &self,
+        i: usize,
         src: &[u8],
-        src_offs: &[usize],
+        src_off: usize,
         dst: &mut [u8],
         dst_offs: &[usize],
         len: usize,
     ) -> std::result::Result<(), KernelArgsError> {
-        if src_offs.len() != self.data || dst_offs.len() != self.parity {
+        let p = self.parity;
+        if i >= self.data || dst_offs.len() != p {
             return Err(KernelArgsError);
         }
-        gf::matmul(&self.parity_rows, src, src_offs, dst, dst_offs, len)
+        gf::matmul_acc(
+            &self.parity_cols[i * p..(i + 1) * p],
+            src,
+            &[src_off],
+            dst,
+            dst_offs,
+            len,
+        )
     }
 
     /// Rebuilds missing data shards like klauspost's `ReconstructData`.
@@ -255,11 +285,19 @@ impl ReedSolomon {
         if self.missing.is_empty() {
             return Ok(());
         }
+        let words = self.key_words();
+        if self.cache.block_of.is_empty() {
+            self.cache.block_of = vec![0; DECODE_CACHE_SLOTS];
+            self.cache.keys = vec![0; DECODE_CACHE_SLOTS * words];
+        }
         let slot = cache_slot(&key);
-        if !(self.cache[slot].used && self.cache[slot].key == key) {
+        let hit = self.cache.block_of[slot] != 0
+            && self.cache.keys[slot * words..(slot + 1) * words] == key[..words];
+        if !hit {
             self.fill_cache_slot(slot, key, valid)?;
         }
-        let rows = &self.cache[slot].rows;
+        let at = (self.cache.block_of[slot] as usize - 1) * self.block_len();
+        let rows = &self.cache.rows[at..at + self.missing.len() * d];
         gf::matmul(rows, src, &src_offs[..d], dst, dst_offs, len)
     }
 
@@ -284,17 +322,32 @@ impl ReedSolomon {
         if !invert(&self.sub, &mut self.inv, d, &mut self.inv_scratch) {
             return Err(KernelArgsError);
         }
-        let entry = &mut self.cache[slot];
-        entry.rows.clear();
-        // Size each slot once for the most rows any pattern needs, so a new
-        // loss pattern later reuses the slot without allocating.
-        entry.rows.reserve_exact(self.parity.min(d) * d);
-        for &m in &self.missing {
-            entry.rows.extend_from_slice(&self.inv[m * d..(m + 1) * d]);
+        let block = self.block_len();
+        let words = self.key_words();
+        let cache = &mut self.cache;
+        if cache.block_of[slot] == 0 {
+            // A new block, allocated once per slot: at most
+            // DECODE_CACHE_SLOTS small allocations over the code's life.
+            cache.rows.reserve_exact(block);
+            cache.rows.resize(cache.rows.len() + block, 0);
+            cache.block_of[slot] = (cache.rows.len() / block) as u8;
         }
-        entry.key = key;
-        entry.used = true;
+        let at = (cache.block_of[slot] as usize - 1) * block;
+        for (k, &m) in self.missing.iter().enumerate() {
+            cache.rows[at + k * d..at + (k + 1) * d].copy_from_slice(&self.inv[m * d..(m + 1) * d]);
+        }
+        cache.keys[slot * words..(slot + 1) * words].copy_from_slice(&key[..words]);
         Ok(())
+    }
+
+    /// Bytes of one cached row block: the most rows any pattern needs.
+    fn block_len(&self) -> usize {
+        self.parity.min(self.data) * self.data
+    }
+
+    /// u64 words that can be non-zero in a key.
+    fn key_words(&self) -> usize {
+        (self.data + self.parity).div_ceil(64)
     }
 }
 
@@ -416,6 +469,29 @@ mod tests {
         for r in 1..4 {
             assert_eq!(rs.matrix_coefficient(r, 0), 1);
         }
+    }
+
+    #[test]
+    fn accumulated_parity_matches_encode() {
+        let (d, p, len) = (5, 3, 41);
+        let mut rs = ReedSolomon::new(d, p).unwrap();
+        let mut shards: Vec<u8> = (0..(d + p) * len).map(|i| (i * 13 + 1) as u8).collect();
+        // Shorter shards are zero padded, as the FEC encoder pads them.
+        let lens = [41, 7, 0, 41, 30];
+        for (i, &l) in lens.iter().enumerate() {
+            shards[i * len + l..(i + 1) * len].fill(0);
+        }
+        rs.encode(&mut shards, len).unwrap();
+        let mut acc = vec![0u8; p * len];
+        let offs: Vec<usize> = (0..p).map(|j| j * len).collect();
+        for (i, &l) in lens.iter().enumerate() {
+            rs.accumulate_data_shard(i, &shards, i * len, &mut acc, &offs, l)
+                .unwrap();
+        }
+        assert_eq!(acc, shards[d * len..]);
+        assert!(rs
+            .accumulate_data_shard(d, &shards, 0, &mut acc, &offs, 1)
+            .is_err());
     }
 
     #[test]
