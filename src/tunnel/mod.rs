@@ -2,9 +2,13 @@
 //! [`comp`] Snappy framing, plus kcptun's per-stream [`qpp`] Quantum
 //! Permutation Pad. They run over any byte stream.
 //!
-//! With the feature `tunnel`, also kcptun itself as a library: [`Client`] and
-//! [`Server`] a Rust program can embed, configured by [`config`] from
-//! kcptun's flags or JSON. The binary `kcptun-rs` is a thin shell over them.
+//! With the feature `tunnel`, also kcptun itself as a library: `Client` and
+//! `Server` a Rust program can embed, configured by `config` from kcptun's
+//! flags or JSON. The binary `kcptun-rs` is a thin shell over them.
+#![cfg_attr(
+    feature = "tunnel",
+    doc = "\n\nSee [`Client`], [`Server`] and [`config`]."
+)]
 
 pub mod comp;
 pub mod qpp;
