@@ -80,6 +80,27 @@ pub enum StreamMode {
     Stream,
 }
 
+/// UDP segmentation offload on Linux (`UDP_SEGMENT` sends, `UDP_GRO`
+/// receives) for the sockets a [`Session`](crate::session::Session) or
+/// [`Listener`](crate::listener::Listener) makes from a config. Offload only
+/// changes how many datagrams one system call moves: the datagrams on the
+/// wire are the same bytes with the same boundaries either way, so a kcp-go
+/// peer cannot tell. It never sets the don't-fragment bit (some offload
+/// stacks force it; kcp-go does not). Elsewhere, and on kernels without it,
+/// both settings behave as [`Off`](Self::Off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UdpOffload {
+    /// Use what the kernel supports, probed per socket, and fall back to
+    /// plain `sendmmsg` for good on a socket whose path refuses a segmented
+    /// send. GSO on every socket; GRO only on listener sockets (a dialed
+    /// session keeps its small receive buffers; see
+    /// [`UdpTransport`](crate::transport::UdpTransport)).
+    #[default]
+    Auto,
+    /// Plain `sendmmsg`/`recvmmsg`, one datagram per buffer.
+    Off,
+}
+
 /// Congestion window on or off (`nc` of `NoDelay`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {
@@ -244,6 +265,7 @@ struct Settings {
     write_timeout: Option<Duration>,
     accept_backlog: usize,
     max_sessions: Option<usize>,
+    udp_offload: UdpOffload,
 }
 
 /// Everything a [`Session`](crate::session::Session) or
@@ -297,6 +319,7 @@ impl Config {
                 write_timeout: None,
                 accept_backlog: DEFAULT_ACCEPT_BACKLOG,
                 max_sessions: Some(DEFAULT_MAX_SESSIONS),
+                udp_offload: UdpOffload::Auto,
             },
         }
     }
@@ -438,6 +461,10 @@ impl Config {
     /// Listener cap on concurrent sessions.
     pub fn max_sessions(&self) -> Option<usize> {
         self.s.max_sessions
+    }
+    /// UDP GSO/GRO for the sockets made from this config.
+    pub fn udp_offload(&self) -> UdpOffload {
+        self.s.udp_offload
     }
 }
 
@@ -640,6 +667,17 @@ impl ConfigBuilder {
     /// attacker who sees our datagrams can still prove itself.
     pub fn max_sessions(mut self, max: Option<usize>) -> Self {
         self.s.max_sessions = max;
+        self
+    }
+
+    /// UDP segmentation offload (Linux GSO/GRO) for the sockets that
+    /// [`Session::dial`](crate::session::Session::dial),
+    /// [`Listener::listen`](crate::listener::Listener::listen) and their
+    /// `from_socket` variants wrap. Default [`UdpOffload::Auto`]; a
+    /// transport given to `with_transport` keeps its own setting
+    /// ([`UdpTransport::with_offload`](crate::transport::UdpTransport::with_offload)).
+    pub fn udp_offload(mut self, offload: UdpOffload) -> Self {
+        self.s.udp_offload = offload;
         self
     }
 
