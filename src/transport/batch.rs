@@ -699,7 +699,13 @@ fn send_on(
     datagrams: &Transmits<'_>,
 ) -> io::Result<usize> {
     let gso = offload.gso.load(Ordering::Relaxed);
-    match sys.send(sock, dest, datagrams.iter(), gso, gso && offload.rejects_gso()) {
+    match sys.send(
+        sock,
+        dest,
+        datagrams.iter(),
+        gso,
+        gso && offload.rejects_gso(),
+    ) {
         Ok(sent) => {
             if sent.gso_msgs > 0 {
                 offload
@@ -876,13 +882,7 @@ mod linux {
         // bytes of `v`.
         let r = unsafe {
             match value {
-                Some(_) => libc::setsockopt(
-                    fd,
-                    libc::SOL_UDP,
-                    name,
-                    ptr::addr_of!(v).cast(),
-                    len,
-                ),
+                Some(_) => libc::setsockopt(fd, libc::SOL_UDP, name, ptr::addr_of!(v).cast(), len),
                 None => libc::getsockopt(
                     fd,
                     libc::SOL_UDP,
@@ -1215,7 +1215,10 @@ mod linux {
             // SAFETY: all-zero is a valid msghdr.
             let mut mh: libc::msghdr = unsafe { mem::zeroed() };
             mh.msg_control = self.ctrl[i].0.as_ptr() as *mut libc::c_void;
-            mh.msg_controllen = (h.msg_hdr.msg_controllen as usize).min(CTRL_LEN) as _;
+            // `msg_controllen` is a usize on glibc, a socklen_t on musl.
+            #[allow(clippy::unnecessary_cast)]
+            let filled = (h.msg_hdr.msg_controllen as usize).min(CTRL_LEN);
+            mh.msg_controllen = filled as _;
             // SAFETY: `mh` describes `self.ctrl[i]` (8-aligned, CTRL_LEN
             // bytes) up to the length the kernel filled; CMSG_FIRSTHDR and
             // CMSG_NXTHDR return headers inside it or null, and each read
@@ -1356,9 +1359,8 @@ mod tests {
                 return None;
             }
             let (body, crc) = d.split_at(d.len() - 4);
-            (crc32fast::hash(body).to_le_bytes() == crc).then(|| {
-                u32::from_le_bytes([d[0], d[1], d[2], d[3]])
-            })
+            (crc32fast::hash(body).to_le_bytes() == crc)
+                .then(|| u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
         }
 
         /// Runs of equal sizes (full 64-segment groups, groups cut by the
@@ -1401,7 +1403,8 @@ mod tests {
             for (k, &len) in sizes.iter().enumerate() {
                 let mut p = pool.get();
                 p.set_len(len);
-                p.as_mut_slice().copy_from_slice(&datagram(first + k as u32, len));
+                p.as_mut_slice()
+                    .copy_from_slice(&datagram(first + k as u32, len));
                 out.push(p);
             }
             let mut sent = 0;
@@ -1426,10 +1429,11 @@ mod tests {
             for chunk in sizes.chunks(64) {
                 send_burst(ta, to, next, chunk).await;
                 for &len in chunk {
-                    let (n, _) = tokio::time::timeout(Duration::from_secs(10), b.recv_from(&mut buf))
-                        .await
-                        .expect("a datagram went missing")
-                        .unwrap();
+                    let (n, _) =
+                        tokio::time::timeout(Duration::from_secs(10), b.recv_from(&mut buf))
+                            .await
+                            .expect("a datagram went missing")
+                            .unwrap();
                     assert_eq!(n, len, "datagram {next}: length");
                     assert_eq!(check(&buf[..n]), Some(next), "datagram {next}: bytes");
                     next += 1;
@@ -1462,7 +1466,10 @@ mod tests {
             let st = ta.offload_stats();
             assert!(st.gso, "{st:?}");
             assert_eq!(st.gso_fallbacks, 0, "{st:?}");
-            assert!(st.gso_sends > 0 && st.gso_datagrams > st.gso_sends, "{st:?}");
+            assert!(
+                st.gso_sends > 0 && st.gso_datagrams > st.gso_sends,
+                "{st:?}"
+            );
         }
 
         #[tokio::test]
@@ -1526,7 +1533,10 @@ mod tests {
         #[tokio::test]
         async fn gro_batch_splits_coalesced_runs_into_the_datagrams_sent() {
             let (ta, b) = pair().await;
-            if !gso_or_skip(&ta, "gro_batch_splits_coalesced_runs_into_the_datagrams_sent") {
+            if !gso_or_skip(
+                &ta,
+                "gro_batch_splits_coalesced_runs_into_the_datagrams_sent",
+            ) {
                 return;
             }
             let rt = UdpTransport::new(b);
@@ -1563,7 +1573,10 @@ mod tests {
                 return;
             }
             // Loopback hands a segmented send up whole to a GRO socket.
-            assert!(st.gro_buffers > 0 && st.gro_datagrams > st.gro_buffers, "{st:?}");
+            assert!(
+                st.gro_buffers > 0 && st.gro_datagrams > st.gro_buffers,
+                "{st:?}"
+            );
         }
     }
 }

@@ -30,11 +30,11 @@ use tokio::net::UdpSocket;
 mod batch;
 pub(crate) mod socket;
 
+pub use crate::config::UdpOffload;
 #[cfg(feature = "testing")]
 pub use batch::faults;
 pub(crate) use batch::SendBatch;
 pub use batch::{OffloadStats, RecvBatch, Transmits};
-pub use crate::config::UdpOffload;
 
 /// A future a transport returns from [`Transport::writable`].
 pub type Writable<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
