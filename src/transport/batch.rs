@@ -458,17 +458,13 @@ impl RecvBatch {
             let (len, seg_size, addr) = g.sys.result(m);
             // As in the plain path: never keep an old source.
             let addr = addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-            let step = match seg_size {
-                Some(size) if size > 0 && size < len => {
-                    coalesced += 1;
-                    size
-                }
-                _ => len.max(1),
-            };
+            // No cmsg (or one segment): one datagram, as a plain read.
+            let step = seg_size.filter(|&size| size > 0 && size < len);
+            let first = g.segs.len();
             let base = m * GRO_BUF;
             let mut off = 0;
             loop {
-                let take = (len - off).min(step);
+                let take = step.map_or(len, |size| size.min(len - off));
                 g.segs.push(Seg {
                     start: base + off,
                     // Truncated to MTU_LIMIT like a plain receive, so what
@@ -476,13 +472,14 @@ impl RecvBatch {
                     len: take.min(MTU_LIMIT),
                     addr,
                 });
-                if seg_size.is_some_and(|s| s > 0 && s < len) {
-                    split += 1;
-                }
                 off += take;
                 if off >= len {
                     break;
                 }
+            }
+            if step.is_some() {
+                coalesced += 1;
+                split += (g.segs.len() - first) as u64;
             }
         }
         if coalesced > 0 {
