@@ -2,8 +2,9 @@
 //! 64 MiB over loopback through an in-process relay that drops datagrams,
 //! then print the throughput and kcp-go's SNMP counters.
 //!
-//! `cargo run --release --example demo -- [--bytes N] [--loss 0.02] [--seed S] [--direct]`
-//! (`--direct` skips the relay, to see what the relay itself costs).
+//! `cargo run --release --example demo -- [--bytes N] [--loss 0.02] [--seed S] [--direct] [--no-offload]`
+//! (`--direct` skips the relay, to see what the relay itself costs;
+//! `--no-offload` turns Linux UDP GSO/GRO off, for an A/B of the offload).
 //!
 //! With `--features tracing` the library's events go to stderr: sessions
 //! opening and closing in their spans, and a rate-limited warning for the
@@ -63,6 +64,11 @@ async fn main() -> kcp_session::Result<()> {
         .window(1024, 1024)
         .stream_mode(kcp_session::StreamMode::Stream)
         .socket_buffers(4 << 20)
+        .udp_offload(if std::env::args().any(|a| a == "--no-offload") {
+            kcp_session::UdpOffload::Off
+        } else {
+            kcp_session::UdpOffload::Auto
+        })
         .build()?;
 
     let listener = Listener::listen("127.0.0.1:0", &config).await?;

@@ -84,6 +84,27 @@ pub enum StreamMode {
     Stream,
 }
 
+/// UDP segmentation offload on Linux (`UDP_SEGMENT` sends, `UDP_GRO`
+/// receives) for the sockets a [`Session`](crate::session::Session) or
+/// [`Listener`](crate::listener::Listener) makes from a config. Offload only
+/// changes how many datagrams one system call moves: the datagrams on the
+/// wire are the same bytes with the same boundaries either way, so a kcp-go
+/// peer cannot tell. It never sets the don't-fragment bit (some offload
+/// stacks force it; kcp-go does not). Elsewhere, and on kernels without it,
+/// both settings behave as [`Off`](Self::Off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UdpOffload {
+    /// Use what the kernel supports, probed per socket, and fall back to
+    /// plain `sendmmsg` for good on a socket whose path refuses a segmented
+    /// send. GSO on every socket; GRO only on listener sockets (a dialed
+    /// session keeps its small receive buffers; see
+    /// [`UdpTransport`](crate::transport::UdpTransport)).
+    #[default]
+    Auto,
+    /// Plain `sendmmsg`/`recvmmsg`, one datagram per buffer.
+    Off,
+}
+
 /// Congestion window on or off (`nc` of `NoDelay`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {
@@ -249,6 +270,7 @@ struct Settings {
     accept_backlog: usize,
     max_sessions: Option<usize>,
     listener_shards: usize,
+    udp_offload: UdpOffload,
 }
 
 /// Everything a [`Session`](crate::session::Session) or
@@ -303,6 +325,7 @@ impl Config {
                 accept_backlog: DEFAULT_ACCEPT_BACKLOG,
                 max_sessions: Some(DEFAULT_MAX_SESSIONS),
                 listener_shards: 1,
+                udp_offload: UdpOffload::Auto,
             },
         }
     }
@@ -449,6 +472,10 @@ impl Config {
     /// asks for (see [`ConfigBuilder::listener_shards`]).
     pub fn listener_shards(&self) -> usize {
         self.s.listener_shards
+    }
+    /// UDP GSO/GRO for the sockets made from this config.
+    pub fn udp_offload(&self) -> UdpOffload {
+        self.s.udp_offload
     }
 }
 
@@ -672,6 +699,17 @@ impl ConfigBuilder {
     /// peers, as with any `SO_REUSEPORT` server.
     pub fn listener_shards(mut self, n: usize) -> Self {
         self.s.listener_shards = n;
+        self
+    }
+
+    /// UDP segmentation offload (Linux GSO/GRO) for the sockets that
+    /// [`Session::dial`](crate::session::Session::dial),
+    /// [`Listener::listen`](crate::listener::Listener::listen) and their
+    /// `from_socket` variants wrap. Default [`UdpOffload::Auto`]; a
+    /// transport given to `with_transport` keeps its own setting
+    /// ([`UdpTransport::with_offload`](crate::transport::UdpTransport::with_offload)).
+    pub fn udp_offload(mut self, offload: UdpOffload) -> Self {
+        self.s.udp_offload = offload;
         self
     }
 

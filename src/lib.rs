@@ -124,7 +124,9 @@ pub use proto::{connection, crypt, fec, kcp, rate};
 pub use runtime::{blocking, listener, session};
 pub use tunnel::{comp, qpp, smux};
 
-pub use config::{Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode};
+pub use config::{
+    Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode, UdpOffload,
+};
 pub use error::{Error, Result};
 pub use listener::Listener;
 pub use rate::RateLimiter;

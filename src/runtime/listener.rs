@@ -51,6 +51,12 @@ use crate::transport::{Transport, UdpTransport};
 
 /// Datagrams read per `recvmmsg` on the shared socket.
 const LISTENER_RECV_BATCH: usize = 64;
+/// 64 KiB GRO buffers the listener reads into where its UDP socket can
+/// coalesce (1 MiB, once per listener, allocated on first use). Each holds
+/// up to 64 datagrams of one peer, so a bulk peer fills a receive with far
+/// more than 64 datagrams; many peers sending a datagram each get 16 per
+/// call instead of 64, a syscall-count cost accepted for the bulk case.
+const LISTENER_GRO_BUFFERS: usize = 16;
 /// Receive batches handled before yielding to the scheduler.
 const LISTENER_BUDGET: usize = 16;
 
@@ -178,7 +184,9 @@ impl Listener {
         let sockets = uio::bind_shards(addr, shards, &socket_options(config))?;
         let transports = sockets
             .into_iter()
-            .map(|s| Arc::new(UdpTransport::new(s)) as Arc<dyn Transport>)
+            .map(|s| {
+                Arc::new(UdpTransport::with_offload(s, config.udp_offload())) as Arc<dyn Transport>
+            })
             .collect();
         Listener::start(transports, config)
     }
@@ -189,7 +197,10 @@ impl Listener {
     pub fn from_socket(socket: UdpSocket, config: &Config) -> Result<Listener> {
         config.validate()?;
         uio::apply(&socket, &socket_options(config))?;
-        Listener::with_transport(Arc::new(UdpTransport::new(socket)), config)
+        Listener::with_transport(
+            Arc::new(UdpTransport::with_offload(socket, config.udp_offload())),
+            config,
+        )
     }
 
     /// Serves on any datagram [`Transport`] (kcp-go `ServeConn` on a custom
@@ -234,7 +245,7 @@ impl Listener {
             });
             tasks.push(ListenTask {
                 span,
-                rx: RecvBatch::new(LISTENER_RECV_BATCH),
+                rx: RecvBatch::with_gro(LISTENER_RECV_BATCH, LISTENER_GRO_BUFFERS),
                 glue: Glue {
                     shared: shared.clone(),
                     accept_tx: tx.clone(),

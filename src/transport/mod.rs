@@ -30,10 +30,11 @@ use tokio::net::UdpSocket;
 mod batch;
 pub(crate) mod socket;
 
+pub use crate::config::UdpOffload;
 #[cfg(feature = "testing")]
 pub use batch::faults;
 pub(crate) use batch::SendBatch;
-pub use batch::{RecvBatch, Transmits};
+pub use batch::{OffloadStats, RecvBatch, Transmits};
 
 /// A future a transport returns from [`Transport::writable`].
 pub type Writable<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
@@ -92,15 +93,44 @@ fn unsupported(what: &str) -> io::Error {
 
 /// A tokio UDP socket as a [`Transport`]: batched `recvmmsg`/`sendmmsg` on
 /// Linux, one datagram per call elsewhere.
+///
+/// On Linux, with [`UdpOffload::Auto`], sends are segmented (UDP GSO, 4.18+):
+/// a run of equal-size datagrams to one peer goes down as one message that
+/// the kernel (or the NIC) cuts back into exactly those datagrams, so the
+/// wire is the same as without it. The socket is probed when wrapped, and a
+/// send the path refuses turns GSO off for that socket and goes again plain.
+/// The don't-fragment setting is left as the socket has it (kcp-go never
+/// forces DF; quinn-udp does, for its path MTU discovery).
+///
+/// Receives are coalesced (UDP GRO, 5.0+) only while a batch with 64 KiB
+/// buffers reads the socket: a [`Listener`](crate::Listener)'s, which pays
+/// for them once (16 x 64 KiB, allocated on first use) for all its
+/// sessions. A dialed [`Session`](crate::Session) keeps its 16 buffers of
+/// 1500 bytes and leaves GRO off: per-session memory matters more there
+/// (thousands of dialed sessions per process), and GRO needs every buffer
+/// of the batch to be 64 KiB, since the kernel would cut a coalesced run
+/// short in a small one.
 #[derive(Debug)]
 pub struct UdpTransport {
     socket: UdpSocket,
+    offload: batch::Offload,
 }
 
 impl UdpTransport {
-    /// Wraps a bound socket.
+    /// Wraps a bound socket, with [`UdpOffload::Auto`].
     pub fn new(socket: UdpSocket) -> UdpTransport {
-        UdpTransport { socket }
+        UdpTransport::with_offload(socket, UdpOffload::Auto)
+    }
+
+    /// Wraps a bound socket; `offload` says whether GSO/GRO may be used.
+    pub fn with_offload(socket: UdpSocket, offload: UdpOffload) -> UdpTransport {
+        let offload = batch::Offload::new(&socket, offload);
+        UdpTransport { socket, offload }
+    }
+
+    /// What segmentation offload is doing on this socket.
+    pub fn offload_stats(&self) -> OffloadStats {
+        self.offload.stats()
     }
 
     /// The socket.
@@ -115,11 +145,11 @@ impl Transport for UdpTransport {
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>, batch: &mut RecvBatch) -> Poll<io::Result<usize>> {
-        batch.poll_recv(&self.socket, cx)
+        batch.poll_recv(&self.socket, &self.offload, cx)
     }
 
     fn try_send(&self, to: SocketAddr, datagrams: &Transmits<'_>) -> io::Result<usize> {
-        batch::udp_try_send(&self.socket, to, datagrams)
+        batch::udp_try_send(&self.socket, &self.offload, to, datagrams)
     }
 
     fn writable(&self) -> Writable<'_> {

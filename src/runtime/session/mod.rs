@@ -116,7 +116,8 @@ impl Session {
     ) -> Result<Session> {
         config.validate()?;
         uio::apply(&socket, &socket_options(config))?;
-        Session::with_transport(Arc::new(UdpTransport::new(socket)), peer, conv, config)
+        let transport = UdpTransport::with_offload(socket, config.udp_offload());
+        Session::with_transport(Arc::new(transport), peer, conv, config)
     }
 
     /// A session over any datagram [`Transport`] with an explicit conv: the
