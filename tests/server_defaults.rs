@@ -106,7 +106,14 @@ async fn closed_clients_sessions_are_reclaimed_by_the_default_idle_timeout() {
     let server = echo_server(&cfg).await;
     const N: usize = 50;
     for i in 0..N {
-        let mut c = Session::dial(server.addr, &cfg).await.unwrap();
+        // Each client from its own loopback address: a dialed socket's
+        // ephemeral port can be handed to the next client once the closed
+        // one is gone, and the listener would (rightly, §6.2) take that as
+        // the same peer restarting and replace its session.
+        let socket = UdpSocket::bind((Ipv4Addr::new(127, 4, 0, i as u8 + 1), 0))
+            .await
+            .unwrap();
+        let mut c = Session::from_socket(socket, server.addr, 0x7000 + i as u32, &cfg).unwrap();
         echo_once(&mut c, &pattern(i as u64, 300)).await;
         c.drain().await.unwrap();
         // kcp-go has no close on the wire: the client just goes silent.
