@@ -744,11 +744,11 @@ func many(md *strings.Builder, impls []impl) {
 	}
 	fmt.Fprintf(md, "\n## Many concurrent sessions on one listener\n\n")
 	fmt.Fprintf(md, "`many-client` (the Go peer: N kcp-go sessions started at once) echoes %d KiB on each of N "+
-		"sessions through one `echo-server`, ours (`--threads %d --shards %d`: one receive shard per core) or "+
+		"sessions through one `echo-server`, ours (`--threads %d --shards %d`: a worker and a receive shard per core) or "+
 		"kcp-go's (GOMAXPROCS %d). Time: first dial to last echo byte; goodput: N × %d KiB / time; CPU: the "+
 		"server's utime+stime per GiB echoed; stall: the longest any session waited for its next echo bytes. "+
 		"fast3, AES-128, no FEC, 16 KiB writes. Median of %d runs (failed runs are counted, not timed).\n\n",
-		manyBytes>>10, *rustThreads, runtime.NumCPU(), runtime.GOMAXPROCS(0), manyBytes>>10, runs)
+		manyBytes>>10, runtime.NumCPU(), runtime.NumCPU(), runtime.GOMAXPROCS(0), manyBytes>>10, runs)
 	md.WriteString("| sessions | Rust s | Go s | time Rust/Go | Rust MB/s | Go MB/s | goodput Rust/Go | Rust CPU s/GiB | Go CPU s/GiB | CPU Rust/Go | max stall Rust / Go ms | failed runs Rust / Go |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range manyCounts {
 		secs := map[string][]float64{}
@@ -791,7 +791,11 @@ func oneMany(server, client impl, n int) (secs, cpuPerGiB, stallMs float64, err 
 	flags := common("--crypt", "aes-128", "--timeout", "300")
 	sargs := append([]string{"--role", "echo-server", "--addr", "127.0.0.1:0"}, flags...)
 	if server.name == "rust" {
-		sargs = append(sargs, "--shards", strconv.Itoa(runtime.NumCPU()))
+		// Shards only pay on a multi-thread runtime: one worker and one
+		// shard per core, whatever --rust-threads says for the other rows.
+		cores := strconv.Itoa(runtime.NumCPU())
+		sargs = append(sargs, "--shards", cores)
+		server.extra = []string{"--threads", cores}
 	}
 	srv, err := spawn(server, sargs...)
 	if err != nil {
