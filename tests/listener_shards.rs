@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kcp_session::{Config, Error, Listener, Mode, Session};
-use support::{bounded, echo, echo_round_trip, pattern, wait_until};
+use support::{bounded, echo_round_trip, pattern, serve_echo, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
@@ -25,12 +25,6 @@ fn cfg(shards: usize) -> kcp_session::ConfigBuilder {
         .listener_shards(shards)
 }
 
-async fn serve(listener: Arc<Listener>) {
-    while let Ok(s) = listener.accept().await {
-        tokio::spawn(echo(s));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_spread_over_shards_keep_to_one_and_echo_exactly() {
     const PEERS: usize = 48;
@@ -39,7 +33,7 @@ async fn peers_spread_over_shards_keep_to_one_and_echo_exactly() {
     assert_eq!(listener.shard_count(), 4);
     let addr = listener.local_addr();
     assert_ne!(addr.port(), 0);
-    let server = tokio::spawn(serve(listener.clone()));
+    let server = serve_echo(listener.clone());
     let mut clients = Vec::new();
     for i in 0..PEERS {
         let config = config.clone();
@@ -72,7 +66,7 @@ async fn a_current_thread_runtime_serves_shards_too() {
     let config = cfg(2).build().unwrap();
     let listener = Arc::new(Listener::listen("127.0.0.1:0", &config).await.unwrap());
     let addr = listener.local_addr();
-    let server = tokio::spawn(serve(listener.clone()));
+    let server = serve_echo(listener.clone());
     for i in 0..8u64 {
         let s = Session::dial(addr, &config).await.unwrap();
         let data = Arc::new(pattern(100 + i, 20_000));

@@ -368,13 +368,9 @@ async fn a_receiver_retuning_to_the_peers_fec_layout_says_so() {
     let (cap, _g) = capture();
     let server_cfg = base().fec(3, 2).build().unwrap();
     let client_cfg = base().fec(10, 3).build().unwrap();
-    let listener = Listener::listen("127.0.0.1:0", &server_cfg).await.unwrap();
+    let listener = Arc::new(Listener::listen("127.0.0.1:0", &server_cfg).await.unwrap());
     let addr = listener.local_addr();
-    let task = tokio::spawn(async move {
-        while let Ok(s) = listener.accept().await {
-            tokio::spawn(support::echo(s));
-        }
-    });
+    let task = support::serve_echo(listener);
     let s = Session::dial(addr, &client_cfg).await.unwrap();
     let data = Arc::new(pattern(7, 256 << 10));
     let (back, _) = bounded(LIMIT, "echo", echo_round_trip(s, data.clone())).await;

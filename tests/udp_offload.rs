@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kcp_session::transport::{OffloadStats, Transport, UdpOffload, UdpTransport};
 use kcp_session::{Config, Listener, Mode, Session, StreamMode};
-use support::{bounded, echo, echo_round_trip, pattern};
+use support::{bounded, checked_echo, echo_round_trip, pattern, serve_echo};
 
 fn config() -> Config {
     Config::builder()
@@ -42,26 +42,13 @@ async fn echo_16mib(offload: UdpOffload, reject_gso: bool) -> (OffloadStats, Off
         reject(&server_t, &client_t);
     }
     let listener = Arc::new(Listener::with_transport(server_t.clone(), &cfg).unwrap());
-    let l = listener.clone();
-    let accept = tokio::spawn(async move {
-        while let Ok(s) = l.accept().await {
-            tokio::spawn(echo(s));
-        }
-    });
+    let accept = serve_echo(listener.clone());
     let session =
         Session::with_transport(client_t.clone(), listener.local_addr(), 0x6a50_0001, &cfg)
             .unwrap();
     let data = Arc::new(pattern(77, 16 << 20));
     let what = format!("16 MiB echo, offload {offload:?}, reject_gso {reject_gso}");
-    let (got, stats) = bounded(
-        Duration::from_secs(60),
-        &what,
-        echo_round_trip(session, data.clone()),
-    )
-    .await;
-    assert!(got == *data, "{what}: echo differs");
-    assert_eq!(stats.in_csum_errors, 0, "{what}: {stats}");
-    assert_eq!(stats.kcp_in_errors, 0, "{what}: {stats}");
+    checked_echo(session, data, &what).await;
     listener.close();
     accept.abort();
     (client_t.offload_stats(), server_t.offload_stats())

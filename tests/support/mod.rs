@@ -63,17 +63,37 @@ pub async fn echo_server(config: &Config) -> EchoServer {
             .expect("listen"),
     );
     let addr = listener.local_addr();
-    let l = listener.clone();
-    let task = tokio::spawn(async move {
-        while let Ok(s) = l.accept().await {
-            tokio::spawn(echo(s));
-        }
-    });
+    let task = serve_echo(listener.clone());
     EchoServer {
         listener,
         addr,
         task,
     }
+}
+
+/// Accepts on `listener` until it closes, echoing every session.
+pub fn serve_echo(listener: Arc<Listener>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(s) = listener.accept().await {
+            tokio::spawn(echo(s));
+        }
+    })
+}
+
+/// [`echo_round_trip`] bounded by 60 s, asserting the echo is byte-exact
+/// and that the session refused nothing (`InCsumErrors`, `KCPInErrors`);
+/// returns its counters for further checks. `what` names the case.
+pub async fn checked_echo(s: Session, data: Arc<Vec<u8>>, what: &str) -> kcp_session::Snmp {
+    let (got, stats) = bounded(
+        Duration::from_secs(60),
+        what,
+        echo_round_trip(s, data.clone()),
+    )
+    .await;
+    assert!(got == *data, "{what}: echo differs");
+    assert_eq!(stats.in_csum_errors, 0, "{what}: {stats}");
+    assert_eq!(stats.kcp_in_errors, 0, "{what}: {stats}");
+    stats
 }
 
 /// Echoes one session until it fails.
