@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crate::crypt::{CipherKind, Crypt};
 use crate::error::{Error, Result};
+use crate::kcp::RttSamples;
 use crate::rate::RateLimiter;
 
 /// Largest UDP payload we receive: kcp-go v5.6's `mtuLimit`, the size of its
@@ -271,6 +272,7 @@ struct Settings {
     max_sessions: Option<usize>,
     listener_shards: usize,
     udp_offload: UdpOffload,
+    rtt_samples: RttSamples,
 }
 
 /// Everything a [`Session`](crate::session::Session) or
@@ -326,6 +328,7 @@ impl Config {
                 max_sessions: Some(DEFAULT_MAX_SESSIONS),
                 listener_shards: 1,
                 udp_offload: UdpOffload::Auto,
+                rtt_samples: RttSamples::LatestTransmission,
             },
         }
     }
@@ -476,6 +479,10 @@ impl Config {
     /// UDP GSO/GRO for the sockets made from this config.
     pub fn udp_offload(&self) -> UdpOffload {
         self.s.udp_offload
+    }
+    /// Which ACKs feed the RTT estimate (see [`ConfigBuilder::rtt_samples`]).
+    pub fn rtt_samples(&self) -> RttSamples {
+        self.s.rtt_samples
     }
 }
 
@@ -710,6 +717,17 @@ impl ConfigBuilder {
     /// ([`UdpTransport::with_offload`](crate::transport::UdpTransport::with_offload)).
     pub fn udp_offload(mut self, offload: UdpOffload) -> Self {
         self.s.udp_offload = offload;
+        self
+    }
+
+    /// Which ACKs feed the RTT estimate and so the retransmission timeout.
+    /// Default [`RttSamples::LatestTransmission`]: an ACK echoing an old copy
+    /// of a segment (one FEC rebuilt late) is not taken as a sample, so
+    /// late recoveries do not inflate the RTO as they do in kcp-go.
+    /// [`RttSamples::EveryAck`] is kcp-go's rule. Either way every datagram
+    /// is one kcp-go could send (docs/wire.md §5.3).
+    pub fn rtt_samples(mut self, rule: RttSamples) -> Self {
+        self.s.rtt_samples = rule;
         self
     }
 

@@ -4,7 +4,9 @@
 //! `resendts = now`; `xmit` and `fastack` stay; the next full flush then takes
 //! the RTO branch (`rto += rx_rto` with nodelay 0, `LostSegs` counted).
 
-use kcp_session::kcp::{FlushKind, Kcp, PacketKind, SegmentHeader, Segments, IKCP_CMD_ACK};
+use kcp_session::kcp::{
+    FlushKind, Kcp, PacketKind, RttSamples, SegmentHeader, Segments, IKCP_CMD_ACK,
+};
 
 const CONV: u32 = 0x0a0b_0c0d;
 
@@ -48,6 +50,8 @@ fn ack(k: &mut Kcp, sn: u32, una: u32, ts: u32, now: u32) {
 /// queued and moved to the send buffer by an ACK-only flush, never sent.
 fn scenario() -> Kcp {
     let mut k = Kcp::new(CONV);
+    // kcp-go's RTT rule: the hand-made ACK echoes ts 99, a copy never sent.
+    k.set_rtt_samples(RttSamples::EveryAck);
     k.set_nodelay(0, 10, 0, 1);
     for d in [b"a", b"b", b"c"] {
         k.send(d).unwrap();

@@ -3,7 +3,7 @@
 //! test says so).
 
 use kcp_session::kcp::{
-    FlushKind, Kcp, PacketKind, SegmentHeader, Segments, IKCP_CMD_ACK, IKCP_CMD_PUSH,
+    FlushKind, Kcp, PacketKind, RttSamples, SegmentHeader, Segments, IKCP_CMD_ACK, IKCP_CMD_PUSH,
     IKCP_CMD_WASK, IKCP_CMD_WINS,
 };
 use kcp_session::Error;
@@ -186,6 +186,8 @@ fn wask_is_answered_by_wins_reusing_the_last_ack() {
 #[test]
 fn remote_window_only_from_regular_packets() {
     let mut k = Kcp::new(CONV);
+    // ACKs of nothing in flight: kcp-go samples them, the default does not.
+    k.set_rtt_samples(RttSamples::EveryAck);
     input(
         &mut k,
         &seg(IKCP_CMD_WINS, 0, 0, 0, 7, &[]),
@@ -258,6 +260,8 @@ fn ack_clocking_and_ack_no_delay() {
 #[test]
 fn rtt_estimator_matches_hand_computed_values() {
     let mut k = Kcp::new(CONV);
+    // ACKs of nothing in flight: kcp-go samples them, the default does not.
+    k.set_rtt_samples(RttSamples::EveryAck);
     let mut now: u32 = 10_000;
     let mut sample = |k: &mut Kcp, rtt: u32| {
         now += 1000;
@@ -283,10 +287,59 @@ fn rtt_estimator_matches_hand_computed_values() {
 
     // Only the last ACK of a datagram gives the sample.
     let mut k = Kcp::new(CONV);
+    k.set_rtt_samples(RttSamples::EveryAck);
     let mut d = ack(0, 0, 900);
     d.extend(ack(0, 0, 950));
     input(&mut k, &d, PacketKind::Regular, 1000);
     assert_eq!(k.srtt(), 50);
+}
+
+/// sn 0 and 1 sent at 1000 and, by RTO, again at 1200 (ts 1200).
+fn resent_pair(rule: RttSamples) -> Kcp {
+    let mut k = sender(2, 0, 1000);
+    k.set_rtt_samples(rule);
+    assert_eq!(pushes(&flush(&mut k, FlushKind::Full, 1200).0), [0, 1]);
+    k
+}
+
+#[test]
+fn rtt_samples_come_from_the_latest_transmission_only() {
+    use RttSamples::{EveryAck, LatestTransmission};
+    // An ACK echoing the first copy (ts 1000), as after a late FEC recovery:
+    // kcp-go takes 210 ms; the default ignores it and keeps the first RTO.
+    // (srtt 210, rttvar 105: rto 210 + 4 * 105.)
+    for (rule, srtt, rto) in [(EveryAck, 210, 630), (LatestTransmission, 0, 200)] {
+        let mut k = resent_pair(rule);
+        input(&mut k, &ack(0, 0, 1000), PacketKind::Regular, 1210);
+        assert_eq!((k.srtt(), k.rto()), (srtt, rto), "{rule:?}");
+    }
+    // The ACK of the second copy is a sample under both; a repeat of it,
+    // for a segment already acknowledged, only under kcp-go's rule.
+    for (rule, after_repeat) in [(EveryAck, 15 + (85 >> 3)), (LatestTransmission, 15)] {
+        let mut k = resent_pair(rule);
+        input(&mut k, &ack(1, 0, 1200), PacketKind::Regular, 1215);
+        assert_eq!(k.srtt(), 15, "{rule:?}");
+        input(&mut k, &ack(1, 0, 1200), PacketKind::Regular, 1300);
+        assert_eq!(k.srtt(), after_repeat, "{rule:?}");
+    }
+    // A stale ACK after a fresh one in the same datagram: kcp-go takes the
+    // last ACK's ts, the default the last fresh one's.
+    for (rule, srtt) in [(EveryAck, 230), (LatestTransmission, 30)] {
+        let mut k = resent_pair(rule);
+        let mut d = ack(1, 0, 1200);
+        d.extend(ack(0, 0, 1000));
+        input(&mut k, &d, PacketKind::Regular, 1230);
+        assert_eq!(k.srtt(), srtt, "{rule:?}");
+    }
+    // The usual in-order ACK, whose own una frees the segment before the ACK
+    // is read, is a sample under both.
+    for rule in [EveryAck, LatestTransmission] {
+        let mut k = sender(1, 0, 1000);
+        k.set_rtt_samples(rule);
+        input(&mut k, &ack(0, 1, 1000), PacketKind::Regular, 1020);
+        assert_eq!(k.srtt(), 20, "{rule:?}");
+        assert_eq!(k.snd_buf_len(), 0);
+    }
 }
 
 #[test]

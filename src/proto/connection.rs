@@ -182,6 +182,7 @@ impl Connection {
         kcp.set_wndsize(snd, rcv);
         apply_nodelay(&mut kcp, config.nodelay());
         kcp.set_stream_mode(config.stream_mode() == StreamMode::Stream);
+        kcp.set_rtt_samples(config.rtt_samples());
         let (d, p) = config.fec();
         let mut conn = Connection {
             conv,

@@ -173,6 +173,12 @@ pub struct Kcp {
 
     // Scratch space reused across calls.
     batch: Vec<AckItem>,
+    /// The echo `ts` each segment that `una` freed during the current
+    /// `input` was last sent with (`None` if it was already acknowledged),
+    /// indexed from `una_freed_from`; see `acks_last_transmission`.
+    una_freed: Vec<Option<u32>>,
+    una_freed_from: u32,
+    rtt_samples: RttSamples,
     suffix_min: Vec<i64>,
     cands: Vec<u32>,
 
@@ -239,6 +245,9 @@ impl Kcp {
             rto_heap: BinaryHeap::new(),
             sent_upto: 0,
             batch: Vec::new(),
+            una_freed: Vec::new(),
+            una_freed_from: 0,
+            rtt_samples: RttSamples::default(),
             suffix_min: Vec::new(),
             cands: Vec::new(),
             clock: 0,
@@ -337,6 +346,12 @@ impl Kcp {
     /// Whether stream mode is on.
     pub fn is_stream_mode(&self) -> bool {
         self.stream
+    }
+
+    /// Chooses which ACKs feed the RTT estimate (default
+    /// [`RttSamples::LatestTransmission`]).
+    pub fn set_rtt_samples(&mut self, rule: RttSamples) {
+        self.rtt_samples = rule;
     }
 
     /// Segments queued or in flight (kcp-go `WaitSnd`).
@@ -643,6 +658,8 @@ impl Kcp {
             return Err(Error::Truncated("KCP datagram shorter than 24 bytes"));
         }
         self.batch.clear();
+        self.una_freed.clear();
+        self.una_freed_from = self.snd_una;
         let mut latest = 0u32;
         let mut update_rtt = false;
         let mut in_segs = 0u64;
@@ -679,12 +696,15 @@ impl Kcp {
             }
             match h.cmd {
                 IKCP_CMD_ACK => {
+                    let fresh = self.acks_last_transmission(h.sn, h.ts);
                     self.parse_ack(h.sn);
                     if itimediff(h.sn, self.snd_una) >= 0 && itimediff(h.sn, self.snd_nxt) < 0 {
                         self.batch.push((h.sn, h.ts));
                     }
-                    update_rtt = true;
-                    latest = h.ts;
+                    if fresh || self.rtt_samples == RttSamples::EveryAck {
+                        update_rtt = true;
+                        latest = h.ts;
+                    }
                 }
                 IKCP_CMD_PUSH => {
                     let mut repeat = true;
@@ -1180,6 +1200,7 @@ impl Kcp {
                 break;
             };
             let sn = self.snd_una;
+            self.una_freed.push((!seg.acked).then_some(seg.ts));
             self.unindex(sn, &seg);
             seg.in_t = false;
             let data = std::mem::take(&mut seg.data);
@@ -1223,6 +1244,30 @@ impl Kcp {
 
     fn is_ripe(&self, fastack: u32) -> bool {
         fastack != SENTINEL && fastack + 1 >= self.fastresend as u32
+    }
+
+    /// Whether an ACK of `sn` echoing `ts` is the first news of the
+    /// segment's latest transmission, the only ACK the RTT estimate learns
+    /// from (docs/wire.md §5.3). It is not when the segment was acknowledged
+    /// before, or when it echoes an earlier copy: a copy that FEC recovered
+    /// or the network held after the segment was sent again, whose delay is
+    /// the FEC group's or the queue's and not the path's.
+    ///
+    /// Called after this segment's `una` was applied, so a segment that `una`
+    /// freed in this same datagram is looked up in `una_freed`.
+    fn acks_last_transmission(&mut self, sn: u32, ts: u32) -> bool {
+        if itimediff(sn, self.snd_una) >= 0 {
+            let off = sn.wrapping_sub(self.snd_una) as usize;
+            return itimediff(sn, self.snd_nxt) < 0
+                && self
+                    .snd_buf
+                    .get(off)
+                    .is_some_and(|seg| !seg.acked && seg.ts == ts);
+        }
+        let off = sn.wrapping_sub(self.una_freed_from) as usize;
+        self.una_freed
+            .get_mut(off)
+            .is_some_and(|slot| slot.take() == Some(ts))
     }
 
     fn parse_ack(&mut self, sn: u32) {

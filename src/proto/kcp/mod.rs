@@ -102,6 +102,25 @@ pub enum PacketKind {
     Recovered,
 }
 
+/// Which ACKs feed the RTT estimate, and so the RTO (docs/wire.md §5.3).
+/// Neither changes a datagram's format; they differ only in when a
+/// segment is retransmitted after an ACK that echoes a stale `ts`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RttSamples {
+    /// Only the first ACK of a segment's latest transmission (Karn's rule
+    /// with KCP's echoed `ts`). An ACK of a segment already acknowledged, or
+    /// one echoing an earlier copy (which FEC rebuilt, or the network held,
+    /// after the segment was sent again), carries the FEC group's or the
+    /// queue's delay rather than the path's, and is not a sample.
+    #[default]
+    LatestTransmission,
+    /// kcp-go's rule: the `ts` of the last ACK in each regular datagram is a
+    /// sample, whatever it acknowledges. One late FEC recovery then raises
+    /// the RTO of every later retransmission; the Go-generated engine
+    /// vectors run with this.
+    EveryAck,
+}
+
 /// What a flush sends (kcp-go `IKCP_FLUSH_ACKONLY` / `IKCP_FLUSH_FULL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushKind {

@@ -33,6 +33,8 @@ pub(crate) struct RefKcp {
     mtu: usize,
     mss: usize,
     pub(crate) dead: bool,
+    /// `RttSamples::EveryAck` (kcp-go) instead of the engine's default.
+    pub(crate) every_ack: bool,
     pub(crate) snd_una: u32,
     pub(crate) snd_nxt: u32,
     pub(crate) rcv_nxt: u32,
@@ -69,6 +71,7 @@ impl RefKcp {
             mtu: 1400,
             mss: 1376,
             dead: false,
+            every_ack: false,
             snd_una: 0,
             snd_nxt: 0,
             rcv_nxt: 0,
@@ -284,6 +287,16 @@ impl RefKcp {
         let mut rtt = false;
         let mut segs = 0;
         let mut flush_segments = false;
+        // Deliberate departure from kcp-go (the engine's Karn rule): only the
+        // first ACK of a segment's latest transmission feeds the RTT. The
+        // (sn, ts) of every unacknowledged segment as this datagram arrives;
+        // the first ACK of an sn takes it out, and counts if its ts matches.
+        let mut unacked: Vec<(u32, u32)> = self
+            .snd_buf
+            .iter()
+            .filter(|s| !s.acked)
+            .map(|s| (s.sn, s.ts))
+            .collect();
         while data.len() >= 24 {
             let h = SegmentHeader::decode(data)?;
             data = &data[24..];
@@ -341,8 +354,14 @@ impl RefKcp {
                             }
                         }
                     }
-                    rtt = true;
-                    latest = h.ts;
+                    let counts = match unacked.iter().position(|&(sn, _)| sn == h.sn) {
+                        Some(i) => unacked.remove(i).1 == h.ts,
+                        None => false,
+                    };
+                    if counts || self.every_ack {
+                        rtt = true;
+                        latest = h.ts;
+                    }
                 }
                 81 => {
                     let mut repeat = true;
@@ -609,9 +628,12 @@ mod tests {
             wnd: (u32, u32),
             mtu: usize,
             stream: bool,
+            rtt: RttSamples,
         ) -> Twin {
             let mut fast = Kcp::new(conv);
             let mut slow = RefKcp::new(conv);
+            fast.set_rtt_samples(rtt);
+            slow.every_ack = rtt == RttSamples::EveryAck;
             fast.set_nodelay(nd.0, nd.1, nd.2, nd.3);
             slow.set_nodelay(nd.0, nd.1, nd.2, nd.3);
             fast.set_wndsize(wnd.0, wnd.1);
@@ -771,14 +793,15 @@ mod tests {
         wnd: (u32, u32),
         mtu: usize,
         stream: bool,
+        rtt: RttSamples,
     }
 
     /// A lossy, reordering, duplicating transfer where every call to the fast
     /// engine is mirrored on the model and compared.
     fn differential_transfer(seed: u64, loss: f64, s: &Setup, bytes: usize, start: u32) {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut a = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream);
-        let mut b = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream);
+        let mut a = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream, s.rtt);
+        let mut b = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream, s.rtt);
         let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + seed as usize) as u8).collect();
         let mut off = 0;
         let mut got = Vec::new();
@@ -876,17 +899,20 @@ mod tests {
             ((1, 10, 2, 1), (2048, 2048), 120, true),
             ((1, 10, 0, 1), (700, 700), 150, false),
         ];
-        for (i, &(nd, wnd, mtu, stream)) in setups.iter().enumerate() {
-            let setup = Setup {
-                nd,
-                wnd,
-                mtu,
-                stream,
-            };
-            for (j, loss) in [0.0, 0.1, 0.3].into_iter().enumerate() {
-                let seed = (i * 10 + j) as u64;
-                let start = if j == 1 { 0xFFFF_F000 } else { 1000 };
-                differential_transfer(seed, loss, &setup, 200_000, start);
+        for rtt in [RttSamples::LatestTransmission, RttSamples::EveryAck] {
+            for (i, &(nd, wnd, mtu, stream)) in setups.iter().enumerate() {
+                let setup = Setup {
+                    nd,
+                    wnd,
+                    mtu,
+                    stream,
+                    rtt,
+                };
+                for (j, loss) in [0.0, 0.1, 0.3].into_iter().enumerate() {
+                    let seed = (i * 10 + j) as u64;
+                    let start = if j == 1 { 0xFFFF_F000 } else { 1000 };
+                    differential_transfer(seed, loss, &setup, 200_000, start);
+                }
             }
         }
     }
@@ -911,6 +937,7 @@ mod tests {
                 wnd: (9000 + seed as u32 * 1000, 16000),
                 mtu: 60,
                 stream: true,
+                rtt: rule_of(seed),
             };
             differential_transfer(seed, 0.05 * seed as f64, &setup, 600_000, 77);
         }
@@ -926,9 +953,19 @@ mod tests {
                 wnd: (rng.gen_range(1..3000), rng.gen_range(256..3000)),
                 mtu: rng.gen_range(60..1500),
                 stream: rng.gen_bool(0.5),
+                rtt: rule_of(seed),
             };
             let loss = rng.gen_range(0.0..0.4);
             differential_transfer(seed, loss, &setup, 150_000, rng.gen());
+        }
+    }
+
+    /// Both RTT rules, alternating by seed.
+    fn rule_of(seed: u64) -> RttSamples {
+        if seed.is_multiple_of(2) {
+            RttSamples::EveryAck
+        } else {
+            RttSamples::LatestTransmission
         }
     }
 
@@ -944,6 +981,7 @@ mod tests {
                 (wnd, wnd),
                 200,
                 rng.gen_bool(0.5),
+                rule_of(seed),
             );
             let mut now: u32 = rng.gen();
             for _ in 0..30 {
