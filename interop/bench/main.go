@@ -451,7 +451,15 @@ func throughput(md *strings.Builder, impls []impl) {
 		"plus a 4-byte CRC ack. Both ends use the same flags: fast3, mtu 1400, windows 1024/1024, stream mode. "+
 		"Time is measured by the client from its first write to the last echoed byte (echo) or to the sink's ack "+
 		"(sink), reported as `elapsed_us` in its RESULT line. Median of %d runs per cell.\n\n", total>>20, runs)
-	md.WriteString("| settings | test | msg | Rust MB/s | Go MB/s | Rust/Go |\n|---|---|---|---|---|---|\n")
+	ceiling := wireCeiling(md, runs)
+	gso := ceiling["gso"]
+	share := func(v float64) string {
+		if gso == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.0f%%", 100*v/gso)
+	}
+	md.WriteString("| settings | test | msg | Rust MB/s | Go MB/s | Rust/Go | Rust / Go share of GSO ceiling |\n|---|---|---|---|---|---|---|\n")
 	stalls := 0
 	for _, cc := range cryptCfgs {
 		for _, test := range []string{"echo", "sink"} {
@@ -477,7 +485,7 @@ func throughput(md *strings.Builder, impls []impl) {
 				}
 				r, g := median(vals["rust"]), median(vals["go"])
 				logf("%-50s %-4s %7s rust %7.1f go %7.1f MB/s ratio %s", cc.label, test, size(sz), r, g, ratio(r, g))
-				fmt.Fprintf(md, "| %s | %s | %s | %.1f | %.1f | **%s** |\n", cc.label, test, size(sz), r, g, ratio(r, g))
+				fmt.Fprintf(md, "| %s | %s | %s | %.1f | %.1f | **%s** | %s / %s |\n", cc.label, test, size(sz), r, g, ratio(r, g), share(r), share(g))
 			}
 		}
 	}
@@ -485,6 +493,49 @@ func throughput(md *strings.Builder, impls []impl) {
 		"(kcp-go's listener creates the session with receive window 32; the peer raises it to 1024 after AcceptKCP, "+
 		"after data may already have filled the 32 slots and advertised window 0, and no window update follows; "+
 		"kcp-session's listener applies the configured window from the first packet.)\n", stalls)
+}
+
+// wireCeiling builds interop/blaster (C: sendmmsg, UDP GSO, GSO+GRO) and
+// measures, alternating the modes, how many MB/s of 1400-byte datagrams
+// loopback carries to one receiving socket on this machine now: the most
+// any library on these sockets could reach. Returns the median per mode.
+func wireCeiling(md *strings.Builder, runs int) map[string]float64 {
+	bin := filepath.Join(os.TempDir(), fmt.Sprintf("kcp-bench-blaster-%d", os.Getpid()))
+	defer os.Remove(bin)
+	if out, err := exec.Command("cc", "-O2", "-pthread", "-o", bin, "blaster/blaster.c").CombinedOutput(); err != nil {
+		logf("blaster: cc failed (%v): %s; no ceiling column", err, out)
+		return nil
+	}
+	modes := []struct{ name, label string }{
+		{"mmsg", "sendmmsg / recvmmsg, 64 per call"},
+		{"gso", "sendmmsg of 64 KiB GSO runs (UDP_SEGMENT) / recvmmsg"},
+		{"gsogro", "GSO / GRO receive (UDP_GRO, 64 KiB reads)"},
+	}
+	vals := map[string][]float64{}
+	for r := 0; r < runs; r++ {
+		for _, m := range modes {
+			out, err := exec.Command(bin, m.name, "1", "1400", strconv.Itoa(*sockbuf)).Output()
+			if err != nil {
+				logf("  blaster %s: %v", m.name, err)
+				continue
+			}
+			v, _ := strconv.ParseFloat(field(string(out), "recv_mb_s"), 64)
+			vals[m.name] = append(vals[m.name], v)
+		}
+	}
+	ceiling := map[string]float64{}
+	fmt.Fprintf(md, "Wire ceiling: interop/blaster (C, no payload work) sends 1400-byte UDP datagrams over loopback for 1 s "+
+		"from one thread to one receiving thread with the same socket buffers; MB/s received, median of %d runs "+
+		"alternating the modes. A throughput row's share is its payload MB/s over the GSO ceiling (kcp-go sends with "+
+		"sendmmsg and no GSO; the kcp-session listener, the sink side, reads with GRO).\n\n", runs)
+	md.WriteString("| syscalls | MB/s received |\n|---|---|\n")
+	for _, m := range modes {
+		ceiling[m.name] = median(vals[m.name])
+		logf("wire ceiling %-7s %.1f MB/s", m.name, ceiling[m.name])
+		fmt.Fprintf(md, "| %s | %.1f |\n", m.label, ceiling[m.name])
+	}
+	md.WriteString("\n")
+	return ceiling
 }
 
 func size(n int) string {
@@ -637,17 +688,87 @@ func latency(md *strings.Builder, impls []impl) {
 			}
 			fecS := map[bool]string{true: "10/3", false: "off"}[fec]
 			r50, g50, r99, g99 := median(p50["rust"]), median(p50["go"]), median(p99["rust"]), median(p99["go"])
-			extra := "| | "
+			extra := "| "
 			if loss > 0 {
 				rp, gp := pool["rust"], pool["go"]
 				r99, g99 = rp.quantile(0.99), gp.quantile(0.99)
 				extra = fmt.Sprintf("%.0f / %.0f | %d / %d ", rp.quantile(0.999), gp.quantile(0.999), rp.over(50000), gp.over(50000))
 			}
 			logf("latency loss %.0f%% fec %s: p50 rust %.0f go %.0f, p99 rust %.0f go %.0f %s", loss*100, fecS, r50, g50, r99, g99, extra)
-			fmt.Fprintf(md, "| %.0f%% | %s | %.0f | %.0f | **%s** | %.0f | %.0f | **%s** %s|\n",
+			fmt.Fprintf(md, "| %.0f%% | %s | %.0f | %.0f | **%s** | %.0f | %.0f | **%s** | %s|\n",
 				loss*100, fecS, r50, g50, ratio(r50, g50), r99, g99, ratio(r99, g99), extra)
 		}
 	}
+	// Beside a bulk flow on the same listener: is a small request queued
+	// behind the bulk session's datagrams and CPU?
+	for _, fec := range []bool{false, true} {
+		flags := common("--crypt", "aes-128")
+		if fec {
+			flags = append(flags, "--datashard", "10", "--parityshard", "3")
+		}
+		p50 := map[string][]float64{}
+		p99 := map[string][]float64{}
+		for r := 0; r < runs; r++ {
+			for _, im := range impls {
+				cl, err := rrWithBulk(im, flags, count, 500*time.Millisecond)
+				if err != nil {
+					logf("  %s latency beside bulk: %v", im.name, err)
+					continue
+				}
+				a, _ := strconv.ParseFloat(field(cl.result, "p50_us"), 64)
+				b, _ := strconv.ParseFloat(field(cl.result, "p99_us"), 64)
+				p50[im.name] = append(p50[im.name], a)
+				p99[im.name] = append(p99[im.name], b)
+			}
+		}
+		fecS := map[bool]string{true: "10/3", false: "off"}[fec]
+		r50, g50, r99, g99 := median(p50["rust"]), median(p50["go"]), median(p99["rust"]), median(p99["go"])
+		logf("latency beside bulk fec %s: p50 rust %.0f go %.0f, p99 rust %.0f go %.0f", fecS, r50, g50, r99, g99)
+		fmt.Fprintf(md, "| 0%%, beside a bulk echo | %s | %.0f | %.0f | **%s** | %.0f | %.0f | **%s** | | |\n",
+			fecS, r50, g50, ratio(r50, g50), r99, g99, ratio(r99, g99))
+	}
+	md.WriteString("\nBeside a bulk echo: the same echo-server also echoes one echo-client session writing 64 KiB chunks " +
+		"without pause (started 0.5 s before the requests, stopped after them), so both share the listener, its socket " +
+		"and the 2 cores.\n")
+}
+
+// rrWithBulk runs rr-client against an echo-server that also echoes a
+// bulk flow: an echo-client writing 64 KiB chunks through the same listener,
+// started first and given warmup to fill its window, stopped after.
+func rrWithBulk(im impl, flags []string, n int, warmup time.Duration) (*proc, error) {
+	to := []string{"--timeout", "120"}
+	srv, err := spawn(im, append(append([]string{"--role", "echo-server", "--addr", "127.0.0.1:0"}, flags...), to...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop(time.Second)
+	addr, err := srv.waitReady("LISTENING ", 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	bulk, err := spawn(im, append(append(append([]string{"--role", "echo-client", "--addr", addr}, flags...),
+		"--bytes", strconv.Itoa(64<<30), "--chunk", "65536"), to...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer bulk.stop(100 * time.Millisecond)
+	time.Sleep(warmup)
+	select {
+	case <-bulk.done:
+		return nil, fmt.Errorf("bulk flow ended early: %s", bulk.result)
+	default:
+	}
+	cl, err := spawn(im, append(append(append([]string{"--role", "rr-client", "--addr", addr}, flags...),
+		"--chunk", "64", "--count", strconv.Itoa(n)), to...)...)
+	if err != nil {
+		return nil, err
+	}
+	cl.stdin.Close()
+	<-cl.done
+	if !cl.ok() {
+		return cl, fmt.Errorf("%s rr-client beside a bulk flow failed: %s", im.name, cl.result)
+	}
+	return cl, nil
 }
 
 // tailPool pools the slowest requests of several rr-client runs (their
