@@ -704,6 +704,13 @@ impl ConfigBuilder {
     /// shard whatever this says. Another process of the same user that
     /// binds the port with `SO_REUSEPORT` too would get a share of the
     /// peers, as with any `SO_REUSEPORT` server.
+    ///
+    /// More shards than cores pay where many peers start at once: each
+    /// shard's socket and task absorb a share of the burst. On a 2-core
+    /// machine, 2,000 kcp-go clients each sending 64 KiB at once overflowed
+    /// the sockets of 2 shards (thousands of drops, recovered only by the
+    /// clients' retransmission timers) and of none in 16 (`docs/benchmarks.md`,
+    /// many sessions).
     pub fn listener_shards(mut self, n: usize) -> Self {
         self.s.listener_shards = n;
         self

@@ -925,36 +925,59 @@ func oneIdle(im impl, n int, window time.Duration) (cpuPct, rssPer float64, err 
 // manyCounts are the concurrent session counts of the many-session rows.
 var manyCounts = []int{16, 256, 2000}
 
-// manyBytes is what each session echoes.
-const manyBytes = 64 << 10
+// manyBytes is what each of n sessions echoes: 64 KiB (the 2,000-client
+// scenario of issue 14), or more where n is small, so that every row moves at
+// least manyTotal and its goodput and CPU are not process start-up.
+func manyBytes(n int) int {
+	return max(64<<10, manyTotal/n)
+}
+
+// manyTotal is the least a many-session row echoes in all.
+const manyTotal = 64 << 20
+
+// manyStallLimit is the stall the many-session rows count runs over.
+const manyStallLimit = 2000.0
+
+// manyShardsPerCore: receive shards of our many-session server per core.
+// Measured at 2,000 sessions on 2 cores: with 1 shard per core a burst of
+// first flights (2,000 × 47 datagrams at once) overflowed the server sockets
+// (5,000-80,000 drops, recovered by RTO backoff: 4-6 s); with 4 per core
+// some runs still dropped; with 8 per core none did in 9 runs (1.9-2.7 s).
+const manyShardsPerCore = 8
 
 // many: N kcp-go clients (the Go peer's many-client, the same driver for
-// both servers) each echo 64 KiB at once through one echo-server: ours with
-// one receive shard per core (--shards) on --rust-threads workers, or
-// kcp-go's listener at GOMAXPROCS = cores.
+// both servers) each echo manyBytes(N) at once through one echo-server: ours
+// with manyShardsPerCore receive shards per core (--shards) on a worker per
+// core, or kcp-go's listener at GOMAXPROCS = cores.
 func many(md *strings.Builder, impls []impl) {
-	runs := 3
-	if *quick {
-		runs = 1
-	}
 	var client impl
 	for _, im := range impls {
 		if im.name == "go" {
 			client = im
 		}
 	}
+	cores := runtime.NumCPU()
 	fmt.Fprintf(md, "\n## Many concurrent sessions on one listener\n\n")
-	fmt.Fprintf(md, "`many-client` (the Go peer: N kcp-go sessions started at once) echoes %d KiB on each of N "+
-		"sessions through one `echo-server`, ours (`--threads %d --shards %d`: a worker and a receive shard per core) or "+
-		"kcp-go's (GOMAXPROCS %d). Time: first dial to last echo byte; goodput: N × %d KiB / time; CPU: the "+
-		"server's utime+stime per GiB echoed; stall: the longest any session waited for its next echo bytes. "+
-		"fast3, AES-128, no FEC, 16 KiB writes. Median of %d runs (failed runs are counted, not timed).\n\n",
-		manyBytes>>10, runtime.NumCPU(), runtime.NumCPU(), runtime.GOMAXPROCS(0), manyBytes>>10, runs)
-	md.WriteString("| sessions | Rust s | Go s | time Rust/Go | Rust MB/s | Go MB/s | goodput Rust/Go | Rust CPU s/GiB | Go CPU s/GiB | CPU Rust/Go | max stall Rust / Go ms | failed runs Rust / Go |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(md, "`many-client` (the Go peer: N kcp-go sessions started at once) echoes max(64 KiB, 64 MiB / N) on each of N "+
+		"sessions through one `echo-server`, ours (`--threads %d --shards %d`: a worker per core and %d receive shards per core, "+
+		"SO_REUSEPORT) or kcp-go's (GOMAXPROCS %d). Time: first dial to last echo byte; goodput: bytes echoed / time; CPU: the "+
+		"server's utime+stime per GiB echoed; stall: the longest any session waited for its next echo bytes (from its dial "+
+		"to its first echo included), worst over the runs, and the runs in which some session waited over %.0f s. "+
+		"fast3, AES-128, no FEC, 16 KiB writes. Median of 3 runs (10 at 2,000 sessions; failed runs are counted, not timed).\n\n",
+		cores, cores*manyShardsPerCore, manyShardsPerCore, runtime.GOMAXPROCS(0), manyStallLimit/1000)
+	md.WriteString("| sessions | KiB each | Rust s | Go s | time Rust/Go | Rust MB/s | Go MB/s | goodput Rust/Go | Rust CPU s/GiB | Go CPU s/GiB | CPU Rust/Go | max stall Rust / Go ms | runs stalled > 2 s Rust / Go | failed runs Rust / Go |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range manyCounts {
+		runs := 3
+		if n >= 2000 {
+			runs = 10
+		}
+		if *quick {
+			runs = 1
+		}
 		secs := map[string][]float64{}
 		cpu := map[string][]float64{}
 		stall := map[string][]float64{}
+		stalled := map[string]int{}
 		failed := map[string]int{}
 		for r := 0; r < runs; r++ {
 			for _, im := range impls {
@@ -967,10 +990,13 @@ func many(md *strings.Builder, impls []impl) {
 				secs[im.name] = append(secs[im.name], el)
 				cpu[im.name] = append(cpu[im.name], c)
 				stall[im.name] = append(stall[im.name], st)
+				if st > manyStallLimit {
+					stalled[im.name]++
+				}
 			}
 		}
 		rs, gs := median(secs["rust"]), median(secs["go"])
-		mb := float64(n) * manyBytes / 1e6
+		mb := float64(n) * float64(manyBytes(n)) / 1e6
 		rmb, gmb := 0.0, 0.0
 		if rs > 0 {
 			rmb = mb / rs
@@ -979,10 +1005,11 @@ func many(md *strings.Builder, impls []impl) {
 			gmb = mb / gs
 		}
 		rc, gc := median(cpu["rust"]), median(cpu["go"])
-		logf("many %d: rust %.2fs go %.2fs, cpu/GiB rust %.2f go %.2f", n, rs, gs, rc, gc)
-		fmt.Fprintf(md, "| %d | %.2f | %.2f | **%s** | %.1f | %.1f | **%s** | %.2f | %.2f | **%s** | %.0f / %.0f | %d / %d |\n",
-			n, rs, gs, ratio(rs, gs), rmb, gmb, ratio(rmb, gmb), rc, gc, ratio(rc, gc),
-			slices.Max(append(stall["rust"], 0)), slices.Max(append(stall["go"], 0)), failed["rust"], failed["go"])
+		logf("many %d: rust %.2fs go %.2fs, cpu/GiB rust %.2f go %.2f, stalled runs %d/%d", n, rs, gs, rc, gc, stalled["rust"], stalled["go"])
+		fmt.Fprintf(md, "| %d | %d | %.2f | %.2f | **%s** | %.1f | %.1f | **%s** | %.2f | %.2f | **%s** | %.0f / %.0f | %d / %d of %d | %d / %d |\n",
+			n, manyBytes(n)>>10, rs, gs, ratio(rs, gs), rmb, gmb, ratio(rmb, gmb), rc, gc, ratio(rc, gc),
+			slices.Max(append(stall["rust"], 0)), slices.Max(append(stall["go"], 0)), stalled["rust"], stalled["go"], runs,
+			failed["rust"], failed["go"])
 	}
 }
 
@@ -992,11 +1019,11 @@ func oneMany(server, client impl, n int) (secs, cpuPerGiB, stallMs float64, err 
 	flags := common("--crypt", "aes-128", "--timeout", "300")
 	sargs := append([]string{"--role", "echo-server", "--addr", "127.0.0.1:0"}, flags...)
 	if server.name == "rust" {
-		// Shards only pay on a multi-thread runtime: one worker and one
-		// shard per core, whatever --rust-threads says for the other rows.
-		cores := strconv.Itoa(runtime.NumCPU())
-		sargs = append(sargs, "--shards", cores)
-		server.extra = []string{"--threads", cores}
+		// A worker per core, whatever --rust-threads says for the other
+		// rows, and manyShardsPerCore shards per core.
+		cores := runtime.NumCPU()
+		sargs = append(sargs, "--shards", strconv.Itoa(cores*manyShardsPerCore))
+		server.extra = []string{"--threads", strconv.Itoa(cores)}
 	}
 	srv, err := spawn(server, sargs...)
 	if err != nil {
@@ -1008,7 +1035,7 @@ func oneMany(server, client impl, n int) (secs, cpuPerGiB, stallMs float64, err 
 		return 0, 0, 0, err
 	}
 	cl, err := spawn(client, append([]string{"--role", "many-client", "--addr", addr, "--count", strconv.Itoa(n),
-		"--bytes", strconv.Itoa(manyBytes), "--chunk", "16384"}, flags...)...)
+		"--bytes", strconv.Itoa(manyBytes(n)), "--chunk", "16384"}, flags...)...)
 	if err != nil {
 		srv.stop(5 * time.Second)
 		return 0, 0, 0, err
@@ -1021,7 +1048,7 @@ func oneMany(server, client impl, n int) (secs, cpuPerGiB, stallMs float64, err 
 	}
 	ms, _ := strconv.ParseFloat(field(cl.result, "elapsed_ms"), 64)
 	st, _ := strconv.ParseFloat(field(cl.result, "max_stall_ms"), 64)
-	gib := float64(n) * manyBytes / (1 << 30)
+	gib := float64(n) * float64(manyBytes(n)) / (1 << 30)
 	return ms / 1000, srv.cpu().Seconds() / gib, st, nil
 }
 
