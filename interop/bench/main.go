@@ -961,11 +961,12 @@ func many(md *strings.Builder, impls []impl) {
 	fmt.Fprintf(md, "`many-client` (the Go peer: N kcp-go sessions started at once) echoes max(64 KiB, 64 MiB / N) on each of N "+
 		"sessions through one `echo-server`, ours (`--threads %d --shards %d`: a worker per core and %d receive shards per core, "+
 		"SO_REUSEPORT) or kcp-go's (GOMAXPROCS %d). Time: first dial to last echo byte; goodput: bytes echoed / time; CPU: the "+
-		"server's utime+stime per GiB echoed; stall: the longest any session waited for its next echo bytes (from its dial "+
+		"server's utime+stime per GiB echoed (the client's beside it: both share the machine's cores, so a "+
+		"cheaper server leaves the kcp-go client more CPU); stall: the longest any session waited for its next echo bytes (from its dial "+
 		"to its first echo included), worst over the runs, and the runs in which some session waited over %.0f s. "+
 		"fast3, AES-128, no FEC, 16 KiB writes. Median of 3 runs (10 at 2,000 sessions; failed runs are counted, not timed).\n\n",
 		cores, cores*manyShardsPerCore, manyShardsPerCore, runtime.GOMAXPROCS(0), manyStallLimit/1000)
-	md.WriteString("| sessions | KiB each | Rust s | Go s | time Rust/Go | Rust MB/s | Go MB/s | goodput Rust/Go | Rust CPU s/GiB | Go CPU s/GiB | CPU Rust/Go | max stall Rust / Go ms | runs stalled > 2 s Rust / Go | failed runs Rust / Go |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	md.WriteString("| sessions | KiB each | Rust s | Go s | time Rust/Go | Rust MB/s | Go MB/s | goodput Rust/Go | Rust CPU s/GiB | Go CPU s/GiB | CPU Rust/Go | client CPU s/GiB vs Rust / Go | max stall Rust / Go ms | runs stalled > 2 s Rust / Go | failed runs Rust / Go |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range manyCounts {
 		runs := 3
 		if n >= 2000 {
@@ -976,12 +977,13 @@ func many(md *strings.Builder, impls []impl) {
 		}
 		secs := map[string][]float64{}
 		cpu := map[string][]float64{}
+		ccpu := map[string][]float64{}
 		stall := map[string][]float64{}
 		stalled := map[string]int{}
 		failed := map[string]int{}
 		for r := 0; r < runs; r++ {
 			for _, im := range impls {
-				el, c, st, err := oneMany(im, client, n)
+				el, c, cc, st, err := oneMany(im, client, n)
 				if err != nil {
 					failed[im.name]++
 					logf("  %s many %d: %v", im.name, n, err)
@@ -989,6 +991,7 @@ func many(md *strings.Builder, impls []impl) {
 				}
 				secs[im.name] = append(secs[im.name], el)
 				cpu[im.name] = append(cpu[im.name], c)
+				ccpu[im.name] = append(ccpu[im.name], cc)
 				stall[im.name] = append(stall[im.name], st)
 				if st > manyStallLimit {
 					stalled[im.name]++
@@ -1006,16 +1009,18 @@ func many(md *strings.Builder, impls []impl) {
 		}
 		rc, gc := median(cpu["rust"]), median(cpu["go"])
 		logf("many %d: rust %.2fs go %.2fs, cpu/GiB rust %.2f go %.2f, stalled runs %d/%d", n, rs, gs, rc, gc, stalled["rust"], stalled["go"])
-		fmt.Fprintf(md, "| %d | %d | %.2f | %.2f | **%s** | %.1f | %.1f | **%s** | %.2f | %.2f | **%s** | %.0f / %.0f | %d / %d of %d | %d / %d |\n",
+		fmt.Fprintf(md, "| %d | %d | %.2f | %.2f | **%s** | %.1f | %.1f | **%s** | %.2f | %.2f | **%s** | %.2f / %.2f | %.0f / %.0f | %d / %d of %d | %d / %d |\n",
 			n, manyBytes(n)>>10, rs, gs, ratio(rs, gs), rmb, gmb, ratio(rmb, gmb), rc, gc, ratio(rc, gc),
+			median(ccpu["rust"]), median(ccpu["go"]),
 			slices.Max(append(stall["rust"], 0)), slices.Max(append(stall["go"], 0)), stalled["rust"], stalled["go"], runs,
 			failed["rust"], failed["go"])
 	}
 }
 
 // oneMany runs one many-session echo against server's echo-server; returns
-// seconds, server CPU seconds per GiB echoed, and the worst stall in ms.
-func oneMany(server, client impl, n int) (secs, cpuPerGiB, stallMs float64, err error) {
+// seconds, server and client CPU seconds per GiB echoed, and the worst stall
+// in ms.
+func oneMany(server, client impl, n int) (secs, cpuPerGiB, clientPerGiB, stallMs float64, err error) {
 	flags := common("--crypt", "aes-128", "--timeout", "300")
 	sargs := append([]string{"--role", "echo-server", "--addr", "127.0.0.1:0"}, flags...)
 	if server.name == "rust" {
@@ -1027,29 +1032,29 @@ func oneMany(server, client impl, n int) (secs, cpuPerGiB, stallMs float64, err 
 	}
 	srv, err := spawn(server, sargs...)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	addr, err := srv.waitReady("LISTENING ", 10*time.Second)
 	if err != nil {
 		srv.stop(5 * time.Second)
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	cl, err := spawn(client, append([]string{"--role", "many-client", "--addr", addr, "--count", strconv.Itoa(n),
 		"--bytes", strconv.Itoa(manyBytes(n)), "--chunk", "16384"}, flags...)...)
 	if err != nil {
 		srv.stop(5 * time.Second)
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	cl.stdin.Close()
 	<-cl.done
 	srv.stop(10 * time.Second)
 	if !cl.ok() {
-		return 0, 0, 0, fmt.Errorf("many-client failed: %s", cl.result)
+		return 0, 0, 0, 0, fmt.Errorf("many-client failed: %s", cl.result)
 	}
 	ms, _ := strconv.ParseFloat(field(cl.result, "elapsed_ms"), 64)
 	st, _ := strconv.ParseFloat(field(cl.result, "max_stall_ms"), 64)
 	gib := float64(n) * float64(manyBytes(n)) / (1 << 30)
-	return ms / 1000, srv.cpu().Seconds() / gib, st, nil
+	return ms / 1000, srv.cpu().Seconds() / gib, cl.cpu().Seconds() / gib, st, nil
 }
 
 // ---------------------------------------------------------------- micro benches
