@@ -449,9 +449,13 @@ impl Connection {
         if self.sealed.is_empty() && !self.pending.is_empty() {
             let now_ms = self.ms(now);
             if let Some(sealer) = self.sealer.as_mut() {
-                for item in self.pending.drain(..) {
-                    sealer.seal(item, now_ms, &mut self.pool, &mut self.sealed, &mut self.c);
-                }
+                sealer.seal_all(
+                    self.pending.drain(..),
+                    now_ms,
+                    &mut self.pool,
+                    &mut self.sealed,
+                    &mut self.c,
+                );
             }
         }
         let p = self.sealed.pop_front()?;

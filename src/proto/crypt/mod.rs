@@ -326,6 +326,59 @@ impl Crypt {
         Ok(total)
     }
 
+    /// How many datagrams [`seal4`](Crypt::seal4) seals faster together than
+    /// one by one: 4 for AES-CFB on AES-NI (a CFB chain is serial, four
+    /// chains fill the AES unit), else 1.
+    pub(crate) fn seal_width(&self) -> usize {
+        match &*self.engine {
+            #[cfg(target_arch = "x86_64")]
+            Engine::AesNi(_) => 4,
+            _ => 1,
+        }
+    }
+
+    /// Four [`seal`](Crypt::seal)s: the same datagrams, nonces drawn in
+    /// order, each result as its own call would have given.
+    pub(crate) fn seal4(&mut self, items: [(&mut [u8], usize); 4]) -> [Result<usize>; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(&*self.engine, Engine::AesNi(_))
+            && items
+                .iter()
+                .all(|(b, n)| self.check_seal(b.len(), *n).is_ok())
+        {
+            let engine = Arc::clone(&self.engine);
+            let Engine::AesNi(ni) = &*engine else {
+                unreachable!("matched above")
+            };
+            let lens = items.each_ref().map(|(_, n)| *n);
+            // check_seal: every buffer holds header + payload.
+            let mut dgs = items.map(|(b, n)| &mut b[..CRYPT_HEADER_SIZE + n]);
+            let mut errs: [Option<Error>; 4] = [None, None, None, None];
+            for (d, e) in dgs.iter_mut().zip(errs.iter_mut()) {
+                match self.nonces.fill(&mut d[..NONCE_SIZE]) {
+                    Ok(()) => write_crc(d),
+                    Err(x) => *e = Some(x),
+                }
+            }
+            if errs.iter().all(Option::is_none) {
+                let [a, b, c, d] = &mut dgs;
+                ni.cfb_encrypt4([&mut **a, &mut **b, &mut **c, &mut **d]);
+            } else {
+                for (d, e) in dgs.iter_mut().zip(&errs) {
+                    if e.is_none() {
+                        ni.cfb_encrypt(d);
+                    }
+                }
+            }
+            let overhead = self.overhead();
+            return core::array::from_fn(|k| match errs[k].take() {
+                Some(e) => Err(e),
+                None => Ok(lens[k] + overhead),
+            });
+        }
+        items.map(|(b, n)| self.seal(b, n))
+    }
+
     /// [`seal`](Crypt::seal) with a caller-chosen nonce, for deterministic
     /// test vectors. `nonce` must be [`CipherKind::nonce_len`] bytes (16,
     /// 12 for AEAD, 0 for `Null`), else [`Error::InvalidNonce`].
@@ -440,13 +493,18 @@ impl Crypt {
             engine => {
                 let end = CRYPT_HEADER_SIZE + payload_len;
                 let datagram = &mut buf[..end];
-                let crc = crc32fast::hash(&datagram[CRYPT_HEADER_SIZE..]);
-                datagram[NONCE_SIZE..CRYPT_HEADER_SIZE].copy_from_slice(&crc.to_le_bytes());
+                write_crc(datagram);
                 engine.encrypt_raw(datagram);
                 Ok(())
             }
         }
     }
+}
+
+/// Writes the CRC-32 of a non-AEAD datagram's payload into its header (§2.1).
+fn write_crc(datagram: &mut [u8]) {
+    let crc = crc32fast::hash(&datagram[CRYPT_HEADER_SIZE..]);
+    datagram[NONCE_SIZE..CRYPT_HEADER_SIZE].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn seal_aead<A: AeadInPlace<NonceSize = U12>>(

@@ -225,10 +225,13 @@ impl Driver {
                 self.out.clear(&mut self.pool);
                 return Poll::Ready(());
             }
-            for item in self.taken.drain(..) {
-                self.sealer
-                    .seal(item, now_ms, &mut self.pool, &mut self.out, &mut self.c);
-            }
+            self.sealer.seal_all(
+                self.taken.drain(..),
+                now_ms,
+                &mut self.pool,
+                &mut self.out,
+                &mut self.c,
+            );
             match self.send(cx) {
                 Ok(()) => {}
                 Err(e) => {
