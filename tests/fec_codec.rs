@@ -311,6 +311,39 @@ fn lazy_decoder_tunes_to_peer_10_3() {
     assert_eq!(sink.recovered, want);
 }
 
+/// Parity that arrives after its group was consumed (all data present)
+/// can rebuild nothing new: it is counted, a repeat of it is ignored, and
+/// none of it is stored (kcp-go keeps it until the set falls behind).
+#[test]
+fn parity_after_a_consumed_group_is_counted_not_stored() {
+    let mut enc = FecEncoder::new(4, 2).unwrap();
+    let (wire, orig) = encode_all(&mut enc, &[300; 12], &mut |_| 0);
+    let mut dec = FecDecoder::new(4, 2).unwrap();
+    let mut sink = Sink::default();
+    for w in wire.iter().filter(|w| w.group == 0) {
+        feed(&mut dec, &mut sink, &w.bytes).unwrap();
+    }
+    // A late repeat of group 0's last parity.
+    let again = wire.iter().rfind(|w| w.group == 0).unwrap();
+    feed(&mut dec, &mut sink, &again.bytes).unwrap();
+    assert_eq!(sink.regular, orig[..4].to_vec());
+    assert!(sink.recovered.is_empty());
+    let st = dec.stats();
+    assert_eq!((st.fec_full_shard_set, st.fec_parity_shards), (1, 2));
+    let mem = dec.memory();
+    assert_eq!((mem.live_sets, mem.held_shards), (1, 0));
+
+    // Later groups still recover a loss (once the layout is confirmed).
+    for w in wire
+        .iter()
+        .filter(|w| w.group == 1 || (w.group == 2 && w.pos != 2))
+    {
+        feed(&mut dec, &mut sink, &w.bytes).unwrap();
+    }
+    assert_eq!(sink.recovered, vec![orig[10].clone()]);
+    assert_eq!(dec.memory().held_shards, 0);
+}
+
 #[test]
 fn mismatched_decoder_retunes_to_smaller_peer() {
     let mut enc = FecEncoder::new(3, 1).unwrap();

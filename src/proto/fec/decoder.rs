@@ -87,6 +87,12 @@ struct ShardSet {
     active: bool,
     /// Full but not rebuilt yet: waiting for the layout to be confirmed.
     pending: bool,
+    /// Consumed: every data shard arrived or was rebuilt. Later shards of
+    /// the set (parity sent after its data, duplicates) can only rebuild
+    /// what was delivered already, so they are counted and not stored;
+    /// kcp-go stores them until the set falls behind (about 12 KB a
+    /// session at 10/3). A set dropped unrebuilt is not consumed.
+    done: bool,
     id: u32,
     /// Auto-tune arrival number of the set's first shard.
     born: u64,
@@ -305,6 +311,7 @@ impl FecDecoder {
                 let set = &mut self.sets[slot];
                 set.active = true;
                 set.pending = false;
+                set.done = false;
                 set.id = shard_id;
                 set.born = self.autotune.arrivals() - 1;
                 set.marks = [0; 4];
@@ -322,19 +329,25 @@ impl FecDecoder {
         if !is_data {
             self.stats.fec_parity_shards += 1;
         }
-
-        let shard = &pkt[FEC_HEADER_SIZE..];
-        let chunk = self.alloc_chunk(shard.len());
-        let at = self.arena.offset(chunk as usize);
-        self.arena.bytes_mut()[at..at + shard.len()].copy_from_slice(shard);
-        let set = &mut self.sets[slot];
-        set.marks[pos as usize / 64] |= bit;
-        set.held.push(Held {
-            pos: pos as u16,
-            data: is_data,
-            len: shard.len() as u16,
-            chunk,
-        });
+        // A consumed set only remembers the position (so a repeat is
+        // ignored as kcp-go ignores it); its shard is not stored.
+        let done = self.sets[slot].done;
+        if done {
+            self.sets[slot].marks[pos as usize / 64] |= bit;
+        } else {
+            let shard = &pkt[FEC_HEADER_SIZE..];
+            let chunk = self.alloc_chunk(shard.len());
+            let at = self.arena.offset(chunk as usize);
+            self.arena.bytes_mut()[at..at + shard.len()].copy_from_slice(shard);
+            let set = &mut self.sets[slot];
+            set.marks[pos as usize / 64] |= bit;
+            set.held.push(Held {
+                pos: pos as u16,
+                data: is_data,
+                len: shard.len() as u16,
+                chunk,
+            });
+        }
 
         let s = self.shard_size;
         if !self.newest_known
@@ -349,7 +362,7 @@ impl FecDecoder {
         }
 
         let mut now_pending = false;
-        if self.sets[slot].held.len() >= self.data_shards {
+        if !done && self.sets[slot].held.len() >= self.data_shards {
             self.filled(slot, out);
             now_pending = self.sets[slot].pending;
         }
@@ -413,6 +426,7 @@ impl FecDecoder {
         if set.held.iter().filter(|h| h.data).count() == self.data_shards {
             self.stats.fec_full_shard_set += 1;
             self.clear_set(slot);
+            self.sets[slot].done = true;
         } else if set.born < self.since {
             // Started before the last mismatch: part of it may come from
             // another layout.
@@ -498,8 +512,8 @@ impl FecDecoder {
     }
 
     /// The full set lacks data shards and its layout is confirmed: rebuild
-    /// what is missing, deliver it, and empty the set (it stays alive for
-    /// stragglers, like kcp-go's).
+    /// what is missing, deliver it, and empty the set (it stays alive, so
+    /// its stragglers are known and dropped, `docs/wire.md` §4.3).
     fn rebuild(&mut self, slot: usize, out: &mut impl FnMut(&[u8], PacketKind)) {
         let d = self.data_shards;
         let set = &mut self.sets[slot];
@@ -560,6 +574,7 @@ impl FecDecoder {
             RECOVERED.set(recovered);
         }
         self.clear_set(slot);
+        self.sets[slot].done = true;
     }
 
     /// Drops sets more than `MAX_SHARD_SETS` groups behind the newest.
