@@ -941,8 +941,9 @@ const manyStallLimit = 2000.0
 // manyShardsPerCore: receive shards of our many-session server per core.
 // Measured at 2,000 sessions on 2 cores: with 1 shard per core a burst of
 // first flights (2,000 × 47 datagrams at once) overflowed the server sockets
-// (5,000-80,000 drops, recovered by RTO backoff: 4-6 s); with 4 per core
-// some runs still dropped; with 8 per core none did in 9 runs (1.9-2.7 s).
+// (1,800-80,000 drops, recovered by RTO backoff: 4-6 s); with 2 per core
+// 5,000-10,000; with 4 per core 5 runs in 14 still dropped (up to 82,000);
+// with 8 per core none of 16 did (1.9-2.7 s).
 const manyShardsPerCore = 8
 
 // many: N kcp-go clients (the Go peer's many-client, the same driver for
