@@ -180,7 +180,7 @@ pub(crate) unsafe fn encrypt1<const NR: usize>(
     }
 }
 
-/// Eight independent blocks through AES at once, rounds interleaved so the
+/// `N` independent blocks through AES at once, rounds interleaved so the
 /// AES unit's pipeline stays full.
 ///
 /// # Safety
@@ -188,9 +188,9 @@ pub(crate) unsafe fn encrypt1<const NR: usize>(
 /// As [`encrypt1`]: the CPU must have AES-NI.
 #[inline(always)]
 #[allow(unused_unsafe)]
-pub(crate) unsafe fn encrypt8<const NR: usize>(
+pub(crate) unsafe fn encrypt_lanes<const NR: usize, const N: usize>(
     rk: &[__m128i; MAX_ROUND_KEYS],
-    x: &mut [__m128i; 8],
+    x: &mut [__m128i; N],
 ) {
     // SAFETY: register-only AES-NI intrinsics; the caller guarantees AES-NI.
     unsafe {
@@ -234,10 +234,27 @@ fn xor_tail(tail: &mut [u8], ks: __m128i) {
 /// The CPU must have AES-NI.
 #[target_feature(enable = "aes,sse2")]
 unsafe fn cfb_encrypt<const NR: usize>(rk: &[__m128i; MAX_ROUND_KEYS], buf: &mut [u8]) {
-    // SAFETY: caller guarantees AES-NI; every load/store is on a 16-byte
-    // chunk produced by `chunks_exact_mut(16)`.
+    // SAFETY: caller guarantees AES-NI, which both helpers need.
+    unsafe { cfb_chain::<NR>(rk, buf, encrypt1::<NR>(rk, iv())) }
+}
+
+/// The CFB encryption chain over `buf` from the keystream block `fb` (the
+/// encrypted previous ciphertext block, or the encrypted IV at the start).
+///
+/// # Safety
+///
+/// As [`encrypt1`]: the CPU must have AES-NI; inlined into callers compiled
+/// with `target_feature(enable = "aes")`.
+#[inline(always)]
+#[allow(unused_unsafe)]
+unsafe fn cfb_chain<const NR: usize>(
+    rk: &[__m128i; MAX_ROUND_KEYS],
+    buf: &mut [u8],
+    mut fb: __m128i,
+) {
+    // SAFETY: every load/store is on a 16-byte chunk produced by
+    // `chunks_exact_mut(16)`; the caller guarantees AES-NI.
     unsafe {
-        let mut fb = encrypt1::<NR>(rk, iv());
         let mut chunks = buf.chunks_exact_mut(16);
         for c in &mut chunks {
             let ct = _mm_xor_si128(_mm_loadu_si128(c.as_ptr().cast()), fb);
@@ -245,30 +262,6 @@ unsafe fn cfb_encrypt<const NR: usize>(rk: &[__m128i; MAX_ROUND_KEYS], buf: &mut
             fb = encrypt1::<NR>(rk, ct);
         }
         xor_tail(chunks.into_remainder(), fb);
-    }
-}
-
-/// Four AES-`NR` encryptions, rounds interleaved (see [`encrypt8`]).
-///
-/// # Safety
-///
-/// As [`encrypt1`]: the CPU must have AES-NI.
-#[inline(always)]
-#[allow(unused_unsafe)]
-unsafe fn encrypt4<const NR: usize>(rk: &[__m128i; MAX_ROUND_KEYS], x: &mut [__m128i; 4]) {
-    // SAFETY: register-only AES-NI intrinsics; the caller guarantees AES-NI.
-    unsafe {
-        for b in x.iter_mut() {
-            *b = _mm_xor_si128(*b, rk[0]);
-        }
-        for k in &rk[1..NR] {
-            for b in x.iter_mut() {
-                *b = _mm_aesenc_si128(*b, *k);
-            }
-        }
-        for b in x.iter_mut() {
-            *b = _mm_aesenclast_si128(*b, rk[NR]);
-        }
     }
 }
 
@@ -280,9 +273,9 @@ unsafe fn encrypt4<const NR: usize>(rk: &[__m128i; MAX_ROUND_KEYS], x: &mut [__m
 /// The CPU must have AES-NI.
 #[target_feature(enable = "aes,sse2")]
 unsafe fn cfb_encrypt4<const NR: usize>(rk: &[__m128i; MAX_ROUND_KEYS], mut bufs: [&mut [u8]; 4]) {
-    // SAFETY: caller guarantees AES-NI; every load/store is at `16 * i` with
-    // `i < common` and `16 * common <= b.len()` for every buffer `b`, or on
-    // a 16-byte chunk produced by `chunks_exact_mut(16)`.
+    // SAFETY: caller guarantees AES-NI; every load/store here is at
+    // `16 * i` with `i < common` and `16 * common <= b.len()` for every
+    // buffer `b` (`cfb_chain` keeps to 16-byte chunks of what remains).
     unsafe {
         // Every chain starts from the same IV, so from the same keystream.
         let first = encrypt1::<NR>(rk, iv());
@@ -297,16 +290,10 @@ unsafe fn cfb_encrypt4<const NR: usize>(rk: &[__m128i; MAX_ROUND_KEYS], mut bufs
                 _mm_storeu_si128(at.cast(), ct);
                 *f = ct;
             }
-            encrypt4::<NR>(rk, &mut fb);
+            encrypt_lanes::<NR, 4>(rk, &mut fb);
         }
-        for (b, mut f) in bufs.into_iter().zip(fb) {
-            let mut chunks = b[16 * common..].chunks_exact_mut(16);
-            for c in &mut chunks {
-                let ct = _mm_xor_si128(_mm_loadu_si128(c.as_ptr().cast()), f);
-                _mm_storeu_si128(c.as_mut_ptr().cast(), ct);
-                f = encrypt1::<NR>(rk, ct);
-            }
-            xor_tail(chunks.into_remainder(), f);
+        for (b, f) in bufs.into_iter().zip(fb) {
+            cfb_chain::<NR>(rk, &mut b[16 * common..], f);
         }
     }
 }
@@ -333,7 +320,7 @@ unsafe fn cfb_decrypt<const NR: usize>(rk: &[__m128i; MAX_ROUND_KEYS], buf: &mut
             }
             let mut ks = [prev, c[0], c[1], c[2], c[3], c[4], c[5], c[6]];
             prev = c[7];
-            encrypt8::<NR>(rk, &mut ks);
+            encrypt_lanes::<NR, 8>(rk, &mut ks);
             for j in 0..8 {
                 _mm_storeu_si128(p.add(16 * j).cast(), _mm_xor_si128(c[j], ks[j]));
             }

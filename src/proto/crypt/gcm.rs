@@ -13,7 +13,7 @@
 
 use core::arch::x86_64::*;
 
-use super::aesni::{encrypt1, encrypt8, AesNi};
+use super::aesni::{encrypt1, encrypt_lanes, AesNi};
 
 /// An AES-GCM key: the AES schedule plus H^1..H^8 (byte-reflected).
 #[derive(Clone, Copy)]
@@ -475,7 +475,7 @@ unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
             if SEAL {
                 match &pending {
                     Some(prev) => x = aes8_ghash::<NR>(rk, &mut ks, prev, x, h, bs),
-                    None => encrypt8::<NR>(rk, &mut ks),
+                    None => encrypt_lanes::<NR, 8>(rk, &mut ks),
                 }
             } else {
                 x = aes8_ghash::<NR>(rk, &mut ks, &d, x, h, bs);
@@ -517,7 +517,7 @@ unsafe fn crypt_body<const NR: usize, const SEAL: bool>(
         if SEAL {
             match &pending {
                 Some(prev) => x = aes8_ghash::<NR>(rk, &mut ks, prev, x, h, bs),
-                None => encrypt8::<NR>(rk, &mut ks),
+                None => encrypt_lanes::<NR, 8>(rk, &mut ks),
             }
         } else {
             for (c, b) in tail.iter_mut().zip(whole.chunks_exact(16)) {
