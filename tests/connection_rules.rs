@@ -359,3 +359,116 @@ fn an_idle_connection_without_idle_timeout_arms_no_timer() {
         && p.link.in_flight() == 0));
     assert!(pair.now_ms < 1000, "quiet after {} ms", pair.now_ms);
 }
+
+/// A receive window that filled and is reopened by a read costs one round
+/// trip, not timer ticks: the reader's WINS (cmd 84) leaves at once and the
+/// writer sends what the window held back as soon as it hears it. kcp-go
+/// waits for the next `interval` tick on both ends, which made single-session
+/// throughput bimodal whenever a reader fell a window behind.
+#[test]
+fn a_reopened_receive_window_resumes_the_writer_within_one_round_trip() {
+    const DELAY_MS: u64 = 2;
+    const WND: u32 = 32;
+    // A long interval so a tick-driven resume cannot pass for an immediate one.
+    let nodelay = kcp_session::NoDelay {
+        interval: 200,
+        ..kcp_session::Mode::Fast3.nodelay()
+    };
+    let cfg = quiet(
+        Config::builder()
+            .window(WND, WND)
+            .nodelay(nodelay)
+            .stream_mode(StreamMode::Stream),
+    )
+    .build()
+    .unwrap();
+    let link = Link::new(LinkConfig::perfect(DELAY_MS), 1);
+    let mut pair = ConnectionPair::new(9, &cfg, &cfg, link).unwrap();
+    let data = test_data(4 * WND as usize * 1400, 9);
+
+    // A writes what it can; B does not read, so its queue fills the window.
+    let mut sent = 0;
+    pair.run_until(1_000, |p| {
+        let now = p.now();
+        while sent < data.len() {
+            match p.a.write(now, &data[sent..]) {
+                Ok(n) => sent += n,
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        p.transmit(Side::A);
+        false
+    });
+    assert!(sent < data.len(), "the window never closed");
+    let mut buf = vec![0u8; 1 << 20];
+    let held = pair.b.read(&mut buf).unwrap();
+    assert!(
+        held >= (WND as usize - 1) * 1300,
+        "B held only {held} bytes"
+    );
+
+    // The read reopened the window: B's next drive is due now and sends a
+    // datagram carrying a WINS, checked by its raw bytes (no crypt, no FEC:
+    // the datagram is bare KCP; cmd is byte 4 of each 24-byte header).
+    let t = pair.now_ms;
+    let now = pair.now();
+    assert!(
+        pair.b.poll_timeout().is_some_and(|at| at <= now),
+        "no drive asked for"
+    );
+    pair.b.handle_timeout(now);
+    let mut dgram = vec![0u8; 2048];
+    let mut tells = 0;
+    while let Some(len) = pair.b.poll_transmit(now, &mut dgram) {
+        let mut at = 0;
+        while at + 24 <= len {
+            let seg_len = u32::from_le_bytes(dgram[at + 20..at + 24].try_into().unwrap()) as usize;
+            if dgram[at + 4] == 84 {
+                tells += 1;
+            }
+            at += 24 + seg_len;
+        }
+        pair.link.send(Side::B, &dgram[..len], t);
+    }
+    assert_eq!(tells, 1, "the reopened window was not told at once");
+
+    // The held-back data reaches B one round trip after the read.
+    let mut got = buf[..held].to_vec();
+    let arrived = pair.run_until(t + 2 * DELAY_MS + 1, |p| {
+        while let Ok(n) = p.b.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() > held
+    });
+    assert!(
+        arrived,
+        "no new data within one round trip of the read (at {} ms, read at {t})",
+        pair.now_ms
+    );
+
+    // And the rest of the stream still arrives byte-exact.
+    let done = pair.run_until(60_000, |p| {
+        let now = p.now();
+        while sent < data.len() {
+            match p.a.write(now, &data[sent..]) {
+                Ok(n) => sent += n,
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        p.transmit(Side::A);
+        while let Ok(n) = p.b.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        p.transmit(Side::B);
+        got.len() == data.len()
+    });
+    assert!(
+        done && got == data,
+        "{} of {} bytes, exact: {}",
+        got.len(),
+        data.len(),
+        got == data
+    );
+}

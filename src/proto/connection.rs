@@ -35,7 +35,7 @@ use crate::codec::{self, InputReport, KcpSink, OutKind, Outgoing, Receiver, Seal
 use crate::config::{check_mtu_limit, Config, Congestion, NoDelay, StreamMode};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
-use crate::kcp::{FlushKind, Kcp, IKCP_OVERHEAD};
+use crate::kcp::{FlushKind, Kcp, SendWindow, IKCP_OVERHEAD};
 use crate::proto::packet::{Packet, PacketPool};
 use crate::rate::RateLimiter;
 #[cfg(feature = "snmp")]
@@ -347,7 +347,15 @@ impl Connection {
                 h(d)
             }
         };
+        let before = kcp.send_window();
         let rep = rx.input(plain, kcp, *ack_nodelay, now_ms, &mut sink, c, &mut oob);
+        if before == SendWindow::Full && kcp.send_window() == SendWindow::Open {
+            // A larger peer window (a WINS, or an ACK's wnd field) unblocked
+            // queued data without moving una, so KCP did not flush; kcp-go
+            // would wait for the next tick. Sending now changes only when
+            // the peer sees the data (docs/wire.md §5.6).
+            kcp.flush(FlushKind::Full, now_ms, &mut sink);
+        }
         if rep.kcp_errors == 0 {
             self.last_recv = now;
         } else {
@@ -619,7 +627,19 @@ impl Connection {
         }
         if let Some(size) = self.kcp.peek_size() {
             let n = if buf.len() >= size {
-                self.kcp.recv(buf)?.unwrap_or(0)
+                let mut n = self.kcp.recv(buf)?.unwrap_or(0);
+                if self.kcp.is_stream_mode() {
+                    // A stream has no boundaries to keep: fill `buf` with
+                    // every whole segment that fits, one lock and one wake
+                    // per read instead of per segment.
+                    while let Some(size) = self.kcp.peek_size() {
+                        if buf.len() - n < size {
+                            break;
+                        }
+                        n += self.kcp.recv(&mut buf[n..])?.unwrap_or(0);
+                    }
+                }
+                n
             } else {
                 self.leftover.resize(size, 0);
                 let got = self.kcp.recv(&mut self.leftover)?.unwrap_or(0);
@@ -630,11 +650,22 @@ impl Connection {
                 n
             };
             self.c.bytes_received += n as u64;
-            // The receive window may have reopened: a WINS may be owed.
-            self.needs_drive = true;
+            self.tell_reopened_window();
             return Ok(n);
         }
         Err(self.ended_or_would_block())
+    }
+
+    /// After a read: if it reopened a receive window that was full (§5.4),
+    /// flush the owed WINS at the next drive instead of the next tick. The
+    /// sender is stalled until it hears the window, so every millisecond
+    /// of delay here is a millisecond of idle link; kcp-go waits for the
+    /// tick (docs/wire.md §5.6).
+    fn tell_reopened_window(&mut self) {
+        if self.kcp.owes_window_tell() {
+            self.flush_now = true;
+            self.needs_drive = true;
+        }
     }
 
     fn ended_or_would_block(&self) -> Error {
@@ -675,7 +706,7 @@ impl Connection {
             }
             let n = self.kcp.recv(buf)?.unwrap_or(0);
             self.c.bytes_received += n as u64;
-            self.needs_drive = true;
+            self.tell_reopened_window();
             return Ok(n);
         }
         Err(self.ended_or_would_block())

@@ -851,10 +851,7 @@ impl Kcp {
         self.probe = 0;
 
         // Phase 4: queue -> buffer within the effective window.
-        let mut cwnd = self.snd_wnd.min(self.rmt_wnd);
-        if self.nocwnd == 0 {
-            cwnd = cwnd.min(self.cwnd);
-        }
+        let cwnd = self.effective_window();
         let mut new_segs = 0u32;
         while itimediff(self.snd_nxt, self.snd_una.wrapping_add(cwnd)) < 0 {
             let Some(q) = self.snd_queue.pop_front() else {
@@ -1052,6 +1049,40 @@ impl Kcp {
         let delay = self.flush(FlushKind::Full, now_ms, out);
         self.next_tick = Some(now_ms.wrapping_add(delay));
         delay
+    }
+
+    /// The send window a flush fills: `snd_wnd`, the peer's window and, with
+    /// congestion control on, `cwnd` (§5.2).
+    fn effective_window(&self) -> u32 {
+        let wnd = self.snd_wnd.min(self.rmt_wnd);
+        if self.nocwnd == 0 {
+            wnd.min(self.cwnd)
+        } else {
+            wnd
+        }
+    }
+
+    /// Whether queued segments wait for the send window
+    /// ([`SendWindow::Full`]), could enter it at the next full flush
+    /// ([`SendWindow::Open`]), or nothing is queued ([`SendWindow::Idle`]).
+    pub fn send_window(&self) -> SendWindow {
+        if self.snd_queue.is_empty() {
+            SendWindow::Idle
+        } else if itimediff(
+            self.snd_nxt,
+            self.snd_una.wrapping_add(self.effective_window()),
+        ) < 0
+        {
+            SendWindow::Open
+        } else {
+            SendWindow::Full
+        }
+    }
+
+    /// Whether a window tell (`IKCP_CMD_WINS`) is owed to the peer: it asked
+    /// (WASK), or a read reopened a receive window that was full (§5.4).
+    pub fn owes_window_tell(&self) -> bool {
+        self.probe & IKCP_ASK_TELL != 0
     }
 
     /// When [`Kcp::update`] should run next (absolute, on the `now_ms` clock),

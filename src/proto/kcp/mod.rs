@@ -131,6 +131,18 @@ pub enum FlushKind {
     Full,
 }
 
+/// Where the send queue stands against the send window
+/// ([`Kcp::send_window`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendWindow {
+    /// Nothing is queued.
+    Idle,
+    /// Queued segments can enter the window at the next full flush.
+    Open,
+    /// Queued segments wait for acknowledgements or a larger peer window.
+    Full,
+}
+
 /// Where the engine writes datagrams. Each call is one datagram of at most
 /// `mtu` bytes holding whole KCP segments.
 pub trait Output {
