@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kcp_session::connection::{CloseReason, Event};
+use kcp_session::connection::{CloseReason, Connection, Event};
 use kcp_session::testing::{test_data, ConnectionPair, Link, LinkConfig, Side};
 use kcp_session::{Config, CryptSpec, Error, StreamMode};
 
@@ -22,6 +22,31 @@ fn quiet(b: kcp_session::ConfigBuilder) -> kcp_session::ConfigBuilder {
     b.idle_timeout(None).dead_link(None)
 }
 
+/// Writes from A as much of `data[*sent..]` as the window takes and puts it
+/// on the link.
+fn write_from_a(pair: &mut ConnectionPair, data: &[u8], sent: &mut usize) {
+    let now = pair.now();
+    while *sent < data.len() {
+        match pair.a.write(now, &data[*sent..]) {
+            Ok(n) => *sent += n,
+            Err(Error::WouldBlock) => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    pair.transmit(Side::A);
+}
+
+/// Reads everything `conn` has ready onto the end of `got`.
+fn read_into(conn: &mut Connection, buf: &mut [u8], got: &mut Vec<u8>) {
+    loop {
+        match conn.read(buf) {
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(Error::WouldBlock) => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
 /// Writes `data` from A as the window allows and reads everything B
 /// receives, stepping virtual time; returns what B read and when the last
 /// byte arrived (ms).
@@ -30,22 +55,8 @@ fn stream_a_to_b(pair: &mut ConnectionPair, data: &[u8], limit_ms: u64) -> (Vec<
     let mut got = Vec::with_capacity(data.len());
     let mut buf = vec![0u8; 64 * 1024];
     let done = pair.run_until(limit_ms, |p| {
-        let now = p.now();
-        while sent < data.len() {
-            match p.a.write(now, &data[sent..]) {
-                Ok(n) => sent += n,
-                Err(Error::WouldBlock) => break,
-                Err(e) => panic!("write: {e}"),
-            }
-        }
-        p.transmit(Side::A);
-        loop {
-            match p.b.read(&mut buf) {
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(Error::WouldBlock) => break,
-                Err(e) => panic!("read: {e}"),
-            }
-        }
+        write_from_a(p, data, &mut sent);
+        read_into(&mut p.b, &mut buf, &mut got);
         p.transmit(Side::B);
         got.len() == data.len()
     });
@@ -389,15 +400,7 @@ fn a_reopened_receive_window_resumes_the_writer_within_one_round_trip() {
     // A writes what it can; B does not read, so its queue fills the window.
     let mut sent = 0;
     pair.run_until(1_000, |p| {
-        let now = p.now();
-        while sent < data.len() {
-            match p.a.write(now, &data[sent..]) {
-                Ok(n) => sent += n,
-                Err(Error::WouldBlock) => break,
-                Err(e) => panic!("write: {e}"),
-            }
-        }
-        p.transmit(Side::A);
+        write_from_a(p, &data, &mut sent);
         false
     });
     assert!(sent < data.len(), "the window never closed");
@@ -436,9 +439,7 @@ fn a_reopened_receive_window_resumes_the_writer_within_one_round_trip() {
     // The held-back data reaches B one round trip after the read.
     let mut got = buf[..held].to_vec();
     let arrived = pair.run_until(t + 2 * DELAY_MS + 1, |p| {
-        while let Ok(n) = p.b.read(&mut buf) {
-            got.extend_from_slice(&buf[..n]);
-        }
+        read_into(&mut p.b, &mut buf, &mut got);
         got.len() > held
     });
     assert!(
@@ -449,18 +450,8 @@ fn a_reopened_receive_window_resumes_the_writer_within_one_round_trip() {
 
     // And the rest of the stream still arrives byte-exact.
     let done = pair.run_until(60_000, |p| {
-        let now = p.now();
-        while sent < data.len() {
-            match p.a.write(now, &data[sent..]) {
-                Ok(n) => sent += n,
-                Err(Error::WouldBlock) => break,
-                Err(e) => panic!("write: {e}"),
-            }
-        }
-        p.transmit(Side::A);
-        while let Ok(n) = p.b.read(&mut buf) {
-            got.extend_from_slice(&buf[..n]);
-        }
+        write_from_a(p, &data, &mut sent);
+        read_into(&mut p.b, &mut buf, &mut got);
         p.transmit(Side::B);
         got.len() == data.len()
     });
