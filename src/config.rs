@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::crypt::{CipherKind, Crypt};
 use crate::error::{Error, Result};
-use crate::kcp::RttSamples;
+use crate::kcp::{RttSamples, TimeoutResend};
 use crate::rate::RateLimiter;
 
 /// Largest UDP payload we receive: kcp-go v5.6's `mtuLimit`, the size of its
@@ -273,6 +273,7 @@ struct Settings {
     listener_shards: usize,
     udp_offload: UdpOffload,
     rtt_samples: RttSamples,
+    timeout_resend: TimeoutResend,
 }
 
 /// Everything a [`Session`](crate::session::Session) or
@@ -329,6 +330,7 @@ impl Config {
                 listener_shards: 1,
                 udp_offload: UdpOffload::Auto,
                 rtt_samples: RttSamples::LatestTransmission,
+                timeout_resend: TimeoutResend::ProbeWhileSilent,
             },
         }
     }
@@ -483,6 +485,11 @@ impl Config {
     /// Which ACKs feed the RTT estimate (see [`ConfigBuilder::rtt_samples`]).
     pub fn rtt_samples(&self) -> RttSamples {
         self.s.rtt_samples
+    }
+    /// What an expired retransmission timer sends (see
+    /// [`ConfigBuilder::timeout_resend`]).
+    pub fn timeout_resend(&self) -> TimeoutResend {
+        self.s.timeout_resend
     }
 }
 
@@ -735,6 +742,19 @@ impl ConfigBuilder {
     /// is one kcp-go could send (docs/wire.md §5.3).
     pub fn rtt_samples(mut self, rule: RttSamples) -> Self {
         self.s.rtt_samples = rule;
+        self
+    }
+
+    /// What an expired retransmission timer sends. Default
+    /// [`TimeoutResend::ProbeWhileSilent`]: while the peer acknowledges
+    /// nothing sent since, one segment probes per RTO and the rest of the
+    /// window waits for its ACK, so a peer that is only slow (a busy server,
+    /// thousands of sessions starting at once) is not sent the whole window
+    /// again every RTO. [`TimeoutResend::EverySegment`] is kcp-go's rule.
+    /// Either way every datagram is one kcp-go could send (docs/wire.md
+    /// §5.2.5).
+    pub fn timeout_resend(mut self, rule: TimeoutResend) -> Self {
+        self.s.timeout_resend = rule;
         self
     }
 

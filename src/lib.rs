@@ -128,7 +128,7 @@ pub use config::{
     Config, ConfigBuilder, Congestion, CryptSpec, Mode, NoDelay, StreamMode, UdpOffload,
 };
 pub use error::{Error, Result};
-pub use kcp::RttSamples;
+pub use kcp::{RttSamples, TimeoutResend};
 pub use listener::Listener;
 pub use rate::RateLimiter;
 pub use session::{Origin, OwnedReadHalf, OwnedWriteHalf, Session};

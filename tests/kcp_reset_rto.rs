@@ -5,7 +5,7 @@
 //! the RTO branch (`rto += rx_rto` with nodelay 0, `LostSegs` counted).
 
 use kcp_session::kcp::{
-    FlushKind, Kcp, PacketKind, RttSamples, SegmentHeader, Segments, IKCP_CMD_ACK,
+    FlushKind, Kcp, PacketKind, RttSamples, SegmentHeader, Segments, TimeoutResend, IKCP_CMD_ACK,
 };
 
 const CONV: u32 = 0x0a0b_0c0d;
@@ -49,9 +49,16 @@ fn ack(k: &mut Kcp, sn: u32, una: u32, ts: u32, now: u32) {
 /// echoed ts of 99 (no fast-ack: 99 < 100; RTT 21 gives rx_rto 100), and sn 3
 /// queued and moved to the send buffer by an ACK-only flush, never sent.
 fn scenario() -> Kcp {
+    scenario_with(TimeoutResend::EverySegment)
+}
+
+fn scenario_with(resend: TimeoutResend) -> Kcp {
     let mut k = Kcp::new(CONV);
     // kcp-go's RTT rule: the hand-made ACK echoes ts 99, a copy never sent.
     k.set_rtt_samples(RttSamples::EveryAck);
+    // kcp-go's timeout rule (the ACK's ts 99 precedes every send, so the
+    // peer counts as silent under this crate's default).
+    k.set_timeout_resend(resend);
     k.set_nodelay(0, 10, 0, 1);
     for d in [b"a", b"b", b"c"] {
         k.send(d).unwrap();
@@ -133,4 +140,17 @@ fn reset_with_nothing_in_flight_does_nothing() {
     assert_eq!(k.snd_buf_len(), 0);
     k.reset_rto(150);
     assert_eq!(flush(&mut k, FlushKind::Full, 150), Vec::<u32>::new());
+}
+
+/// Under this crate's default the peer here counts as silent (the only ACK
+/// echoes ts 99, before every send), so a timeout sends one probe; a reset
+/// is the application saying the path works, and sends everything, as in
+/// kcp-go.
+#[test]
+fn under_probe_while_silent_a_reset_still_sends_every_segment() {
+    let mut k = scenario_with(TimeoutResend::ProbeWhileSilent);
+    assert_eq!(flush(&mut k, FlushKind::Full, 150), [3]);
+    assert_eq!(flush(&mut k, FlushKind::Full, 300), [0], "one probe");
+    k.reset_rto(310);
+    assert_eq!(flush(&mut k, FlushKind::Full, 310), [0, 1, 3]);
 }

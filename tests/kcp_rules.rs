@@ -3,12 +3,20 @@
 //! test says so).
 
 use kcp_session::kcp::{
-    FlushKind, Kcp, PacketKind, RttSamples, SegmentHeader, Segments, IKCP_CMD_ACK, IKCP_CMD_PUSH,
-    IKCP_CMD_WASK, IKCP_CMD_WINS,
+    FlushKind, Kcp, PacketKind, RttSamples, SegmentHeader, Segments, TimeoutResend, IKCP_CMD_ACK,
+    IKCP_CMD_PUSH, IKCP_CMD_WASK, IKCP_CMD_WINS,
 };
 use kcp_session::Error;
 
 const CONV: u32 = 0x0102_0304;
+
+/// An engine with kcp-go's timeout rule (this crate's default,
+/// `TimeoutResend::ProbeWhileSilent`, has its own tests at the end).
+fn kcp_go() -> Kcp {
+    let mut k = Kcp::new(CONV);
+    k.set_timeout_resend(TimeoutResend::EverySegment);
+    k
+}
 
 fn seg(cmd: u8, sn: u32, una: u32, ts: u32, wnd: u16, data: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
@@ -63,7 +71,7 @@ fn pushes(h: &[SegmentHeader]) -> Vec<u32> {
 
 /// A sender with congestion control off and `n` one-byte segments sent at `now`.
 fn sender(n: usize, resend: i32, now: u32) -> Kcp {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_nodelay(1, 10, resend, 1);
     k.set_wndsize(128, 128);
     for _ in 0..n {
@@ -76,7 +84,7 @@ fn sender(n: usize, resend: i32, now: u32) -> Kcp {
 
 #[test]
 fn acks_below_rcv_nxt_are_dropped_except_the_last() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     // sn 0 and 1 arrive in order, then 3: rcv_nxt = 2, pending acks [0, 1, 3].
     let mut d = push(0, 0, 10);
     d.extend(push(1, 0, 11));
@@ -88,7 +96,7 @@ fn acks_below_rcv_nxt_are_dropped_except_the_last() {
     assert_eq!(acks, vec![(IKCP_CMD_ACK, 3, 13, 2)]);
 
     // When every pending ack is below rcv_nxt, the last one still goes out.
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     let mut d = push(0, 0, 10);
     d.extend(push(1, 0, 11));
     input(&mut k, &d, PacketKind::Regular, 20);
@@ -146,7 +154,7 @@ fn early_retransmit_fires_even_with_resend_0() {
 
 #[test]
 fn window_probe_after_500_ms() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     // The peer advertises a zero window.
     input(
         &mut k,
@@ -171,7 +179,7 @@ fn window_probe_after_500_ms() {
 
 #[test]
 fn wask_is_answered_by_wins_reusing_the_last_ack() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     let mut d = push(0, 0, 77);
     d.extend(seg(IKCP_CMD_WASK, 0, 0, 0, 32, &[]));
     input(&mut k, &d, PacketKind::Regular, 100);
@@ -185,7 +193,7 @@ fn wask_is_answered_by_wins_reusing_the_last_ack() {
 
 #[test]
 fn remote_window_only_from_regular_packets() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     // ACKs of nothing in flight: kcp-go samples them, the default does not.
     k.set_rtt_samples(RttSamples::EveryAck);
     input(
@@ -211,7 +219,7 @@ fn remote_window_only_from_regular_packets() {
 
 #[test]
 fn immediate_full_flush_when_una_advances() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_nodelay(0, 100, 0, 1);
     k.set_wndsize(2, 32);
     for _ in 0..4 {
@@ -228,7 +236,7 @@ fn immediate_full_flush_when_una_advances() {
 
 #[test]
 fn ack_clocking_and_ack_no_delay() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_mtu(120).unwrap(); // clocking threshold: 120 / 24 = 5 pending acks
     k.send(b"queued data that must not go out in an ACK-only flush")
         .unwrap();
@@ -259,7 +267,7 @@ fn ack_clocking_and_ack_no_delay() {
 
 #[test]
 fn rtt_estimator_matches_hand_computed_values() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     // ACKs of nothing in flight: kcp-go samples them, the default does not.
     k.set_rtt_samples(RttSamples::EveryAck);
     let mut now: u32 = 10_000;
@@ -286,7 +294,7 @@ fn rtt_estimator_matches_hand_computed_values() {
     assert_eq!(sample(&mut k, 900_000).2, 60_000);
 
     // Only the last ACK of a datagram gives the sample.
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_rtt_samples(RttSamples::EveryAck);
     let mut d = ack(0, 0, 900);
     d.extend(ack(0, 0, 950));
@@ -345,7 +353,7 @@ fn rtt_samples_come_from_the_latest_transmission_only() {
 #[test]
 fn rto_backoff_nodelay_0_and_1() {
     for (nodelay, resends) in [(0, [200u32, 600, 1200]), (1, [200, 500, 900])] {
-        let mut k = Kcp::new(CONV);
+        let mut k = kcp_go();
         k.set_nodelay(nodelay, 5000, 0, 1);
         k.send(b"a").unwrap();
         let (h, delay) = flush(&mut k, FlushKind::Full, 0);
@@ -371,7 +379,7 @@ fn rto_backoff_nodelay_0_and_1() {
 
 #[test]
 fn congestion_window() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_nodelay(0, 100, 2, 0);
     for _ in 0..20 {
         k.send(b"c").unwrap();
@@ -410,7 +418,7 @@ fn early_retransmit_with_resend_0_wraps_cwnd_to_ssthresh_minus_1() {
 
 #[test]
 fn send_limits_and_modes() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     assert!(matches!(k.send(&[]), Err(Error::EmptyMessage)));
     let mss = k.mss();
     k.send(&vec![0; 255 * mss]).unwrap();
@@ -424,7 +432,7 @@ fn send_limits_and_modes() {
     ));
     assert_eq!(k.wait_snd(), 255);
     // Message mode: frg counts down.
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_nodelay(0, 100, 0, 1);
     k.send(&vec![1; mss * 2 + 1]).unwrap();
     let frg: Vec<_> = flush(&mut k, FlushKind::Full, 0)
@@ -434,7 +442,7 @@ fn send_limits_and_modes() {
         .collect();
     assert_eq!(frg, vec![2, 1, 0]);
     // Stream mode tops up the last queued segment.
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_stream_mode(true);
     k.send(&[1; 10]).unwrap();
     k.send(&vec![2; mss]).unwrap();
@@ -450,9 +458,9 @@ fn send_limits_and_modes() {
 
 #[test]
 fn recv_messages_and_buffer_too_small() {
-    let mut tx = Kcp::new(CONV);
+    let mut tx = kcp_go();
     tx.set_nodelay(0, 100, 0, 1);
-    let mut rx = Kcp::new(CONV);
+    let mut rx = kcp_go();
     let mss = tx.mss();
     let msg: Vec<u8> = (0..mss * 3).map(|i| i as u8).collect();
     tx.send(&msg).unwrap();
@@ -486,7 +494,7 @@ fn recv_messages_and_buffer_too_small() {
 
 #[test]
 fn input_errors_keep_earlier_segments() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     let mut sink = |_: &[u8]| {};
     assert!(matches!(
         k.input(&[0; 23], PacketKind::Regular, false, 0, &mut sink),
@@ -530,7 +538,7 @@ fn input_errors_keep_earlier_segments() {
 
 #[test]
 fn repeat_segments_counted_for_regular_packets_only() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     let mut sink = |_: &[u8]| {};
     k.input(&push(0, 0, 0), PacketKind::Regular, false, 0, &mut sink)
         .unwrap();
@@ -548,7 +556,7 @@ fn repeat_segments_counted_for_regular_packets_only() {
 
 #[test]
 fn packing_respects_mtu() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_mtu(100).unwrap(); // mss 76
     k.set_nodelay(0, 100, 0, 1);
     for _ in 0..5 {
@@ -561,7 +569,7 @@ fn packing_respects_mtu() {
 
 #[test]
 fn dead_link_after_20_transmissions() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_nodelay(1, 10, 0, 1);
     k.send(b"lost").unwrap();
     let mut now = 0;
@@ -575,9 +583,9 @@ fn dead_link_after_20_transmissions() {
 
 #[test]
 fn next_deadline_is_none_only_when_idle() {
-    let mut tx = Kcp::new(CONV);
+    let mut tx = kcp_go();
     tx.set_nodelay(0, 100, 0, 1);
-    let mut rx = Kcp::new(CONV);
+    let mut rx = kcp_go();
     assert_eq!(tx.next_deadline(5), None);
     tx.send(b"hi").unwrap();
     assert_eq!(tx.next_deadline(5), Some(5), "first tick is due now");
@@ -597,7 +605,7 @@ fn next_deadline_is_none_only_when_idle() {
 
 #[test]
 fn zero_window_blocks_new_data_until_reopened() {
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_nodelay(0, 100, 0, 1);
     input(
         &mut k,
@@ -622,7 +630,7 @@ fn receive_window_beyond_u16_buffers_far_segments_sparsely() {
     // A peer that respects our (u16) advertised window never sends 65536 or
     // more ahead; one that does is still handled as kcp-go would (buffered
     // and acknowledged), without a dense allocation per slot.
-    let mut k = Kcp::new(CONV);
+    let mut k = kcp_go();
     k.set_wndsize(32, 200_000);
     let far = 150_000u32;
     let mut d = seg(IKCP_CMD_PUSH, far, 0, 1, 32, b"far");
@@ -657,4 +665,212 @@ fn receive_window_beyond_u16_buffers_far_segments_sparsely() {
     }
     assert_eq!((n, last.as_slice()), (far as usize + 1, &b"far"[..]));
     assert_eq!(k.rcv_buf_len(), 1, "the farther one still waits");
+}
+
+// ---- TimeoutResend::ProbeWhileSilent (this crate's default; docs/wire.md §5.2.5)
+
+/// (cmd, sn) of every segment in `dgs`, read straight from the bytes (KCP
+/// header: conv 4, cmd 1, frg 1, wnd 2, ts 4, sn 4, una 4, len 4, then
+/// `len` bytes), not with this crate's decoder.
+fn raw_segments(dgs: &[Vec<u8>]) -> Vec<(u8, u32)> {
+    let mut v = Vec::new();
+    for d in dgs {
+        let mut at = 0;
+        while at + 24 <= d.len() {
+            let word = |o: usize| u32::from_le_bytes([d[o], d[o + 1], d[o + 2], d[o + 3]]);
+            v.push((d[at + 4], word(at + 12)));
+            at += 24 + word(at + 20) as usize;
+        }
+        assert_eq!(at, d.len(), "a datagram ends on a segment boundary");
+    }
+    v
+}
+
+fn raw_pushes(dgs: &[Vec<u8>]) -> Vec<u32> {
+    raw_segments(dgs)
+        .into_iter()
+        .filter(|&(cmd, _)| cmd == IKCP_CMD_PUSH)
+        .map(|(_, sn)| sn)
+        .collect()
+}
+
+/// fast3-like engine (nodelay 1, interval 10, no fast resend, no cwnd),
+/// `n` one-byte segments sent at t=0; the initial RTO is 200 ms.
+fn silent_sender(rule: TimeoutResend, n: usize) -> Kcp {
+    let mut k = Kcp::new(CONV);
+    k.set_timeout_resend(rule);
+    k.set_nodelay(1, 10, 0, 1);
+    k.set_wndsize(128, 128);
+    for _ in 0..n {
+        k.send(b"d").unwrap();
+    }
+    let mut out = Vec::new();
+    k.flush(FlushKind::Full, 0, &mut |b: &[u8]| out.push(b.to_vec()));
+    assert_eq!(raw_pushes(&out), (0..n as u32).collect::<Vec<_>>());
+    k
+}
+
+/// Every 10 ms tick from `from` to `to` (inclusive): (time, PUSH sns).
+fn ticks(k: &mut Kcp, from: u32, to: u32) -> Vec<(u32, Vec<u32>)> {
+    let mut sent = Vec::new();
+    for t in (from..=to).step_by(10) {
+        let mut out = Vec::new();
+        k.flush(FlushKind::Full, t, &mut |b: &[u8]| out.push(b.to_vec()));
+        let p = raw_pushes(&out);
+        if !p.is_empty() {
+            sent.push((t, p));
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_silent_peer_gets_one_probe_per_rto_not_the_whole_window() {
+    // Nothing ever comes back. kcp-go resends all 20 at every timeout; the
+    // default resends sn 0 alone, on the same schedule: rto 200, then
+    // + rx_rto/2 = 100 per timeout (nodelay), so at 200, 500, 900, 1400.
+    let mut k = silent_sender(TimeoutResend::ProbeWhileSilent, 20);
+    let sent = ticks(&mut k, 10, 1500);
+    let want: Vec<(u32, Vec<u32>)> = [200, 500, 900, 1400].map(|t| (t, vec![0])).to_vec();
+    assert_eq!(sent, want);
+    assert_eq!(k.stats().lost_segs, 4);
+
+    let mut go = silent_sender(TimeoutResend::EverySegment, 20);
+    let sent = ticks(&mut go, 10, 1500);
+    let all: Vec<u32> = (0..20).collect();
+    let want: Vec<(u32, Vec<u32>)> = [200, 500, 900, 1400].map(|t| (t, all.clone())).to_vec();
+    assert_eq!(sent, want, "kcp-go's rule");
+}
+
+#[test]
+fn the_first_ack_after_silence_sends_what_waited_at_once() {
+    let mut k = silent_sender(TimeoutResend::ProbeWhileSilent, 20);
+    assert_eq!(ticks(&mut k, 10, 600), [(200, vec![0]), (500, vec![0])]);
+    // The peer answers the probe sent at 500: sn 0 acknowledged (una 1),
+    // echoing ts 500. Every held segment was sent at 0 <= 500: all of them
+    // go out in the flush this input triggers, not a probe interval later.
+    let mut out = Vec::new();
+    k.input(
+        &ack(0, 1, 500),
+        PacketKind::Regular,
+        false,
+        505,
+        &mut |b: &[u8]| out.push(b.to_vec()),
+    )
+    .unwrap();
+    assert_eq!(raw_pushes(&out), (1..20).collect::<Vec<_>>());
+    // Their timers restart from the current RTO: nothing more before it.
+    let rto = k.rto();
+    assert!(ticks(&mut k, 510, 505 + rto - 1).is_empty());
+}
+
+#[test]
+fn an_ack_of_an_older_send_releases_nothing() {
+    // sn 0..4 at t=0, sn 5..9 at t=100. At 150 the peer acknowledges sn 0
+    // echoing ts 0: evidence up to t=0 only, so sn 5..9 (sent at 100) stay
+    // silent when they time out, while sn 1..4 (sent at 0) are resent as
+    // kcp-go would.
+    let mut k = silent_sender(TimeoutResend::ProbeWhileSilent, 5);
+    for _ in 0..5 {
+        k.send(b"e").unwrap();
+    }
+    let mut out = Vec::new();
+    k.flush(FlushKind::Full, 100, &mut |b: &[u8]| out.push(b.to_vec()));
+    assert_eq!(raw_pushes(&out), (5..10).collect::<Vec<_>>());
+    k.input(
+        &ack(0, 1, 0),
+        PacketKind::Regular,
+        false,
+        150,
+        &mut |_: &[u8]| {},
+    )
+    .unwrap();
+    // rx_rto after the 150 ms sample: 150 + max(10, 4 * 75) = 450.
+    assert_eq!(k.rto(), 450);
+    let sent = ticks(&mut k, 160, 320);
+    // sn 1..4 time out at 200 (rto 200): evidence covers them, all resent.
+    // sn 5..9 time out at 300: no evidence, one probe (sn 5).
+    assert_eq!(sent, [(200, vec![1, 2, 3, 4]), (300, vec![5])]);
+}
+
+#[test]
+fn with_acks_flowing_both_rules_send_the_same_datagrams() {
+    // A lossy bulk transfer where the peer keeps acknowledging: every
+    // timeout has evidence, so the default must match kcp-go byte for byte.
+    let run = |rule: TimeoutResend| {
+        let (mut tx, mut rx) = (Kcp::new(CONV), Kcp::new(CONV));
+        for k in [&mut tx, &mut rx] {
+            k.set_timeout_resend(rule);
+            k.set_nodelay(1, 10, 0, 1);
+            k.set_wndsize(64, 64);
+        }
+        let mut wire = Vec::new();
+        let mut n = 0u64;
+        for t in (0..3000u32).step_by(10) {
+            if t < 1500 {
+                // Three segments per tick.
+                tx.send(&[t as u8; 3500]).unwrap();
+            }
+            let mut out = Vec::new();
+            tx.flush(FlushKind::Full, t, &mut |b: &[u8]| out.push(b.to_vec()));
+            for d in out {
+                n += 1;
+                // Two datagrams in a row lost of every 11 (so timeouts
+                // fire for several segments in one flush), the rest
+                // delivered at once.
+                if n % 11 > 1 {
+                    let mut back = Vec::new();
+                    rx.input(&d, PacketKind::Regular, true, t, &mut |b: &[u8]| {
+                        back.push(b.to_vec())
+                    })
+                    .unwrap();
+                    for b in back {
+                        tx.input(&b, PacketKind::Regular, false, t, &mut |o: &[u8]| {
+                            wire.push(o.to_vec())
+                        })
+                        .unwrap();
+                    }
+                }
+                wire.push(d);
+            }
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(Some(_)) = rx.recv(&mut buf) {}
+        }
+        assert!(
+            tx.stats().lost_segs > 50,
+            "the run must have timeouts: {:?}",
+            tx.stats()
+        );
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(Some(_)) = rx.recv(&mut buf) {}
+        assert_eq!(rx.rcv_nxt(), tx.snd_nxt(), "everything arrived");
+        wire
+    };
+    assert_eq!(
+        run(TimeoutResend::ProbeWhileSilent),
+        run(TimeoutResend::EverySegment)
+    );
+}
+
+#[test]
+fn once_the_probe_is_acknowledged_the_next_loss_is_not_paced() {
+    // Probe at 200, acknowledged at 205 (ts 200): the silence is over. A new
+    // segment sent at 210 and lost times out after the current RTO (5 ms
+    // sample: 5 + max(10, 4 * 2) = 15, raised to the 30 ms floor) and goes
+    // out then, not at the old probe's next slot (200 + 300).
+    let mut k = silent_sender(TimeoutResend::ProbeWhileSilent, 1);
+    assert_eq!(ticks(&mut k, 10, 200), [(200, vec![0])]);
+    k.input(
+        &ack(0, 1, 200),
+        PacketKind::Regular,
+        false,
+        205,
+        &mut |_: &[u8]| {},
+    )
+    .unwrap();
+    assert_eq!(k.rto(), 30);
+    k.send(b"f").unwrap();
+    assert_eq!(ticks(&mut k, 210, 210), [(210, vec![1])]);
+    let sent = ticks(&mut k, 220, 600);
+    assert_eq!(sent.first(), Some(&(240, vec![1])));
 }

@@ -2,7 +2,7 @@
 //! (`interop/vectors/kcp_gen_test.go`): the same calls at the same times must
 //! write byte-identical datagrams and return the same values.
 
-use kcp_session::kcp::{FlushKind, Kcp, PacketKind, RttSamples};
+use kcp_session::kcp::{FlushKind, Kcp, PacketKind, RttSamples, TimeoutResend};
 use kcp_session::Error;
 use serde::Deserialize;
 
@@ -52,6 +52,7 @@ fn replay(t: &Trace) -> usize {
     let mut k = Kcp::new(c.conv);
     // The traces are kcp-go's own engine: its RTT rule, sample for sample.
     k.set_rtt_samples(RttSamples::EveryAck);
+    k.set_timeout_resend(TimeoutResend::EverySegment);
     k.set_nodelay(c.nodelay[0], c.nodelay[1], c.nodelay[2], c.nodelay[3]);
     k.set_wndsize(c.wnd[0], c.wnd[1]);
     k.set_mtu(c.mtu).unwrap();

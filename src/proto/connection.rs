@@ -183,6 +183,7 @@ impl Connection {
         apply_nodelay(&mut kcp, config.nodelay());
         kcp.set_stream_mode(config.stream_mode() == StreamMode::Stream);
         kcp.set_rtt_samples(config.rtt_samples());
+        kcp.set_timeout_resend(config.timeout_resend());
         let (d, p) = config.fec();
         let mut conn = Connection {
             conv,

@@ -75,6 +75,9 @@ struct SndSeg {
     in_t: bool,
     in_f: bool,
     in_r: bool,
+    /// Held back by [`TimeoutResend::ProbeWhileSilent`]: expired, not sent,
+    /// listed in `Kcp::held`.
+    held: bool,
     ts: u32,
     /// Unwrapped clock at the last transmission (valid when `xmit > 0`).
     ts_key: i64,
@@ -179,6 +182,21 @@ pub struct Kcp {
     una_freed: Vec<Option<u32>>,
     una_freed_from: u32,
     rtt_samples: RttSamples,
+    timeout_resend: TimeoutResend,
+    /// Unwrapped send time of the latest of our transmissions an ACK has
+    /// echoed (`i64::MIN`: none yet).
+    heard_upto: i64,
+    /// `heard_upto` when held segments were last checked against it.
+    heard_released: i64,
+    /// When the next silent-peer probe may go (see `TimeoutResend`).
+    silent_probe_due: i64,
+    /// When the last silent-peer probe went; an ACK echoing it or anything
+    /// later ends the silence (`silent_probe_due` back to `i64::MIN`).
+    silent_probe_sent: i64,
+    /// Sequence numbers of held segments, each listed once while its
+    /// `SndSeg::held` is set (entries whose segment was since sent or
+    /// acknowledged are dropped lazily).
+    held: Vec<u32>,
     suffix_min: Vec<i64>,
     cands: Vec<u32>,
 
@@ -248,6 +266,12 @@ impl Kcp {
             una_freed: Vec::new(),
             una_freed_from: 0,
             rtt_samples: RttSamples::default(),
+            timeout_resend: TimeoutResend::default(),
+            heard_upto: i64::MIN,
+            heard_released: i64::MIN,
+            silent_probe_due: i64::MIN,
+            silent_probe_sent: i64::MIN,
+            held: Vec::new(),
             suffix_min: Vec::new(),
             cands: Vec::new(),
             clock: 0,
@@ -352,6 +376,15 @@ impl Kcp {
     /// [`RttSamples::LatestTransmission`]).
     pub fn set_rtt_samples(&mut self, rule: RttSamples) {
         self.rtt_samples = rule;
+    }
+
+    /// Chooses what an expired retransmission timer sends (default
+    /// [`TimeoutResend::ProbeWhileSilent`]).
+    pub fn set_timeout_resend(&mut self, rule: TimeoutResend) {
+        self.timeout_resend = rule;
+        if rule == TimeoutResend::EverySegment {
+            self.release_held(i64::MAX);
+        }
     }
 
     /// Segments queued or in flight (kcp-go `WaitSnd`).
@@ -696,6 +729,14 @@ impl Kcp {
             }
             match h.cmd {
                 IKCP_CMD_ACK => {
+                    // Evidence the peer got what we sent at `ts`, on our
+                    // clock (a ts from the future counts as now; one over
+                    // 2^30 ms old as none).
+                    let age = itimediff(now_ms, h.ts);
+                    if age < 1 << 30 {
+                        let at = self.clock - i64::from(age.max(0));
+                        self.heard_upto = self.heard_upto.max(at);
+                    }
                     let fresh = self.acks_last_transmission(h.sn, h.ts);
                     self.parse_ack(h.sn);
                     if itimediff(h.sn, self.snd_una) >= 0 && itimediff(h.sn, self.snd_nxt) < 0 {
@@ -728,6 +769,15 @@ impl Kcp {
         };
         let fast_ack = self.apply_fastacks(!flush_segments && result.is_ok(), now_ms);
         result?;
+        // Segments held while the peer was silent go out now if an ACK showed
+        // it received something sent no earlier than they were.
+        let released =
+            self.heard_upto > self.heard_released && self.release_held(self.heard_upto) > 0;
+        self.heard_released = self.heard_upto;
+        if self.heard_upto >= self.silent_probe_sent {
+            // The peer got the last probe: no more pacing for the next loss.
+            self.silent_probe_due = i64::MIN;
+        }
         self.stats.in_segs += in_segs;
 
         if update_rtt && kind == PacketKind::Regular {
@@ -759,7 +809,7 @@ impl Kcp {
         }
 
         // §5.3 end: immediate flushes.
-        if flush_segments || fast_ack {
+        if flush_segments || fast_ack || released {
             self.flush(FlushKind::Full, now_ms, out);
         } else if self.acklist.len() >= self.mtu / IKCP_OVERHEAD {
             // Ack clocking (v5.6.29+).
@@ -865,6 +915,7 @@ impl Kcp {
                 in_t: true,
                 in_f: false,
                 in_r: false,
+                held: false,
                 ts: 0,
                 ts_key: 0,
                 xmit: 0,
@@ -922,6 +973,7 @@ impl Kcp {
                 rx_rto / 2
             };
             let unsent = (unsent_from.min(len))..len;
+            let silent_rule = self.timeout_resend == TimeoutResend::ProbeWhileSilent;
             for off in cands.iter().copied().chain(unsent) {
                 let Some(seg) = self.snd_buf.get_mut(off as usize) else {
                     continue;
@@ -941,12 +993,32 @@ impl Kcp {
                     seg.rto = rx_rto;
                     early += 1;
                 } else if seg.due <= clock {
+                    // No ACK has shown the peer got anything sent since this
+                    // segment: one probe per backed-off RTO, the rest wait
+                    // (docs/wire.md §5.2.5).
+                    let silent = silent_rule && seg.ts_key > self.heard_upto;
+                    if silent && clock < self.silent_probe_due {
+                        seg.due = self.silent_probe_due.max(clock + 1);
+                        seg.resendts = now.wrapping_add((seg.due - clock) as u32);
+                        if !seg.held {
+                            seg.held = true;
+                            self.held.push(sn);
+                        }
+                        self.rto_heap.push(Reverse((seg.due, sn, seg.xmit)));
+                        continue;
+                    }
                     seg.rto = seg.rto.wrapping_add(back_off).min(i32::MAX as u32);
                     seg.fastack = 0;
                     lost += 1;
+                    if silent {
+                        // The next probe no sooner than this one's own RTO.
+                        self.silent_probe_due = clock + i64::from(seg.rto);
+                        self.silent_probe_sent = clock;
+                    }
                 } else {
                     continue;
                 }
+                seg.held = false;
                 seg.resendts = now.wrapping_add(seg.rto);
                 seg.due = clock + i64::from(seg.rto);
                 seg.xmit = seg.xmit.wrapping_add(1);
@@ -1008,6 +1080,9 @@ impl Kcp {
             }
             if self.rto_heap.len() > 2 * self.snd_buf.len() + 64 {
                 self.rebuild_heap();
+            }
+            if self.held.len() > 2 * self.snd_buf.len() + 64 {
+                self.compact_held();
             }
         }
         if !buf.is_empty() {
@@ -1129,7 +1204,13 @@ impl Kcp {
             seg.rto = rx_rto;
             seg.resendts = now_ms;
             seg.due = clock;
+            seg.held = false;
         }
+        self.held.clear();
+        self.silent_probe_due = i64::MIN;
+        // The application vouches that the path works again: everything
+        // sent so far goes out at the next flush, as in kcp-go, not one probe.
+        self.heard_upto = self.heard_upto.max(clock);
         // Every live deadline changed: rebuild rather than push, so repeated
         // calls cannot grow the heap.
         self.rebuild_heap();
@@ -1202,6 +1283,48 @@ impl Kcp {
     }
 
     /// RTT estimator of kcp-go (§5.3), not C KCP's.
+    /// Drops `held` entries whose segment is no longer held.
+    fn compact_held(&mut self) {
+        let una = self.snd_una;
+        let snd_buf = &self.snd_buf;
+        self.held.retain(|&sn| {
+            snd_buf
+                .get(sn.wrapping_sub(una) as usize)
+                .is_some_and(|s| s.held && !s.acked)
+        });
+    }
+
+    /// Makes every held segment sent no later than `upto` due now; returns
+    /// how many.
+    fn release_held(&mut self, upto: i64) -> usize {
+        if self.held.is_empty() {
+            return 0;
+        }
+        let (una, clock) = (self.snd_una, self.clock);
+        let mut held = std::mem::take(&mut self.held);
+        let mut released = 0;
+        held.retain(|&sn| {
+            let Some(seg) = self.snd_buf.get_mut(sn.wrapping_sub(una) as usize) else {
+                return false;
+            };
+            if !seg.held || seg.acked {
+                seg.held = false;
+                return false;
+            }
+            if seg.ts_key > upto {
+                return true;
+            }
+            seg.held = false;
+            seg.due = clock;
+            seg.resendts = self.last_now;
+            self.rto_heap.push(Reverse((clock, sn, seg.xmit)));
+            released += 1;
+            false
+        });
+        self.held = held;
+        released
+    }
+
     fn update_ack(&mut self, rtt: i32) {
         if self.rx_srtt == 0 {
             self.rx_srtt = rtt;

@@ -121,6 +121,28 @@ pub enum RttSamples {
     EveryAck,
 }
 
+/// What an expired retransmission timer sends (docs/wire.md §5.2.5).
+/// Neither changes a datagram's format; they differ only in how many copies
+/// go out while the peer acknowledges nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeoutResend {
+    /// While no ACK shows that the peer received anything sent at or after
+    /// an expired segment's last transmission, only the lowest such segment
+    /// is sent again, once per its backed-off RTO (a probe, as TCP resends
+    /// one segment on a timeout); the other expired segments wait, their
+    /// RTO and transmission count unchanged. The first ACK echoing a
+    /// transmission no older than a waiting segment's sends it at once. A
+    /// single lost segment, or a loss among segments the peer acknowledges
+    /// around, is resent exactly as kcp-go does. A peer that is slow rather
+    /// than gone (a busy server, a full queue) no longer gets the whole
+    /// window again every RTO, which would only lengthen its queue.
+    #[default]
+    ProbeWhileSilent,
+    /// kcp-go's rule: every segment whose timer expired, at every flush.
+    /// The Go-generated engine vectors run with this.
+    EverySegment,
+}
+
 /// What a flush sends (kcp-go `IKCP_FLUSH_ACKONLY` / `IKCP_FLUSH_FULL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushKind {

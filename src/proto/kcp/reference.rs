@@ -23,6 +23,8 @@ struct RSeg {
     resendts: u32,
     fastack: u32,
     acked: bool,
+    /// Held back while the peer was silent.
+    held: bool,
     data: Vec<u8>,
 }
 
@@ -35,6 +37,14 @@ pub(crate) struct RefKcp {
     pub(crate) dead: bool,
     /// `RttSamples::EveryAck` (kcp-go) instead of the engine's default.
     pub(crate) every_ack: bool,
+    /// `TimeoutResend::EverySegment` (kcp-go) instead of the engine's default.
+    pub(crate) every_segment: bool,
+    /// The latest of our send times an ACK echoed.
+    heard: Option<u32>,
+    /// When the next silent-peer probe may go.
+    probe_due: Option<u32>,
+    /// When the last probe went.
+    probe_sent: Option<u32>,
     pub(crate) snd_una: u32,
     pub(crate) snd_nxt: u32,
     pub(crate) rcv_nxt: u32,
@@ -72,6 +82,10 @@ impl RefKcp {
             mss: 1376,
             dead: false,
             every_ack: false,
+            every_segment: false,
+            heard: None,
+            probe_due: None,
+            probe_sent: None,
             snd_una: 0,
             snd_nxt: 0,
             rcv_nxt: 0,
@@ -331,6 +345,15 @@ impl RefKcp {
             self.snd_una = self.snd_buf.front().map_or(self.snd_nxt, |s| s.sn);
             match h.cmd {
                 82 => {
+                    // Evidence the peer got what we sent at h.ts (a ts from
+                    // the future counts as now; one over 2^30 ms old as none).
+                    let age = diff(now, h.ts);
+                    if age < 1 << 30 {
+                        let at = if age >= 0 { h.ts } else { now };
+                        if self.heard.is_none_or(|h| diff(at, h) > 0) {
+                            self.heard = Some(at);
+                        }
+                    }
                     let in_range = diff(h.sn, self.snd_una) >= 0 && diff(h.sn, self.snd_nxt) < 0;
                     if in_range {
                         for s in self.snd_buf.iter_mut() {
@@ -413,7 +436,25 @@ impl RefKcp {
                 self.incr = self.rmt_wnd.wrapping_mul(mss);
             }
         }
-        if flush_segments {
+        // Held segments the evidence now covers are due at once.
+        let mut released = false;
+        if let Some(heard) = self.heard {
+            for s in self.snd_buf.iter_mut() {
+                if s.held && !s.acked && diff(s.ts, heard) <= 0 {
+                    s.held = false;
+                    s.resendts = now;
+                    released = true;
+                }
+            }
+        }
+        // An ACK of the last probe (or of anything later) ends the silence.
+        if let (Some(h), Some(p)) = (self.heard, self.probe_sent) {
+            if diff(h, p) >= 0 {
+                self.probe_due = None;
+                self.probe_sent = None;
+            }
+        }
+        if flush_segments || released {
             self.flush(true, now, out);
         } else if self.acklist.len() >= self.mtu / 24 || (ack_no_delay && !self.acklist.is_empty())
         {
@@ -505,6 +546,7 @@ impl RefKcp {
                 resendts: 0,
                 fastack: 0,
                 acked: false,
+                held: false,
                 data,
             });
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
@@ -540,6 +582,23 @@ impl RefKcp {
                     s.resendts = now.wrapping_add(s.rto);
                     early += 1;
                 } else if diff(now, s.resendts) >= 0 {
+                    // Silent: no ACK echoed a send time no earlier than this
+                    // segment's. One probe per backed-off RTO, the rest wait.
+                    let silent =
+                        !self.every_segment && self.heard.is_none_or(|h| diff(s.ts, h) > 0);
+                    let waiting = self.probe_due.is_some_and(|p| diff(now, p) < 0);
+                    if silent && waiting {
+                        s.held = true;
+                        s.resendts = match self.probe_due {
+                            Some(p) if diff(p, now) > 0 => p,
+                            _ => now.wrapping_add(1),
+                        };
+                        let d = diff(s.resendts, now);
+                        if d > 0 && (d as u32) < next {
+                            next = d as u32;
+                        }
+                        continue;
+                    }
                     send = true;
                     s.rto = s.rto.wrapping_add(if self.nodelay == 0 {
                         self.rx_rto
@@ -549,10 +608,15 @@ impl RefKcp {
                     s.fastack = 0;
                     s.resendts = now.wrapping_add(s.rto);
                     lost += 1;
+                    if silent {
+                        self.probe_due = Some(s.resendts);
+                        self.probe_sent = Some(now);
+                    }
                 } else {
                     send = false;
                 }
                 if send {
+                    s.held = false;
                     s.xmit += 1;
                     s.ts = now;
                     let h = SegmentHeader {
@@ -628,12 +692,14 @@ mod tests {
             wnd: (u32, u32),
             mtu: usize,
             stream: bool,
-            rtt: RttSamples,
+            rules: Rules,
         ) -> Twin {
             let mut fast = Kcp::new(conv);
             let mut slow = RefKcp::new(conv);
-            fast.set_rtt_samples(rtt);
-            slow.every_ack = rtt == RttSamples::EveryAck;
+            fast.set_rtt_samples(rules.rtt);
+            slow.every_ack = rules.rtt == RttSamples::EveryAck;
+            fast.set_timeout_resend(rules.resend);
+            slow.every_segment = rules.resend == TimeoutResend::EverySegment;
             fast.set_nodelay(nd.0, nd.1, nd.2, nd.3);
             slow.set_nodelay(nd.0, nd.1, nd.2, nd.3);
             fast.set_wndsize(wnd.0, wnd.1);
@@ -788,20 +854,52 @@ mod tests {
         data: Vec<u8>,
     }
 
+    #[derive(Clone)]
     struct Setup {
         nd: (i32, i32, i32, i32),
         wnd: (u32, u32),
         mtu: usize,
         stream: bool,
-        rtt: RttSamples,
+        rules: Rules,
+        /// `(period, length)` ms: the link drops everything sent during the
+        /// first `length` ms of every `period` (silent peers, whole windows
+        /// lost), on top of the random loss.
+        outage: Option<(u32, u32)>,
     }
+
+    /// The engine's local choices, each against its naive model.
+    #[derive(Debug, Clone, Copy)]
+    struct Rules {
+        rtt: RttSamples,
+        resend: TimeoutResend,
+    }
+
+    /// Every combination of the rules.
+    const ALL_RULES: [Rules; 4] = [
+        Rules {
+            rtt: RttSamples::LatestTransmission,
+            resend: TimeoutResend::ProbeWhileSilent,
+        },
+        Rules {
+            rtt: RttSamples::EveryAck,
+            resend: TimeoutResend::EverySegment,
+        },
+        Rules {
+            rtt: RttSamples::LatestTransmission,
+            resend: TimeoutResend::EverySegment,
+        },
+        Rules {
+            rtt: RttSamples::EveryAck,
+            resend: TimeoutResend::ProbeWhileSilent,
+        },
+    ];
 
     /// A lossy, reordering, duplicating transfer where every call to the fast
     /// engine is mirrored on the model and compared.
     fn differential_transfer(seed: u64, loss: f64, s: &Setup, bytes: usize, start: u32) {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut a = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream, s.rtt);
-        let mut b = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream, s.rtt);
+        let mut a = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream, s.rules);
+        let mut b = Twin::new(7, s.nd, s.wnd, s.mtu, s.stream, s.rules);
         let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + seed as usize) as u8).collect();
         let mut off = 0;
         let mut got = Vec::new();
@@ -817,8 +915,11 @@ mod tests {
                         now: u32,
                         to_b: bool,
                         dgs: Vec<Vec<u8>>| {
+            let down = s
+                .outage
+                .is_some_and(|(period, len)| now.wrapping_sub(start) % period < len);
             for d in dgs {
-                if rng.gen_bool(loss) {
+                if rng.gen_bool(loss) || down {
                     continue;
                 }
                 let copies = if rng.gen_bool(0.03) { 2 } else { 1 };
@@ -899,20 +1000,28 @@ mod tests {
             ((1, 10, 2, 1), (2048, 2048), 120, true),
             ((1, 10, 0, 1), (700, 700), 150, false),
         ];
-        for rtt in [RttSamples::LatestTransmission, RttSamples::EveryAck] {
+        for rules in ALL_RULES {
             for (i, &(nd, wnd, mtu, stream)) in setups.iter().enumerate() {
                 let setup = Setup {
                     nd,
                     wnd,
                     mtu,
                     stream,
-                    rtt,
+                    rules,
+                    outage: None,
                 };
                 for (j, loss) in [0.0, 0.1, 0.3].into_iter().enumerate() {
                     let seed = (i * 10 + j) as u64;
                     let start = if j == 1 { 0xFFFF_F000 } else { 1000 };
                     differential_transfer(seed, loss, &setup, 200_000, start);
                 }
+                // Outages of 300 ms every 700 ms: timers expire with nothing
+                // heard, and the first ACK after each releases what waited.
+                let setup = Setup {
+                    outage: Some((700, 300)),
+                    ..setup
+                };
+                differential_transfer(i as u64 + 100, 0.05, &setup, 100_000, 0xFFFF_FE00);
             }
         }
     }
@@ -937,7 +1046,8 @@ mod tests {
                 wnd: (9000 + seed as u32 * 1000, 16000),
                 mtu: 60,
                 stream: true,
-                rtt: rule_of(seed),
+                rules: rule_of(seed),
+                outage: (seed % 3 == 0).then_some((900, 250)),
             };
             differential_transfer(seed, 0.05 * seed as f64, &setup, 600_000, 77);
         }
@@ -953,20 +1063,17 @@ mod tests {
                 wnd: (rng.gen_range(1..3000), rng.gen_range(256..3000)),
                 mtu: rng.gen_range(60..1500),
                 stream: rng.gen_bool(0.5),
-                rtt: rule_of(seed),
+                rules: rule_of(seed),
+                outage: (seed % 3 == 0).then_some((900, 250)),
             };
             let loss = rng.gen_range(0.0..0.4);
             differential_transfer(seed, loss, &setup, 150_000, rng.gen());
         }
     }
 
-    /// Both RTT rules, alternating by seed.
-    fn rule_of(seed: u64) -> RttSamples {
-        if seed.is_multiple_of(2) {
-            RttSamples::EveryAck
-        } else {
-            RttSamples::LatestTransmission
-        }
+    /// Every combination of the rules, in turn by seed.
+    fn rule_of(seed: u64) -> Rules {
+        ALL_RULES[(seed % ALL_RULES.len() as u64) as usize]
     }
 
     fn hostile_seeds(seeds: std::ops::Range<u64>) {
