@@ -193,9 +193,9 @@ pub struct Kcp {
     /// When the last silent-peer probe went; an ACK echoing it or anything
     /// later ends the silence (`silent_probe_due` back to `i64::MIN`).
     silent_probe_sent: i64,
-    /// Sequence numbers of held segments, each listed once while its
-    /// `SndSeg::held` is set (entries whose segment was since sent or
-    /// acknowledged are dropped lazily).
+    /// Sequence numbers of held segments: each segment whose `SndSeg::held`
+    /// is set is listed (entries whose segment was since sent or
+    /// acknowledged, and repeats, are dropped lazily).
     held: Vec<u32>,
     suffix_min: Vec<i64>,
     cands: Vec<u32>,
@@ -1282,11 +1282,13 @@ impl Kcp {
             .is_some_and(|f| self.rcv_queue.len() < usize::from(f.frg) + 1)
     }
 
-    /// RTT estimator of kcp-go (§5.3), not C KCP's.
-    /// Drops `held` entries whose segment is no longer held.
+    /// Drops `held` entries whose segment is no longer held, and repeats
+    /// (a segment held, sent and held again is listed twice).
     fn compact_held(&mut self) {
         let una = self.snd_una;
         let snd_buf = &self.snd_buf;
+        self.held.sort_unstable();
+        self.held.dedup();
         self.held.retain(|&sn| {
             snd_buf
                 .get(sn.wrapping_sub(una) as usize)
@@ -1325,6 +1327,7 @@ impl Kcp {
         released
     }
 
+    /// RTT estimator of kcp-go (§5.3), not C KCP's.
     fn update_ack(&mut self, rtt: i32) {
         if self.rx_srtt == 0 {
             self.rx_srtt = rtt;
