@@ -344,6 +344,43 @@ mod avx512 {
         };
     }
 
+    /// The keystream of consecutive blocks (one per vector lane, counter
+    /// words from `$ctrs`), transposed inside each 128-bit lane: `rows[g][j]`
+    /// holds, in 128-bit lane L, words 4g..4g+4 of block 4L + j. One macro
+    /// for both vector widths (the intrinsics are passed in); expand it only
+    /// inside an `unsafe` block of a function compiled with their features.
+    macro_rules! keystream_rows {
+        ($init:expr, $ctrs:expr, $zero:ident, $set1:ident, $load:ident,
+         [$add:ident, $xor:ident, $rol:ident],
+         [$lo32:ident, $hi32:ident, $lo64:ident, $hi64:ident]) => {{
+            let mut s = [$zero(); 16];
+            for (v, w) in s.iter_mut().zip($init.iter()) {
+                *v = $set1(*w as i32);
+            }
+            let (lo, hi) = $ctrs;
+            s[8] = $load(lo.as_ptr().cast());
+            s[9] = $load(hi.as_ptr().cast());
+            let mut x = s;
+            rounds!(x, $add, $xor, $rol);
+            for (v, o) in x.iter_mut().zip(s.iter()) {
+                *v = $add(*v, *o);
+            }
+            let mut rows = [[$zero(); 4]; 4];
+            for (g, r) in rows.iter_mut().enumerate() {
+                let (a, b, c, d) = (x[4 * g], x[4 * g + 1], x[4 * g + 2], x[4 * g + 3]);
+                let (ab_lo, cd_lo) = ($lo32(a, b), $lo32(c, d));
+                let (ab_hi, cd_hi) = ($hi32(a, b), $hi32(c, d));
+                *r = [
+                    $lo64(ab_lo, cd_lo),
+                    $hi64(ab_lo, cd_lo),
+                    $lo64(ab_hi, cd_hi),
+                    $hi64(ab_hi, cd_hi),
+                ];
+            }
+            rows
+        }};
+    }
+
     /// Low and high counter words of `N` consecutive blocks from `ctr`.
     fn counters<const N: usize>(ctr: u64) -> ([u32; N], [u32; N]) {
         let c: [u64; N] = core::array::from_fn(|j| ctr.wrapping_add(j as u64));
@@ -383,35 +420,21 @@ mod avx512 {
         // touches only `at .. min(at + 64, len)`, and masked-off bytes are
         // not accessed.
         unsafe {
-            let mut s = [_mm512_setzero_si512(); 16];
-            for (v, w) in s.iter_mut().zip(init.iter()) {
-                *v = _mm512_set1_epi32(*w as i32);
-            }
-            let (lo, hi) = counters::<16>(ctr);
-            s[8] = _mm512_loadu_si512(lo.as_ptr().cast());
-            s[9] = _mm512_loadu_si512(hi.as_ptr().cast());
-            let mut x = s;
-            rounds!(x, _mm512_add_epi32, _mm512_xor_si512, _mm512_rol_epi32);
-            for (v, o) in x.iter_mut().zip(s.iter()) {
-                *v = _mm512_add_epi32(*v, *o);
-            }
-            // Per group of four words, 4x4 transposes inside each 128-bit
-            // lane: rows[g][j] lane L then holds words 4g..4g+4 of block
-            // 4L + j.
-            let mut rows = [[_mm512_setzero_si512(); 4]; 4];
-            for (g, r) in rows.iter_mut().enumerate() {
-                let (a, b, c, d) = (x[4 * g], x[4 * g + 1], x[4 * g + 2], x[4 * g + 3]);
-                let ab_lo = _mm512_unpacklo_epi32(a, b);
-                let cd_lo = _mm512_unpacklo_epi32(c, d);
-                let ab_hi = _mm512_unpackhi_epi32(a, b);
-                let cd_hi = _mm512_unpackhi_epi32(c, d);
-                *r = [
-                    _mm512_unpacklo_epi64(ab_lo, cd_lo),
-                    _mm512_unpackhi_epi64(ab_lo, cd_lo),
-                    _mm512_unpacklo_epi64(ab_hi, cd_hi),
-                    _mm512_unpackhi_epi64(ab_hi, cd_hi),
-                ];
-            }
+            // rows[g][j] lane L holds words 4g..4g+4 of block 4L + j.
+            let rows = keystream_rows!(
+                init,
+                counters::<16>(ctr),
+                _mm512_setzero_si512,
+                _mm512_set1_epi32,
+                _mm512_loadu_si512,
+                [_mm512_add_epi32, _mm512_xor_si512, _mm512_rol_epi32],
+                [
+                    _mm512_unpacklo_epi32,
+                    _mm512_unpackhi_epi32,
+                    _mm512_unpacklo_epi64,
+                    _mm512_unpackhi_epi64
+                ]
+            );
             // Then a 4x4 transpose of 128-bit lanes across the four groups
             // gives whole 64-byte blocks.
             let [r0, r1, r2, r3] = rows;
@@ -455,33 +478,21 @@ mod avx512 {
         let p = data.as_mut_ptr();
         // SAFETY: as in `wide`, with 32-byte pieces.
         unsafe {
-            let mut s = [_mm256_setzero_si256(); 16];
-            for (v, w) in s.iter_mut().zip(init.iter()) {
-                *v = _mm256_set1_epi32(*w as i32);
-            }
-            let (lo, hi) = counters::<8>(ctr);
-            s[8] = _mm256_loadu_si256(lo.as_ptr().cast());
-            s[9] = _mm256_loadu_si256(hi.as_ptr().cast());
-            let mut x = s;
-            rounds!(x, _mm256_add_epi32, _mm256_xor_si256, _mm256_rol_epi32);
-            for (v, o) in x.iter_mut().zip(s.iter()) {
-                *v = _mm256_add_epi32(*v, *o);
-            }
             // rows[g][j] half H holds words 4g..4g+4 of block 4H + j.
-            let mut rows = [[_mm256_setzero_si256(); 4]; 4];
-            for (g, r) in rows.iter_mut().enumerate() {
-                let (a, b, c, d) = (x[4 * g], x[4 * g + 1], x[4 * g + 2], x[4 * g + 3]);
-                let ab_lo = _mm256_unpacklo_epi32(a, b);
-                let cd_lo = _mm256_unpacklo_epi32(c, d);
-                let ab_hi = _mm256_unpackhi_epi32(a, b);
-                let cd_hi = _mm256_unpackhi_epi32(c, d);
-                *r = [
-                    _mm256_unpacklo_epi64(ab_lo, cd_lo),
-                    _mm256_unpackhi_epi64(ab_lo, cd_lo),
-                    _mm256_unpacklo_epi64(ab_hi, cd_hi),
-                    _mm256_unpackhi_epi64(ab_hi, cd_hi),
-                ];
-            }
+            let rows = keystream_rows!(
+                init,
+                counters::<8>(ctr),
+                _mm256_setzero_si256,
+                _mm256_set1_epi32,
+                _mm256_loadu_si256,
+                [_mm256_add_epi32, _mm256_xor_si256, _mm256_rol_epi32],
+                [
+                    _mm256_unpacklo_epi32,
+                    _mm256_unpackhi_epi32,
+                    _mm256_unpacklo_epi64,
+                    _mm256_unpackhi_epi64
+                ]
+            );
             let [r0, r1, r2, r3] = rows;
             let quads = r0.into_iter().zip(r1).zip(r2).zip(r3);
             for (j, (((a, b), c), d)) in quads.enumerate() {
