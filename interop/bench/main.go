@@ -635,7 +635,7 @@ func latency(md *strings.Builder, impls []impl) {
 	fmt.Fprintf(md, "\n## 64-byte request/response latency\n\n")
 	fmt.Fprintf(md, "`rr-client` role: one 64-byte message, wait for its echo, repeat (%d requests clean, %d lossy); "+
 		"fast3, AES-128. 0%% loss runs connect directly; 5%% loss runs go through interop/relay "+
-		"(5%% loss each way, no reordering, same seed for both implementations; the relay adds its own hop). "+
+		"(5%% loss each way, no reordering, a different seed per run and the same one for both implementations; the relay adds its own hop). "+
 		"Clean rows: p50/p99 over the requests of a run, median over %d runs. Lossy rows: p50 is the median over %d runs; "+
 		"p99 and p99.9 are over all %d runs' requests pooled (each run reports its slowest 5%%), "+
 		"and `>50 ms` counts the requests that took over 50 ms (two retransmission timeouts) in all runs.\n\n",
@@ -649,11 +649,15 @@ func latency(md *strings.Builder, impls []impl) {
 			}
 			n := count
 			var via func(string) (string, func())
+			// One loss pattern per run, the same for both implementations:
+			// with a single seed every run of an implementation would drop
+			// the same datagrams, and its runs would not be independent.
+			seed := int64(7)
 			if loss > 0 {
 				n = lossyCount
 				via = func(addr string) (string, func()) {
 					up, _ := net.ResolveUDPAddr("udp", addr)
-					rl, err := relay.New(relay.Config{Upstream: up, Seed: 7,
+					rl, err := relay.New(relay.Config{Upstream: up, Seed: seed,
 						Up: relay.Impairment{Loss: loss}, Down: relay.Impairment{Loss: loss}})
 					if err != nil {
 						fatal("relay: " + err.Error())
@@ -669,6 +673,7 @@ func latency(md *strings.Builder, impls []impl) {
 				nruns = lossyRuns
 			}
 			for r := 0; r < nruns; r++ {
+				seed = 7 + int64(r)
 				for _, im := range impls {
 					res, err := runPair(im, "echo-server", "rr-client", flags,
 						[]string{"--chunk", "64", "--count", strconv.Itoa(n)}, 120, via, 5*time.Second)
