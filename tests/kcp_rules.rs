@@ -777,14 +777,7 @@ fn an_ack_of_an_older_send_releases_nothing() {
     let mut out = Vec::new();
     k.flush(FlushKind::Full, 100, &mut |b: &[u8]| out.push(b.to_vec()));
     assert_eq!(raw_pushes(&out), (5..10).collect::<Vec<_>>());
-    k.input(
-        &ack(0, 1, 0),
-        PacketKind::Regular,
-        false,
-        150,
-        &mut |_: &[u8]| {},
-    )
-    .unwrap();
+    input(&mut k, &ack(0, 1, 0), PacketKind::Regular, 150);
     // rx_rto after the 150 ms sample: 150 + max(10, 4 * 75) = 450.
     assert_eq!(k.rto(), 450);
     let sent = ticks(&mut k, 160, 320);
@@ -860,14 +853,7 @@ fn once_the_probe_is_acknowledged_the_next_loss_is_not_paced() {
     // out then, not at the old probe's next slot (200 + 300).
     let mut k = silent_sender(TimeoutResend::ProbeWhileSilent, 1);
     assert_eq!(ticks(&mut k, 10, 200), [(200, vec![0])]);
-    k.input(
-        &ack(0, 1, 200),
-        PacketKind::Regular,
-        false,
-        205,
-        &mut |_: &[u8]| {},
-    )
-    .unwrap();
+    input(&mut k, &ack(0, 1, 200), PacketKind::Regular, 205);
     assert_eq!(k.rto(), 30);
     k.send(b"f").unwrap();
     assert_eq!(ticks(&mut k, 210, 210), [(210, vec![1])]);
