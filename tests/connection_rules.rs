@@ -463,3 +463,61 @@ fn a_reopened_receive_window_resumes_the_writer_within_one_round_trip() {
         got == data
     );
 }
+
+/// A connection with no crypto and no FEC, so its datagrams are bare KCP
+/// segments, created at `t0`.
+fn bare(t0: std::time::Instant) -> Connection {
+    let cfg = quiet(Config::builder()).build().unwrap();
+    Connection::new(7, &cfg, t0).unwrap()
+}
+
+/// Every datagram `conn` has waiting, as `(cmd, ts)` of its first segment
+/// (bare KCP: conv 0..4, cmd 4, ts 8..12).
+fn first_segments(conn: &mut Connection, now: std::time::Instant) -> Vec<(u8, u32)> {
+    let mut buf = vec![0u8; 2048];
+    let mut out = Vec::new();
+    while let Some(n) = conn.poll_transmit(now, &mut buf) {
+        assert!(n >= 24, "a datagram shorter than a KCP header: {n}");
+        out.push((buf[4], u32::from_le_bytes(buf[8..12].try_into().unwrap())));
+    }
+    out
+}
+
+#[test]
+fn deadlines_fall_on_the_millisecond_clock_not_on_the_last_call() {
+    // A deadline is the instant the KCP clock first reads it. Returning the
+    // last call's time plus whole milliseconds fires up to 1 ms late.
+    let t0 = std::time::Instant::now();
+    for frac_us in [1u64, 300, 700, 999] {
+        let mut c = bare(t0);
+        let now = t0 + Duration::from_millis(10) + Duration::from_micros(frac_us);
+        c.write(now, b"one segment").unwrap();
+        assert!(!first_segments(&mut c, now).is_empty(), "the write is sent");
+        let at = c.poll_timeout().expect("a segment is in flight");
+        assert!(at > now, "{frac_us}: deadline {at:?} not after now");
+        let off = at.duration_since(t0);
+        assert_eq!(
+            off.subsec_nanos() % 1_000_000,
+            0,
+            "{frac_us} us into a millisecond: deadline {off:?} after creation is off the ms clock"
+        );
+    }
+}
+
+#[test]
+fn the_clock_never_runs_backward() {
+    // A shell may run a timer at its deadline a little before the wall
+    // clock reaches it; a write just after must not carry an older ts.
+    let t0 = std::time::Instant::now();
+    let mut c = bare(t0);
+    c.handle_timeout(t0 + Duration::from_millis(20));
+    let _ = first_segments(&mut c, t0 + Duration::from_millis(20));
+    let earlier = t0 + Duration::from_micros(19_400);
+    c.write(earlier, b"after the timer").unwrap();
+    let segs = first_segments(&mut c, earlier);
+    let push = segs
+        .iter()
+        .find(|(cmd, _)| *cmd == 81)
+        .expect("the write is sent as a PUSH");
+    assert_eq!(push.1, 20, "ts of a segment sent after the 20 ms timer");
+}

@@ -277,11 +277,17 @@ impl Connection {
     }
 
     /// `now` on the KCP millisecond clock (wraps like kcp-go's, §1.6).
+    ///
+    /// The clock never runs backward: a `now` earlier than one already
+    /// passed in reads as that later time. Shells may run a timer slightly
+    /// before its deadline by passing the deadline itself (see
+    /// [`poll_timeout`](Self::poll_timeout)), and a datagram read just
+    /// after must not carry an older `ts` than the flush before it.
     fn ms(&mut self, now: Instant) -> u32 {
         if now > self.now {
             self.now = now;
         }
-        now.saturating_duration_since(self.epoch).as_millis() as u32
+        self.now_ms()
     }
 
     /// Opens one datagram from the peer in place (decrypt, check) and feeds
@@ -432,18 +438,26 @@ impl Connection {
     /// next KCP deadline or the idle deadline; `None` when nothing is queued,
     /// in flight or unacknowledged and there is no idle timeout (or the
     /// session has ended).
+    ///
+    /// A KCP deadline is the first instant at which the millisecond clock
+    /// reads it, not the latest `now` plus whole milliseconds: that would
+    /// fire up to a millisecond late, where kcp-go's timers fire within a
+    /// millisecond of the deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.fate.is_some() {
             return None;
         }
         let now = self.now;
-        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u32;
+        let since = now.saturating_duration_since(self.epoch);
+        let now_ms = since.as_millis() as u32;
+        // The start of the millisecond `now` is in.
+        let tick = now - Duration::from_nanos(u64::from(since.subsec_nanos() % 1_000_000));
         let kcp = self.kcp.next_deadline(now_ms).map(|d| {
             let delta = d.wrapping_sub(now_ms) as i32;
             if delta <= 0 {
                 now
             } else {
-                now + Duration::from_millis(delta as u64)
+                tick + Duration::from_millis(delta as u64)
             }
         });
         let idle = self.idle_timeout.map(|t| self.last_recv + t);

@@ -20,6 +20,7 @@ use crate::stats::{Counters, DropCounter};
 use crate::trace::Span;
 use crate::transport::{RecvBatch, SendBatch};
 
+use super::alarm::Alarm;
 use super::shared::{now, Fate, Shared};
 use super::Origin;
 
@@ -63,7 +64,7 @@ pub(crate) struct Driver {
     taken: Vec<Outgoing>,
     pool: PacketPool,
     timer: Pin<Box<Sleep>>,
-    timer_at: Option<TokioInstant>,
+    alarm: Alarm,
     writable: Option<WritableFuture>,
     c: Counters,
     /// The session's span, entered on every poll.
@@ -86,7 +87,7 @@ impl Driver {
             taken: Vec::new(),
             pool: PacketPool::new(SESSION_POOL),
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            timer_at: None,
+            alarm: Alarm::default(),
             writable: None,
             c: Counters::default(),
         }
@@ -172,7 +173,7 @@ impl Driver {
                     0
                 }
             };
-            let now = now();
+            let now = self.alarm.clock(now());
             let (deadline, finished, newly_closed, now_ms);
             {
                 let mut guard = self.shared.lock();
@@ -212,7 +213,7 @@ impl Driver {
                 st.conn.take_outgoing(&mut self.taken);
                 st.wake_io();
                 st.driver_waker = Some(cx.waker().clone());
-                deadline = st.conn.poll_timeout().map(TokioInstant::from_std);
+                deadline = st.conn.poll_timeout();
                 // Abnormal endings discard unsent data; a local close sends it.
                 finished = st.conn.close_reason().is_some_and(|f| *f != Fate::Closed);
                 st.conn.publish();
@@ -257,16 +258,17 @@ impl Driver {
             }
             let mut fired = false;
             if let Some(at) = deadline {
-                if self.timer_at != Some(at) {
-                    self.timer.as_mut().reset(at);
-                    self.timer_at = Some(at);
+                if let Some(sleep_until) = self.alarm.arm(at) {
+                    self.timer
+                        .as_mut()
+                        .reset(TokioInstant::from_std(sleep_until));
                 }
                 if self.timer.as_mut().poll(cx).is_ready() {
-                    self.timer_at = None;
+                    self.alarm.fire();
                     fired = true;
                 }
             } else {
-                self.timer_at = None;
+                self.alarm.disarm();
                 if self.out.is_empty() {
                     // Idle: hand cached buffers back to the shared pool so
                     // thousands of idle sessions hold none.

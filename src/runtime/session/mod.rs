@@ -14,6 +14,7 @@
 //! listener's sessions are fed by the listener's single receive task, which
 //! decrypts once and calls straight into the session's state.
 
+mod alarm;
 mod driver;
 mod halves;
 mod shared;
