@@ -1,17 +1,17 @@
 //! When a session's driver wakes for its next deadline, and what time the
 //! pass it wakes for runs at.
 //!
-//! tokio rounds a sleep's deadline up to its next millisecond tick and then
-//! parks in whole milliseconds from the current tick, so a sleep ends 0-2 ms
-//! after the instant it was given. kcp-go's timers end within a millisecond
-//! of theirs, so a retransmission of ours would come later than kcp-go's
-//! (the p99 of request/response under loss is one retransmission timeout
-//! plus that lateness). An [`Alarm`] arms the sleep [`TIMER_SLACK`] early
-//! and, when it ends, runs the pass at the deadline itself: the
-//! connection's clock never runs backward, so the whole pass and everything
-//! after it see the deadline as reached. The timers then run within a
-//! millisecond either side of the deadline, and since the sleep never ends
-//! before the armed instant, the driver never spins waiting for it.
+//! tokio rounds a sleep's instant up to its next millisecond tick and then
+//! parks in whole milliseconds from the current tick: measured here, a sleep
+//! ends 1-2 ms after the instant it was given. kcp-go's timers end within a
+//! millisecond after theirs, so a retransmission of ours came later than
+//! kcp-go's (the p99 of request/response under loss is one retransmission
+//! timeout plus that lateness). An [`Alarm`] arms the sleep [`TIMER_SLACK`]
+//! early and, should it end before the deadline, runs the pass at the
+//! deadline itself: the connection's clock never runs backward, so the whole
+//! pass and everything after it see the deadline as reached. Timers then run
+//! within about a millisecond after the deadline, and since the sleep never
+//! ends before the armed instant, the driver never spins waiting for it.
 
 use std::time::{Duration, Instant};
 
