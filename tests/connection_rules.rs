@@ -517,7 +517,7 @@ fn the_clock_never_runs_backward() {
     let segs = first_segments(&mut c, earlier);
     let push = segs
         .iter()
-        .find(|(cmd, _)| *cmd == 81)
+        .find(|(cmd, _)| *cmd == kcp_session::kcp::IKCP_CMD_PUSH)
         .expect("the write is sent as a PUSH");
     assert_eq!(push.1, 20, "ts of a segment sent after the 20 ms timer");
 }

@@ -83,21 +83,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_pass_woken_within_the_slack_runs_at_the_deadline() {
-        let t0 = Instant::now();
-        let d = t0 + ms(30);
+    /// An alarm armed for `d` whose sleep has ended.
+    fn fired_for(d: Instant) -> Alarm {
         let mut a = Alarm::default();
         a.arm(d);
+        a.fire();
+        a
+    }
+
+    #[test]
+    fn a_pass_woken_within_the_slack_runs_at_the_deadline() {
+        let d = Instant::now() + ms(30);
         // The earliest the sleep can end, and anywhere up to the deadline.
         for early_us in [1000u64, 999, 500, 1] {
-            let mut b = Alarm::default();
-            b.arm(d);
-            b.fire();
             let now = d - Duration::from_micros(early_us);
-            assert_eq!(b.clock(now), d, "{early_us} us early");
+            assert_eq!(fired_for(d).clock(now), d, "{early_us} us early");
         }
         // Woken by input just before the deadline: its timers run too.
+        let mut a = Alarm::default();
+        a.arm(d);
         assert_eq!(a.clock(d - Duration::from_micros(200)), d);
     }
 
@@ -120,11 +124,8 @@ mod tests {
 
     #[test]
     fn a_fired_deadline_is_read_once() {
-        let t0 = Instant::now();
-        let d = t0 + ms(30);
-        let mut a = Alarm::default();
-        a.arm(d);
-        a.fire();
+        let d = Instant::now() + ms(30);
+        let mut a = fired_for(d);
         let now = d - Duration::from_micros(300);
         assert_eq!(a.clock(now), d);
         // Nothing armed since: the next pass reads its own time.
