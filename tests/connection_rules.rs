@@ -521,3 +521,73 @@ fn the_clock_never_runs_backward() {
         .expect("the write is sent as a PUSH");
     assert_eq!(push.1, 20, "ts of a segment sent after the 20 ms timer");
 }
+
+/// The PUSH segments of bare KCP datagrams, as `(sn, payload)`, parsed from
+/// the raw bytes (conv 0..4, cmd 4, sn 12..16, len 20..24, then the data).
+fn push_segments(datagrams: &[Vec<u8>]) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    for d in datagrams {
+        let mut rest = &d[..];
+        while rest.len() >= 24 {
+            let sn = u32::from_le_bytes(rest[12..16].try_into().unwrap());
+            let len = u32::from_le_bytes(rest[20..24].try_into().unwrap()) as usize;
+            assert!(rest.len() >= 24 + len, "a segment longer than its datagram");
+            if rest[4] == kcp_session::kcp::IKCP_CMD_PUSH {
+                out.push((sn, rest[24..24 + len].to_vec()));
+            }
+            rest = &rest[24 + len..];
+        }
+        assert!(rest.is_empty(), "trailing bytes after the last segment");
+    }
+    out
+}
+
+#[test]
+fn writes_behind_unsent_datagrams_fill_whole_segments() {
+    // A write flushes at once (kcp-go's Write), but one that finds the last
+    // flush's datagrams still unsent joins them in the same send: its bytes
+    // wait in the stream queue and go out in full segments, not one short
+    // segment per write (which also breaks GSO runs).
+    let t0 = std::time::Instant::now();
+    // fast3: no congestion window, so the 32-segment initial peer window
+    // is all that limits the send.
+    let cfg = quiet(
+        Config::builder()
+            .mode(kcp_session::Mode::Fast3)
+            .stream_mode(StreamMode::Stream),
+    )
+    .build()
+    .unwrap();
+    let mut c = Connection::new(7, &cfg, t0).unwrap();
+    let data = test_data(10_000, 3);
+    let now = t0 + Duration::from_millis(1);
+    for piece in data.chunks(1000) {
+        assert_eq!(c.write(now, piece).unwrap(), piece.len());
+    }
+    assert_eq!(c.poll_timeout(), Some(now), "the rest is due at once");
+    let mut buf = vec![0u8; 2048];
+    let mut wire = Vec::new();
+    loop {
+        while let Some(n) = c.poll_transmit(now, &mut buf) {
+            wire.push(buf[..n].to_vec());
+        }
+        if c.poll_timeout() != Some(now) {
+            break;
+        }
+        c.handle_timeout(now);
+    }
+    let segs = push_segments(&wire);
+    let sent: Vec<u8> = segs.iter().flat_map(|(_, p)| p.clone()).collect();
+    assert!(
+        sent == data,
+        "the segments carry the written bytes in order"
+    );
+    let sns: Vec<u32> = segs.iter().map(|(sn, _)| *sn).collect();
+    assert_eq!(sns, (0..segs.len() as u32).collect::<Vec<_>>());
+    let mss = 1400 - 24;
+    let lens: Vec<usize> = segs.iter().map(|(_, p)| p.len()).collect();
+    assert_eq!(lens[0], 1000, "the first write is sent as it is");
+    for &l in &lens[1..lens.len() - 1] {
+        assert_eq!(l, mss, "segment lengths {lens:?}");
+    }
+}

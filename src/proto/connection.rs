@@ -140,6 +140,11 @@ pub struct Connection {
     last_recv: Instant,
     /// Flush at the next `handle_timeout` (write delay, window probe).
     flush_now: bool,
+    /// A write found the last flush's datagrams not yet taken by the
+    /// runtime and left its bytes queued: they leave in the same send, in
+    /// whole segments (flushed by the next `handle_timeout`, or by
+    /// `poll_transmit` once it has handed out the rest).
+    corked: bool,
     /// The runtime should run `handle_timeout` soon (state changed).
     needs_drive: bool,
     oob_handler: Option<OobHandler>,
@@ -213,6 +218,7 @@ impl Connection {
             now,
             last_recv: now,
             flush_now: false,
+            corked: false,
             needs_drive: false,
             oob_handler: None,
             events: Pending::default(),
@@ -405,10 +411,11 @@ impl Connection {
             .is_some_and(|d| d.wrapping_sub(now_ms) as i32 <= 0);
         if due {
             self.flush_with(now_ms, true);
-        } else if self.flush_now {
+        } else if self.flush_now || self.corked {
             self.flush_with(now_ms, false);
         }
         self.flush_now = false;
+        self.corked = false;
         if let Some(limit) = self.dead_link {
             // Dead once a segment sent `limit` times is due for yet another
             // transmission (that one is not sent).
@@ -461,7 +468,7 @@ impl Connection {
             }
         });
         let idle = self.idle_timeout.map(|t| self.last_recv + t);
-        let flush = self.flush_now.then_some(now);
+        let flush = (self.flush_now || self.corked).then_some(now);
         [kcp, idle, flush].into_iter().flatten().min()
     }
 
@@ -469,6 +476,11 @@ impl Connection {
     /// room for [`MTU_LIMIT`](crate::config::MTU_LIMIT) bytes); its length,
     /// or `None` when nothing is waiting.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.corked && self.sealed.is_empty() && self.pending.is_empty() {
+            // Everything before the corked bytes is out: they follow now.
+            let now_ms = self.ms(now);
+            self.flush_with(now_ms, false);
+        }
         if self.sealed.is_empty() && !self.pending.is_empty() {
             let now_ms = self.ms(now);
             if let Some(sealer) = self.sealer.as_mut() {
@@ -623,6 +635,7 @@ impl Connection {
         } else {
             kcp.flush(FlushKind::Full, now_ms, &mut sink);
         }
+        self.corked = false;
     }
 
     /// Byte-stream read: `Ok(n)` with data (`buf` not empty); the session's
@@ -741,8 +754,17 @@ impl Connection {
         }
         self.c.bytes_sent += n as u64;
         if !self.write_delay || !self.is_writable() {
-            let now_ms = self.ms(now);
-            self.flush_with(now_ms, false);
+            if self.pending.is_empty() && self.sealed.is_empty() {
+                let now_ms = self.ms(now);
+                self.flush_with(now_ms, false);
+            } else {
+                // Autocork (as Linux TCP's): the runtime has not yet taken
+                // the last flush's datagrams, so these bytes would leave in
+                // the same send anyway. Flushed then, they fill whole
+                // segments instead of one short segment per write; the peer
+                // sees the same stream (wire.md §5.6).
+                self.corked = true;
+            }
         }
         self.needs_drive = true;
         Ok(n)
