@@ -591,3 +591,28 @@ fn writes_behind_unsent_datagrams_fill_whole_segments() {
         assert_eq!(l, mss, "segment lengths {lens:?}");
     }
 }
+
+#[test]
+fn the_first_acks_go_at_once_so_a_new_sender_leaves_its_initial_window() {
+    // A dialer assumes kcp-go's initial peer window (32 segments) until a
+    // segment from the peer says otherwise. Held for the receiver's next
+    // tick (fewer than the mtu/24 ACKs that clock an ACK-only flush), the
+    // first ACKs would idle the link for up to an interval.
+    const DELAY_MS: u64 = 5;
+    let cfg = quiet(
+        Config::builder()
+            .mode(kcp_session::Mode::Fast3)
+            .window(1024, 1024)
+            .stream_mode(StreamMode::Stream),
+    )
+    .build()
+    .unwrap();
+    let link = Link::new(LinkConfig::perfect(DELAY_MS), 1);
+    let mut pair = ConnectionPair::new(5, &cfg, &cfg, link).unwrap();
+    // 40 segments: 32 in the first flight, the rest once B's window is heard.
+    let data = test_data(40 * 1376, 5);
+    let (got, at) = stream_a_to_b(&mut pair, &data, 1000);
+    assert!(got == data);
+    // Two one-way trips for the first flight and its ACK, one for the rest.
+    assert_eq!(at, 3 * DELAY_MS, "last byte arrived at {at} ms");
+}

@@ -145,6 +145,8 @@ pub struct Connection {
     /// whole segments (flushed by the next `handle_timeout`, or by
     /// `poll_transmit` once it has handed out the rest).
     corked: bool,
+    /// A datagram has gone to the peer, so it has heard this side's window.
+    told_window: bool,
     /// The runtime should run `handle_timeout` soon (state changed).
     needs_drive: bool,
     oob_handler: Option<OobHandler>,
@@ -219,6 +221,7 @@ impl Connection {
             last_recv: now,
             flush_now: false,
             corked: false,
+            told_window: false,
             needs_drive: false,
             oob_handler: None,
             events: Pending::default(),
@@ -369,6 +372,13 @@ impl Connection {
             // the peer sees the data (docs/wire.md §5.6).
             kcp.flush(FlushKind::Full, now_ms, &mut sink);
         }
+        if !self.told_window && kcp.pending_acks() > 0 {
+            // The peer still assumes kcp-go's 32-segment window for us: its
+            // first flight waits for this ACK, so it goes now, not at the
+            // next tick (docs/wire.md §5.6).
+            kcp.flush(FlushKind::AckOnly, now_ms, &mut sink);
+        }
+        self.told_window |= !sink.pending.is_empty();
         if rep.kcp_errors == 0 {
             self.last_recv = now;
         } else {
@@ -635,6 +645,7 @@ impl Connection {
         } else {
             kcp.flush(FlushKind::Full, now_ms, &mut sink);
         }
+        self.told_window |= !sink.pending.is_empty();
         self.corked = false;
     }
 
